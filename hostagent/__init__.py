@@ -1,0 +1,1 @@
+"""Loris hostagent package."""

@@ -1,0 +1,1 @@
+"""Loris lab package."""
