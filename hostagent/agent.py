@@ -1,0 +1,267 @@
+"""`loris-hostagent`: registers the host, follows the controller's desired state, wires ports.
+
+Threads: one long-polls the controller; a worker reconciles (on every new desired
+state, on a Docker event, and every RESYNC_S seconds) and reports; a third follows Docker
+events. The controller being away stops nothing on the host: OVS keeps its flows (secure
+fail mode), the worker keeps repairing containers from the last desired state it had.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+from hostagent import hostprep, names, netdev
+from hostagent.client import ApiError, Client, ControllerUnreachable, backoff_wait, controller_url
+from hostagent.containers import Runtimes, matches
+from hostagent.ovs import Ovs, OvsError
+from hostagent.reconcile import Reconciler
+
+log = logging.getLogger("loris-hostagent")
+
+LONG_POLL_S = 30
+RESYNC_S = 30.0
+
+
+def ovs_from_args(ovsdb: str | None, rundir: str | None) -> Ovs:
+    return Ovs(db=ovsdb or os.environ.get("LORIS_OVSDB") or None,
+               rundir=rundir or os.environ.get("LORIS_OVS_RUNDIR") or None)  # fmt: skip
+
+
+def default_host_id() -> str:
+    return os.environ.get("LORIS_HOST") or socket.gethostname().split(".")[0]
+
+
+class Agent:
+    def __init__(
+        self,
+        client: Client,
+        ovs: Ovs,
+        host_id: str,
+        tunnel_ip: str,
+        tunnel_type: str,
+        container_ifname: str = "eth1",
+        openflow: str | None = None,
+        runtimes: Runtimes | None = None,
+    ) -> None:
+        self.client = client
+        self.ovs = ovs
+        self.host_id = host_id
+        self.tunnel_ip = tunnel_ip
+        self.tunnel_type = tunnel_type
+        self.openflow = openflow
+        self.runtimes = runtimes or Runtimes()
+        self.stop = threading.Event()
+        self.kick = threading.Event()
+        self._lock = threading.Lock()
+        self.desired: dict | None = None
+        self._reported: dict | None = None
+        self._reported_at = 0.0
+        self._pending_deletes: set[int] = set()
+        self.registered = False
+        self.reconciler = Reconciler(
+            ovs, self.runtimes, host_id, tunnel_ip, tunnel_type, container_ifname,
+            ensure_bridges=self.prepare, on_container_gone=self._container_gone,
+        )  # fmt: skip
+
+    # ---------------------------------------------------------------- host and controller
+    def prepare(self) -> dict:
+        return hostprep.prepare_host(self.ovs, self.host_id, self.openflow)
+
+    def register(self) -> None:
+        dpids = names.dpids(self.host_id)
+        reply = self.client.register({
+            "id": self.host_id, "tunnel_ip": self.tunnel_ip, "tunnel_type": self.tunnel_type,
+            "dpids": {b: f"0x{names.dpid_hex(d)}" for b, d in dpids.items()},
+        })  # fmt: skip
+        port = ((reply or {}).get("openflow") or {}).get("port") or names.DEFAULT_OPENFLOW_PORT
+        if not self.openflow:
+            self.openflow = f"tcp:{self.client.controller_ip()}:{port}"
+        hostprep.set_controller(self.ovs, self.openflow)
+        self.registered = True
+        log.info("registered as %s (tunnel %s %s), OpenFlow %s",
+                 self.host_id, self.tunnel_type, self.tunnel_ip, self.openflow)
+
+    # ---------------------------------------------------------------- main loop
+    def run(self) -> None:
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                self.prepare()
+                break
+            except OvsError as e:
+                log.warning("OVS not ready (%s); retrying", e)
+                backoff_wait(self.stop, attempt)
+                attempt += 1
+        self.runtimes.watch_docker(self._docker_event, self.stop)
+        worker = threading.Thread(target=self._worker, name="reconcile", daemon=True)
+        worker.start()
+        # The long poll blocks in a socket read that a signal does not interrupt: it runs in
+        # a daemon thread so that stopping never waits for it.
+        threading.Thread(target=self._poll, name="long-poll", daemon=True).start()
+        while not self.stop.wait(1.0):
+            pass
+        self.kick.set()
+        worker.join(timeout=10)
+
+    def _poll(self) -> None:
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                if not self.registered:
+                    self.register()
+                version = self.desired.get("version") if self.desired else None
+                desired = self.client.desired(self.host_id, version,
+                                              LONG_POLL_S if version is not None else 0)
+                attempt = 0
+                if desired != self.desired:
+                    self.desired = desired
+                    self.kick.set()
+            except ControllerUnreachable as e:
+                log.warning("%s; retrying", e)
+                backoff_wait(self.stop, attempt)
+                attempt += 1
+            except ApiError as e:
+                if e.status == 404:  # the controller forgot us (new database, host deleted)
+                    log.warning("controller does not know host %s: registering again",
+                                self.host_id)
+                    self.registered = False
+                    self.desired = None
+                else:
+                    log.error("controller refused: %s (%s)", e.message, e.code)
+                backoff_wait(self.stop, attempt)
+                attempt += 1
+            except OvsError as e:
+                log.error("OVS: %s", e)
+                backoff_wait(self.stop, attempt)
+                attempt += 1
+
+    def _worker(self) -> None:
+        while not self.stop.is_set():
+            self.kick.wait(RESYNC_S)
+            self.kick.clear()
+            if self.stop.is_set():
+                break
+            try:
+                self.reconcile_and_report()
+            except Exception:  # keep the agent alive; the next pass retries
+                log.exception("reconcile failed")
+                self.stop.wait(1.0)
+
+    def reconcile_and_report(self) -> dict | None:
+        with self._lock:
+            desired = self.desired
+            if desired is None:
+                return None
+            self._retry_deletes()
+            actual = self.reconciler.apply(desired)
+            stale = time.monotonic() - self._reported_at > RESYNC_S * 2
+            if actual != self._reported or stale:
+                try:
+                    self.client.put_actual(self.host_id, actual)
+                    self._reported, self._reported_at = actual, time.monotonic()
+                except (ControllerUnreachable, ApiError) as e:
+                    log.warning("reporting actual state failed: %s", e)
+                    self._reported = None
+            return actual
+
+    # ---------------------------------------------------------------- Docker events
+    def _docker_event(self, action: str, container_id: str, name: str) -> None:
+        desired = self.desired or {}
+        ours = [p for p in desired.get("ports") or []
+                if matches(p["container"], container_id, name)]  # fmt: skip
+        if not ours:
+            return
+        if action == "destroy":
+            for p in ours:
+                self._container_gone(int(p["id"]))
+        log.info("Docker %s of %s (ports %s)", action, name or container_id[:12],
+                 [p["id"] for p in ours])
+        self.kick.set()
+
+    def _container_gone(self, port_id: int) -> None:
+        self._pending_deletes.add(port_id)
+        self._retry_deletes()
+
+    def _retry_deletes(self) -> None:
+        for port_id in sorted(self._pending_deletes):
+            try:
+                self.client.delete_port(port_id)
+                log.info("port %s deleted: its container was removed", port_id)
+            except ApiError as e:
+                if e.status != 404:
+                    log.warning("deleting port %s failed: %s", port_id, e)
+                    continue
+            except ControllerUnreachable as e:
+                log.warning("deleting port %s postponed: %s", port_id, e)
+                continue
+            self._pending_deletes.discard(port_id)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="loris-hostagent", description=__doc__.splitlines()[0])
+    p.add_argument("--controller", help="controller REST URL (LORIS_CONTROLLER; "
+                   "default http://127.0.0.1:8780)")  # fmt: skip
+    p.add_argument("--host-id", default=None, help="this host's id (LORIS_HOST; default hostname)")
+    p.add_argument("--tunnel-ip", help="tunnel endpoint IPv4 (default: source address of the "
+                   "route towards the controller)")  # fmt: skip
+    p.add_argument("--tunnel-type", choices=names.TUNNEL_TYPES, default="vxlan")
+    p.add_argument("--ovsdb", help="OVSDB socket, e.g. unix:/run/openvswitch/db.sock "
+                   "(LORIS_OVSDB)")  # fmt: skip
+    p.add_argument("--ovs-rundir", help="OVS run directory (LORIS_OVS_RUNDIR)")
+    p.add_argument("--container-ifname", default="eth1", help="interface name in containers")
+    p.add_argument("--openflow", help="OpenFlow controller target override, e.g. tcp:IP:6653")
+    p.add_argument("--docker-url", help="Docker engine URL (default: DOCKER_HOST or the socket)")
+    p.add_argument("--log-file")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        filename=args.log_file,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    host_id = args.host_id or default_host_id()
+    if not names.valid_host_id(host_id):
+        print(f"loris-hostagent: invalid host id {host_id!r}: use 1-63 letters, digits, "
+              "'_', '.', '-' (--host-id)", file=sys.stderr)  # fmt: skip
+        return 2
+    client = Client(controller_url(args.controller))
+    tunnel_ip = args.tunnel_ip
+    if not tunnel_ip:
+        try:
+            tunnel_ip = netdev.source_address_towards(client.controller_ip())
+        except ControllerUnreachable as e:
+            print(f"loris-hostagent: {e}", file=sys.stderr)
+            return 2
+        if not tunnel_ip:
+            print("loris-hostagent: no route towards the controller to derive the tunnel IP "
+                  "from; give --tunnel-ip", file=sys.stderr)  # fmt: skip
+            return 2
+    agent = Agent(client, ovs_from_args(args.ovsdb, args.ovs_rundir), host_id, tunnel_ip,
+                  args.tunnel_type, args.container_ifname, args.openflow,
+                  Runtimes(args.docker_url))  # fmt: skip
+
+    def stop(_sig: int, _frame: object) -> None:
+        agent.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("starting: host %s, tunnel %s %s, OVS %s", host_id, args.tunnel_type, tunnel_ip,
+             agent.ovs.db_target or "default")  # fmt: skip
+    agent.run()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

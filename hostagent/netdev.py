@@ -1,0 +1,231 @@
+"""Netlink plumbing (pyroute2): container veths, their namespace moves, addresses, MTU.
+
+Everything here acts on the agent's own network namespace (the host) and on container
+namespaces given as paths (`/proc/<pid>/ns/net` or `/run/netns/<name>`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from hostagent import names
+
+
+class NetdevError(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def open_netns(path: str) -> Iterator[int]:
+    """An fd on a namespace; holding it keeps the namespace alive while we work on it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        raise NetdevError(f"network namespace {path} is gone ({e.strerror})") from e
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def ipr_in(netns_fd: int | None = None) -> Iterator[IPRoute]:
+    # flags=0: never let pyroute2 create a namespace that does not exist.
+    ipr = IPRoute() if netns_fd is None else IPRoute(netns=netns_fd, flags=0)
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def _link(ipr: IPRoute, name: str):
+    idx = ipr.link_lookup(ifname=name)
+    return ipr.get_links(idx[0])[0] if idx else None
+
+
+def _kind(link) -> str | None:
+    info = link.get("IFLA_LINKINFO")
+    return info.get("IFLA_INFO_KIND") if info else None
+
+
+@dataclass
+class ContainerSide:
+    ifname: str
+    mac: str
+    mtu: int
+    up: bool
+    ipv4: list[str]  # "A.B.C.D/len"
+
+
+def link_exists(name: str) -> bool:
+    with ipr_in() as ipr:
+        return _link(ipr, name) is not None
+
+
+def delete_link(name: str) -> bool:
+    """Delete a host interface if present (a veth takes its peer along)."""
+    with ipr_in() as ipr:
+        try:
+            ipr.link("del", ifname=name)
+            return True
+        except NetlinkError as e:
+            if e.code == 19:  # ENODEV: already gone
+                return False
+            raise
+
+
+def inspect_port(port_id: int, netns_path: str, mac: str) -> ContainerSide | None:
+    """The container end of `lp<id>` if it lives in `netns_path` with `mac`, else None.
+
+    Matches the veth pair both ways (each end's IFLA_LINK names the other's index) so an
+    interface of a restarted container, or a foreign one, is never mistaken for ours.
+    """
+    with ipr_in() as ipr:
+        host = _link(ipr, names.host_port_name(port_id))
+    if host is None or _kind(host) != "veth" or host.get("IFLA_LINK_NETNSID") is None:
+        return None
+    try:
+        with open_netns(netns_path) as fd, ipr_in(fd) as ns:
+            try:
+                peer = ns.get_links(host.get("IFLA_LINK"))[0]
+            except NetlinkError:
+                return None
+            if peer.get("IFLA_LINK") != host["index"] or _kind(peer) != "veth":
+                return None
+            if (peer.get("IFLA_ADDRESS") or "").lower() != mac.lower():
+                return None
+            addrs = [
+                f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
+                for a in ns.get_addr(index=peer["index"], family=2)
+            ]
+            return ContainerSide(
+                ifname=peer.get("IFLA_IFNAME"),
+                mac=peer.get("IFLA_ADDRESS"),
+                mtu=peer.get("IFLA_MTU"),
+                up=bool(peer["flags"] & 1),
+                ipv4=addrs,
+            )
+    except NetdevError:
+        return None
+
+
+def create_port(
+    port_id: int, netns_path: str, ifname: str, mac: str, ip: str | None, mtu: int
+) -> str:
+    """Create the veth of a port: `lp<id>` stays here, the other end becomes `ifname` (or the
+    next free ethN) in the container. Returns the container-side name.
+
+    On failure nothing is left behind: deleting `lp<id>` takes its peer with it wherever the
+    peer went.
+    """
+    host_name = names.host_port_name(port_id)
+    temp_name = names.container_port_temp_name(port_id)
+    for stale in (host_name, temp_name):  # leftovers of an interrupted attempt
+        delete_link(stale)
+    try:
+        with open_netns(netns_path) as fd:
+            with ipr_in(fd) as ns:
+                taken = {link.get("IFLA_IFNAME") for link in ns.get_links()}
+            final = names.next_ifname(ifname, taken)
+            with ipr_in() as ipr:
+                ipr.link("add", ifname=host_name, kind="veth", peer={"ifname": temp_name})
+                host_idx = ipr.link_lookup(ifname=host_name)[0]
+                alias = f"{names.PORT_ALIAS_PREFIX}{port_id}"  # how cleanup knows it is ours
+                ipr.link("set", index=host_idx, mtu=mtu, ifalias=alias)
+                ipr.link("set", index=host_idx, state="up")
+                ipr.link("set", index=ipr.link_lookup(ifname=temp_name)[0], net_ns_fd=fd)
+            with ipr_in(fd) as ns:
+                idx = ns.link_lookup(ifname=temp_name)[0]
+                ns.link("set", index=idx, ifname=final, address=mac, mtu=mtu)
+                if ip:
+                    _add_address(ns, idx, ip)
+                ns.link("set", index=idx, state="up")
+            disable_tx_offload(netns_path, final)
+            return final
+    except Exception:
+        delete_link(host_name)
+        delete_link(temp_name)
+        raise
+
+
+def add_address(netns_path: str, ifname: str, ip: str) -> None:
+    with open_netns(netns_path) as fd, ipr_in(fd) as ns:
+        _add_address(ns, ns.link_lookup(ifname=ifname)[0], ip)
+
+
+def _add_address(ns: IPRoute, index: int, ip: str) -> None:
+    iface = ipaddress.IPv4Interface(ip)
+    ns.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+
+
+def disable_tx_offload(netns_path: str, ifname: str) -> None:
+    """`ethtool -K <if> tx off` inside the container: a veth hands OVS's userspace datapath
+    packets with partial checksums, which then leave the tunnel unfixed and TCP stalls."""
+    run_in_netns(netns_path, ["ethtool", "-K", ifname, "tx", "off"])
+
+
+def run_in_netns(netns_path: str, argv: list[str], timeout: float = 20) -> str:
+    try:
+        proc = subprocess.run(
+            ["nsenter", f"--net={netns_path}", *argv],
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as e:
+        raise NetdevError(f"{argv[0]} timed out in {netns_path}") from e
+    if proc.returncode != 0:
+        raise NetdevError(f"{' '.join(argv)} failed: {(proc.stderr or proc.stdout).strip()}")
+    return proc.stdout
+
+
+def delete_loris_veths() -> list[str]:
+    """Delete every host-side veth whose alias marks it as a Loris port; returns their names."""
+    gone = []
+    with ipr_in() as ipr:
+        for link in ipr.get_links():
+            alias = link.get("IFLA_IFALIAS") or ""
+            if _kind(link) == "veth" and alias.startswith(names.PORT_ALIAS_PREFIX):
+                with contextlib.suppress(NetlinkError):
+                    ipr.link("del", index=link["index"])
+                    gone.append(link.get("IFLA_IFNAME"))
+    return gone
+
+
+def loris_veths() -> list[str]:
+    with ipr_in() as ipr:
+        return [
+            link.get("IFLA_IFNAME")
+            for link in ipr.get_links()
+            if _kind(link) == "veth"
+            and (link.get("IFLA_IFALIAS") or "").startswith(names.PORT_ALIAS_PREFIX)
+        ]
+
+
+def mtu_of_address(ip: str) -> int | None:
+    """MTU of the interface that holds `ip` here (the tunnel endpoint)."""
+    with ipr_in() as ipr:
+        for a in ipr.get_addr(family=2):
+            if a.get("IFA_ADDRESS") == ip:
+                return ipr.get_links(a["index"])[0].get("IFLA_MTU")
+    return None
+
+
+def source_address_towards(ip: str) -> str | None:
+    """The source address the kernel would use to reach `ip` (`ip route get`)."""
+    with ipr_in() as ipr:
+        try:
+            routes = ipr.route("get", dst=ip)
+        except NetlinkError:
+            return None
+    for r in routes:
+        src = r.get("RTA_PREFSRC")
+        if src:
+            return src
+    return None

@@ -1,0 +1,295 @@
+"""Level-triggered reconciliation of one host: desired state in, OVS/netlink changes, actual out.
+
+Every pass compares what should be (the controller's desired state) with what is (OVS and
+the kernel) and changes only the difference, so running it again changes nothing and a
+restarted agent adopts what it finds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hostagent import dhcp, names, netdev
+from hostagent.containers import (
+    Container,
+    ContainerError,
+    ContainerNotFound,
+    ContainerNotRunning,
+    Runtimes,
+)
+from hostagent.ovs import Interface, Ovs, OvsError, Snapshot, kv
+
+log = logging.getLogger(__name__)
+
+PORT_ID = "loris-port-id"
+CONTAINER = "loris-container"
+CONTAINER_ID = "loris-container-id"  # Docker's full id: tells a destroyed container apart
+POD = "loris-pod"
+PEER = "loris-peer"
+DEFAULT_UNDERLAY_MTU = 1500
+
+
+@dataclass
+class PortError(Exception):
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Reconciler:
+    def __init__(
+        self,
+        ovs: Ovs,
+        runtimes: Runtimes,
+        host_id: str,
+        tunnel_ip: str,
+        tunnel_type: str = "vxlan",
+        container_ifname: str = "eth1",
+        ensure_bridges: Callable[[], object] | None = None,
+        on_container_gone: Callable[[int], None] | None = None,
+    ) -> None:
+        self.ovs = ovs
+        self.runtimes = runtimes
+        self.host_id = host_id
+        self.tunnel_ip = tunnel_ip
+        self.tunnel_type = tunnel_type
+        self.container_ifname = container_ifname
+        self.ensure_bridges = ensure_bridges
+        # Called with a port id whose container was destroyed (the agent deletes the port).
+        self.on_container_gone = on_container_gone or (lambda _port_id: None)
+
+    # ---------------------------------------------------------------- the pass
+    def apply(self, desired: dict) -> dict:
+        snap = self.ovs.snapshot()
+        if not self._bridges_ready(snap) and self.ensure_bridges:
+            log.warning("Loris bridges missing or incomplete: preparing the host again")
+            self.ensure_bridges()
+            snap = self.ovs.snapshot()
+        host = desired.get("host") or {}
+        ttype = host.get("tunnel_type") or self.tunnel_type
+        self._reconcile_tunnels(snap, desired.get("peers") or [], ttype)
+        ports = {int(p["id"]): p for p in desired.get("ports") or []}
+        self._remove_undesired_ports(snap, set(ports))
+        mtu = names.container_mtu(self.underlay_mtu(), ttype)
+        report_ports: dict[str, dict] = {}
+        for port_id in sorted(ports):
+            report_ports[str(port_id)] = self._reconcile_port(ports[port_id], mtu)
+        snap = self.ovs.snapshot()
+        return {
+            "version": desired.get("version", 0),
+            "patch": self._patch_ofports(snap),
+            "tunnels": self._tunnel_ofports(snap, desired.get("peers") or []),
+            "ports": report_ports,
+        }
+
+    def underlay_mtu(self) -> int:
+        return netdev.mtu_of_address(self.tunnel_ip) or DEFAULT_UNDERLAY_MTU
+
+    # ---------------------------------------------------------------- bridges
+    @staticmethod
+    def _bridges_ready(snap: Snapshot) -> bool:
+        return all(
+            i in snap.interfaces and snap.interfaces[i].bridge == b
+            for b, i in ((names.INTEGRATION_BRIDGE, names.PATCH_ON_INT),
+                         (names.TUNNEL_BRIDGE, names.PATCH_ON_TUN))
+        )  # fmt: skip
+
+    @staticmethod
+    def _patch_ofports(snap: Snapshot) -> dict[str, int | None]:
+        def of(name: str) -> int | None:
+            i = snap.interfaces.get(name)
+            return i.ofport if i else None
+
+        return {names.INTEGRATION_BRIDGE: of(names.PATCH_ON_INT),
+                names.TUNNEL_BRIDGE: of(names.PATCH_ON_TUN)}  # fmt: skip
+
+    # ---------------------------------------------------------------- tunnels
+    def _wanted_tunnels(self, peers: list[dict]) -> dict[str, dict]:
+        return {
+            names.tunnel_port_name(p["tunnel_ip"]): p
+            for p in peers
+            if p.get("tunnel_ip") and p["tunnel_ip"] != self.tunnel_ip and p["id"] != self.host_id
+        }
+
+    def _reconcile_tunnels(self, snap: Snapshot, peers: list[dict], ttype: str) -> None:
+        want = self._wanted_tunnels(peers)
+        have = {i.name: i for i in snap.on_bridge(names.TUNNEL_BRIDGE)
+                if names.is_tunnel_port_name(i.name)}  # fmt: skip
+        cmds: list[list[str]] = []
+        for name in sorted(set(have) - set(want)):
+            cmds.append(["--if-exists", "del-port", names.TUNNEL_BRIDGE, name])
+        for name, peer in sorted(want.items()):
+            options = {"remote_ip": peer["tunnel_ip"], "key": "flow", "df_default": "true"}
+            ids = {names.LORIS_MARK[0]: names.LORIS_MARK[1], PEER: peer["id"]}
+            cur = have.get(name)
+            if cur and cur.type == ttype and cur.options == options \
+                    and cur.external_ids.get(PEER) == peer["id"]:
+                continue
+            if cur is None:
+                cmds.append(["--may-exist", "add-port", names.TUNNEL_BRIDGE, name])
+                cmds.append(["set", "Port", name, *kv("external_ids", dict([names.LORIS_MARK]))])
+            # Options are replaced as a whole so a stale one never lingers.
+            cmds.append(["clear", "Interface", name, "options"])
+            cmds.append(["set", "Interface", name, f"type={ttype}",
+                         *kv("options", options), *kv("external_ids", ids)])  # fmt: skip
+        if cmds:
+            log.info("tunnels: %s", "; ".join(" ".join(c) for c in cmds))
+            self.ovs.vsctl(cmds)
+
+    def _tunnel_ofports(self, snap: Snapshot, peers: list[dict]) -> dict[str, int]:
+        out = {}
+        for name, peer in self._wanted_tunnels(peers).items():
+            i = snap.interfaces.get(name)
+            if i and i.ofport:
+                out[peer["id"]] = i.ofport
+        return out
+
+    # ---------------------------------------------------------------- ports
+    @staticmethod
+    def port_interfaces(snap: Snapshot) -> dict[int, Interface]:
+        """Container ports on br-int: by their port id external id, or by their lp name."""
+        out = {}
+        for i in snap.on_bridge(names.INTEGRATION_BRIDGE):
+            pid = i.external_ids.get(PORT_ID)
+            port_id = int(pid) if pid and pid.isdigit() else names.port_id_of_host_port(i.name)
+            if port_id is not None:
+                out[port_id] = i
+        return out
+
+    def _remove_undesired_ports(self, snap: Snapshot, wanted: set[int]) -> None:
+        have = self.port_interfaces(snap)
+        stale = sorted(set(have) - wanted)
+        if stale:
+            log.info("removing ports not desired here: %s", stale)
+            self.ovs.vsctl([["--if-exists", "del-port", names.INTEGRATION_BRIDGE, have[p].name]
+                            for p in stale])  # fmt: skip
+        for name in netdev.loris_veths():
+            port_id = names.port_id_of_host_port(name)
+            if port_id is None or port_id not in wanted:
+                netdev.delete_link(name)
+
+    def _reconcile_port(self, port: dict, mtu: int) -> dict:
+        port_id = int(port["id"])
+        try:
+            return self._ensure_port(port, mtu)
+        except PortError as e:
+            log.warning("port %s (%s): %s", port_id, port.get("container"), e.message)
+            return {"error": {"code": e.code, "message": e.message}}
+        except (OvsError, netdev.NetdevError, OSError) as e:
+            log.exception("port %s (%s) failed", port_id, port.get("container"))
+            return {"error": {"code": "wiring_failed",
+                              "message": f"wiring {port.get('container')} failed: {e}"}}
+
+    def _ensure_port(self, port: dict, mtu: int) -> dict:
+        port_id = int(port["id"])
+        ref = port["container"]
+        iface = self.port_interfaces(self.ovs.snapshot()).get(port_id)
+        try:
+            container = self.runtimes.resolve(ref)
+        except ContainerNotFound as e:
+            self._container_missing(port, iface, e)
+            raise PortError(e.code, str(e)) from None
+        except ContainerNotRunning as e:
+            if iface and iface.ofport and port.get("state") != "pending":
+                # A stopped container keeps its port (and ofport): `docker start` brings
+                # it back on the Docker event without anyone acting.
+                return {"ofport": iface.ofport, "mtu": mtu}
+            self._drop_local(port_id, iface)
+            raise PortError(e.code, str(e)) from None
+        except ContainerError as e:
+            raise PortError(e.code, str(e)) from None
+
+        side = netdev.inspect_port(port_id, container.netns, port["mac"])
+        static_ip = None if port.get("dhcp") else port.get("ip")
+        if side is None:
+            side = self._wire(port, container, iface, static_ip, mtu)
+        else:
+            if static_ip and static_ip not in side.ipv4:
+                netdev.add_address(container.netns, side.ifname, static_ip)
+            if iface is None or not iface.ofport:
+                self._attach(port, container, side.ifname)
+        iface = self.port_interfaces(self.ovs.snapshot()).get(port_id)
+        if iface is None or not iface.ofport:
+            raise PortError("ovs_error", f"OVS gave no ofport to lp{port_id}: "
+                                         f"{(iface.error if iface else None) or 'unknown'}")
+        out: dict = {"ofport": iface.ofport, "mtu": mtu}
+        if port.get("dhcp"):
+            lease = side.ipv4[0] if side.ipv4 else None
+            if lease is None and port.get("state") == "active":
+                try:
+                    lease = dhcp.obtain_lease(container.netns, side.ifname)
+                except dhcp.DhcpError as e:
+                    out["error"] = {"code": "dhcp_failed", "message": f"{container.name}: {e}"}
+            out["lease"] = lease
+        return out
+
+    def _container_missing(self, port: dict, iface: Interface | None, err: Exception) -> None:
+        """The container is not there: if we had wired it, it was destroyed -> the port goes."""
+        port_id = int(port["id"])
+        was_wired = iface is not None and iface.external_ids.get(CONTAINER_ID)
+        self._drop_local(port_id, iface)
+        if was_wired and port.get("state") != "pending":
+            log.info("container of port %s is gone (%s): deleting the port", port_id, err)
+            self.on_container_gone(port_id)
+
+    def _drop_local(self, port_id: int, iface: Interface | None) -> None:
+        if iface is not None:
+            self.ovs.vsctl([["--if-exists", "del-port", names.INTEGRATION_BRIDGE, iface.name]])
+        netdev.delete_link(names.host_port_name(port_id))
+
+    def _wire(self, port: dict, container: Container, iface: Interface | None,
+              ip: str | None, mtu: int) -> netdev.ContainerSide:
+        """(Re)create the veth and attach it; all or nothing on this host."""
+        port_id = int(port["id"])
+        pinned = (iface.ofport_request or iface.ofport) if iface else None
+        if iface is not None:
+            # The old veth died with the container's old namespace. OVS's userspace datapath
+            # does not reopen a device that came back under the same name, so the port is
+            # re-added (in its own transaction) with its ofport pinned.
+            self.ovs.vsctl([["--if-exists", "del-port", names.INTEGRATION_BRIDGE, iface.name]])
+        log.info("wiring port %s into %s (%s)", port_id, container.name, container.netns)
+        ifname = netdev.create_port(port_id, container.netns, self.container_ifname,
+                                    port["mac"], ip, mtu)  # fmt: skip
+        try:
+            self._attach(port, container, ifname, pinned=pinned)
+        except Exception:
+            self._drop_local(port_id, self.port_interfaces(self.ovs.snapshot()).get(port_id))
+            raise
+        side = netdev.inspect_port(port_id, container.netns, port["mac"])
+        if side is None:
+            self._drop_local(port_id, self.port_interfaces(self.ovs.snapshot()).get(port_id))
+            raise PortError("wiring_failed",
+                            f"container {container.name} lost its namespace while being wired")
+        return side
+
+    def _attach(self, port: dict, container: Container, ifname: str,
+                pinned: int | None = None) -> None:
+        port_id = int(port["id"])
+        name = names.host_port_name(port_id)
+        ids = {
+            names.LORIS_MARK[0]: names.LORIS_MARK[1],
+            PORT_ID: str(port_id),
+            CONTAINER: port["container"],
+            CONTAINER_ID: container.id,
+            POD: str(port.get("pod", 0)),
+            "attached-mac": port["mac"].lower(),
+            "loris-ifname": ifname,
+        }
+        cmd = ["set", "Interface", name, *kv("external_ids", ids)]
+        if pinned:
+            cmd.append(f"ofport_request={pinned}")
+        self.ovs.vsctl([["--may-exist", "add-port", names.INTEGRATION_BRIDGE, name],
+                        ["set", "Port", name, *kv("external_ids", dict([names.LORIS_MARK]))],
+                        cmd])  # fmt: skip
+        got = self.port_interfaces(self.ovs.snapshot()).get(port_id)
+        if got is None or not got.ofport:
+            raise PortError("ovs_error", f"OVS could not attach {name}: "
+                                         f"{(got.error if got else None) or 'no ofport'}")
+        if not got.ofport_request:
+            # Pin the number OVS chose, so a re-wire (container restart) keeps it and the
+            # flows that match on it stay right.
+            self.ovs.vsctl([["set", "Interface", name, f"ofport_request={got.ofport}"]])
