@@ -1,0 +1,1 @@
+"""Loris benchmarks: each measures against a baseline taken in the same run."""
