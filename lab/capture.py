@@ -1,0 +1,54 @@
+"""Packet captures with tcpdump, written to a pcap in the lab's run directory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from lab.command import LabError, run
+from lab.procs import LabProcess
+
+
+class CaptureResult(NamedTuple):
+    count: int
+    lines: list[str]   # `tcpdump -r <pcap> -nn -e`, one line per packet
+
+
+class Capture:
+    def __init__(self, process: LabProcess, pcap: Path, description: str) -> None:
+        self.process = process
+        self.pcap = pcap
+        self.description = description
+        self.result: CaptureResult | None = None
+
+    def wait_ready(self, timeout: float = 10) -> None:
+        """tcpdump prints 'listening on' once the socket is open; packets before that are
+        not seen."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "listening on" in self.process.log_text():
+                return
+            if not self.process.alive:
+                raise LabError(f"tcpdump for {self.description} exited: "
+                               f"{self.process.log_tail(10)}")
+            time.sleep(0.02)
+        raise LabError(f"tcpdump for {self.description} not listening after {timeout:g}s")
+
+    def stop(self) -> CaptureResult:
+        """End the capture and read it back. Calling it again returns the same result."""
+        if self.result is None:
+            # tcpdump flushes the pcap on SIGTERM; -U already writes packet by packet.
+            self.process.stop(timeout=5)
+            lines = self.read()
+            self.result = CaptureResult(len(lines), lines)
+        return self.result
+
+    def read(self) -> list[str]:
+        if not self.pcap.exists() or self.pcap.stat().st_size == 0:
+            return []
+        out = run(["tcpdump", "-r", self.pcap, "-nn", "-e"], check=False).stdout
+        return [line for line in out.splitlines() if line.strip()]
+
+    def __repr__(self) -> str:
+        return f"<Capture {self.description} -> {self.pcap}>"

@@ -1,0 +1,260 @@
+"""Processes of a lab: start them with a record, find them again, end exactly them.
+
+A process is identified by (pid, start time) so that a recycled pid is never mistaken for
+one of ours. Records live in `<lab dir>/procs/<name>.json`, logs in `<lab dir>/logs/`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+CLONE_NEWNET = 0x40000000  # os.CLONE_NEWNET exists only from Python 3.12
+PR_SET_CHILD_SUBREAPER = 36
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def starttime(pid: int) -> int | None:
+    """Start time of `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[19])
+
+
+def state(pid: int) -> str | None:
+    """The one-letter state of `pid` (R, S, Z, ...), or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2]
+
+
+def running(pid: int) -> bool:
+    """True if `pid` exists and is not a zombie."""
+    return state(pid) not in (None, "Z")
+
+
+def same_process(pid: int, start: int | None) -> bool:
+    return start is not None and running(pid) and starttime(pid) == start
+
+
+def netns_inode(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+    except OSError:
+        return ""
+
+
+def all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def become_subreaper() -> None:
+    """Make orphaned descendants (e.g. daemons of a killed lab owner) our children.
+
+    Some container init processes never reap zombies; as a subreaper we can reap the
+    orphans we end, so that nothing of a lab lingers in the process table.
+    """
+    if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
+
+
+def reap(pids: Iterable[int]) -> None:
+    """Collect the exit status of those `pids` that are dead children of ours.
+
+    Only call this for processes that no subprocess.Popen of this process waits for
+    (orphans adopted as a subreaper), or that Popen would see a wrong exit status.
+    """
+    for pid in pids:
+        with _own_lock:
+            popen = _own_children.get(pid)
+        if popen is not None:
+            popen.poll()
+        elif state(pid) == "Z":
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def terminate(pids: Iterable[int], grace: float = 3.0) -> list[int]:
+    """SIGTERM `pids`, SIGKILL those still running after `grace` seconds.
+
+    Returns the pids that were still running after SIGKILL (should be none).
+    """
+    pids = [p for p in set(pids) if running(p)]
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 3.0)):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while True:
+            _reap_own(pids)
+            pids = [p for p in pids if running(p)]
+            if not pids or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        if not pids:
+            break
+    return pids
+
+
+_own_children: dict[int, subprocess.Popen] = {}
+_own_lock = threading.Lock()
+
+
+def _reap_own(pids: Iterable[int]) -> None:
+    """Let the Popen objects of our own children collect their exit status."""
+    with _own_lock:
+        for pid in pids:
+            popen = _own_children.get(pid)
+            if popen is not None:
+                popen.poll()
+
+
+class LabProcess:
+    """A long-running process started by a lab, with its log in the lab's run directory."""
+
+    def __init__(self, name: str, argv: Sequence[str], popen: subprocess.Popen,
+                 log_path: Path, record_path: Path) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.popen = popen
+        self.pid = popen.pid
+        self.log_path = log_path
+        self.record_path = record_path
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.popen.wait(timeout)
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout` seconds; returns the exit status."""
+        if self.alive:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.popen.poll()
+
+    def kill(self) -> int | None:
+        if self.alive:
+            self.popen.kill()
+            self.popen.wait(5)
+        return self.popen.poll()
+
+    def signal(self, sig: int) -> None:
+        if self.alive:
+            self.popen.send_signal(sig)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 80) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def __repr__(self) -> str:
+        state_ = "alive" if self.alive else f"exited {self.returncode}"
+        return f"<LabProcess {self.name} pid={self.pid} {state_}>"
+
+
+def spawn(name: str, argv: Sequence[str], *, labdir: Path, env: Mapping[str, str],
+          cwd: str | Path | None = None) -> LabProcess:
+    """Start `argv` in its own session, output to `<labdir>/logs/<name>.log`, and record it."""
+    logs = labdir / "logs"
+    records = labdir / "procs"
+    logs.mkdir(parents=True, exist_ok=True)
+    records.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{name}.log"
+    with open(log_path, "ab") as log:
+        if log.tell():
+            log.write(f"\n----- restarted {time.strftime('%H:%M:%S')} -----\n".encode())
+            log.flush()
+        popen = subprocess.Popen(
+            [str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, env=dict(env), cwd=cwd, start_new_session=True)
+    with _own_lock:
+        _own_children[popen.pid] = popen
+    record_path = records / f"{name}.json"
+    record = {"name": name, "pid": popen.pid, "starttime": starttime(popen.pid),
+              "spawner": os.getpid(), "argv": [str(a) for a in argv]}
+    tmp = record_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(record_path)
+    return LabProcess(name, argv, popen, log_path, record_path)
+
+
+def read_records(labdir: Path) -> list[dict]:
+    out = []
+    for path in sorted((labdir / "procs").glob("*.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def socket_in_netns(netns_path: str, family: int = socket.AF_INET,
+                    type: int = socket.SOCK_STREAM) -> socket.socket:
+    """A socket that lives in the network namespace `netns_path`.
+
+    setns() switches only the calling thread, so a short-lived helper thread enters the
+    namespace and creates the socket; the socket stays in that namespace for its whole
+    life, whichever thread uses it afterwards.
+    """
+    result: dict[str, object] = {}
+
+    def enter_and_create() -> None:
+        try:
+            fd = os.open(netns_path, os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({netns_path}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            result["sock"] = socket.socket(family, type)
+        except BaseException as exc:  # handed to the caller's thread
+            result["error"] = exc
+
+    helper = threading.Thread(target=enter_and_create, name="lab-netns-socket")
+    helper.start()
+    helper.join()
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    return result["sock"]  # type: ignore[return-value]
