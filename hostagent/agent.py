@@ -9,6 +9,7 @@ fail mode), the worker keeps repairing containers from the last desired state it
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -218,9 +219,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--container-ifname", default="eth1", help="interface name in containers")
     p.add_argument("--openflow", help="OpenFlow controller target override, e.g. tcp:IP:6653")
     p.add_argument("--docker-url", help="Docker engine URL (default: DOCKER_HOST or the socket)")
+    p.add_argument("--apply", metavar="FILE", help="no controller: prepare the host, apply "
+                   "the desired state in FILE (JSON as GET .../desired returns it; - for "
+                   "stdin), print the actual state and exit (troubleshooting, tests)")
     p.add_argument("--log-file")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
+
+
+def apply_once(args: argparse.Namespace, host_id: str) -> int:
+    """One reconcile pass from a file, without a controller."""
+    try:
+        with (sys.stdin if args.apply == "-" else open(args.apply)) as f:
+            desired = json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"loris-hostagent: cannot read desired state {args.apply}: {e}", file=sys.stderr)
+        return 2
+    tunnel_ip = args.tunnel_ip or (desired.get("host") or {}).get("tunnel_ip")
+    if not tunnel_ip:
+        print("loris-hostagent: --apply needs --tunnel-ip (or host.tunnel_ip in the file)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    ovs = ovs_from_args(args.ovsdb, args.ovs_rundir)
+    gone: list[int] = []
+    reconciler = Reconciler(
+        ovs, Runtimes(args.docker_url), host_id, tunnel_ip, args.tunnel_type,
+        args.container_ifname, on_container_gone=gone.append,
+    )  # fmt: skip
+    try:
+        hostprep.prepare_host(ovs, host_id, args.openflow)
+        actual = reconciler.apply(desired)
+    except OvsError as e:
+        print(f"loris-hostagent: OVS: {e}", file=sys.stderr)
+        return 1
+    if gone:
+        actual["containers_gone"] = gone  # what the daemon would DELETE at the controller
+    print(json.dumps(actual, indent=2, sort_keys=True))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loris-hostagent: invalid host id {host_id!r}: use 1-63 letters, digits, "
               "'_', '.', '-' (--host-id)", file=sys.stderr)  # fmt: skip
         return 2
+    if args.apply:
+        return apply_once(args, host_id)
     client = Client(controller_url(args.controller))
     tunnel_ip = args.tunnel_ip
     if not tunnel_ip:

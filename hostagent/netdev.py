@@ -132,28 +132,42 @@ def create_port(
         delete_link(stale)
     try:
         with open_netns(netns_path) as fd:
-            with ipr_in(fd) as ns:
+            with _step("listing the container's interfaces"), ipr_in(fd) as ns:
                 taken = {link.get("IFLA_IFNAME") for link in ns.get_links()}
             final = names.next_ifname(ifname, taken)
             with ipr_in() as ipr:
-                ipr.link("add", ifname=host_name, kind="veth", peer={"ifname": temp_name})
-                host_idx = ipr.link_lookup(ifname=host_name)[0]
-                alias = f"{names.PORT_ALIAS_PREFIX}{port_id}"  # how cleanup knows it is ours
-                ipr.link("set", index=host_idx, mtu=mtu, ifalias=alias)
-                ipr.link("set", index=host_idx, state="up")
-                ipr.link("set", index=ipr.link_lookup(ifname=temp_name)[0], net_ns_fd=fd)
+                with _step(f"creating veth {host_name}"):
+                    ipr.link("add", ifname=host_name, kind="veth", peer={"ifname": temp_name})
+                    host_idx = ipr.link_lookup(ifname=host_name)[0]
+                    alias = f"{names.PORT_ALIAS_PREFIX}{port_id}"  # how cleanup knows it's ours
+                    ipr.link("set", index=host_idx, mtu=mtu, ifalias=alias)
+                    ipr.link("set", index=host_idx, state="up")
+                with _step(f"moving {temp_name} into {netns_path}"):
+                    ipr.link("set", index=ipr.link_lookup(ifname=temp_name)[0], net_ns_fd=fd)
             with ipr_in(fd) as ns:
                 idx = ns.link_lookup(ifname=temp_name)[0]
-                ns.link("set", index=idx, ifname=final, address=mac, mtu=mtu)
+                with _step(f"setting name {final}, MAC {mac}, MTU {mtu}"):
+                    ns.link("set", index=idx, ifname=final, address=mac, mtu=mtu)
                 if ip:
-                    _add_address(ns, idx, ip)
-                ns.link("set", index=idx, state="up")
+                    with _step(f"adding address {ip}"):
+                        _add_address(ns, idx, ip)
+                with _step(f"bringing {final} up"):
+                    ns.link("set", index=idx, state="up")
             disable_tx_offload(netns_path, final)
             return final
     except Exception:
         delete_link(host_name)
         delete_link(temp_name)
         raise
+
+
+@contextlib.contextmanager
+def _step(what: str) -> Iterator[None]:
+    """Name the step in the error a netlink failure turns into."""
+    try:
+        yield
+    except NetlinkError as e:
+        raise NetdevError(f"{what} failed: {e.args[1] if len(e.args) > 1 else e}") from e
 
 
 def add_address(netns_path: str, ifname: str, ip: str) -> None:

@@ -180,9 +180,13 @@ class Reconciler:
             log.warning("port %s (%s): %s", port_id, port.get("container"), e.message)
             return {"error": {"code": e.code, "message": e.message}}
         except (OvsError, netdev.NetdevError, OSError) as e:
-            log.exception("port %s (%s) failed", port_id, port.get("container"))
+            log.warning("port %s (%s): %s", port_id, port.get("container"), e)
             return {"error": {"code": "wiring_failed",
                               "message": f"wiring {port.get('container')} failed: {e}"}}
+        except Exception as e:  # one broken port must not stop the others from being served
+            log.exception("port %s (%s) failed", port_id, port.get("container"))
+            return {"error": {"code": "internal_error",
+                              "message": f"wiring {port.get('container')} failed: {e!r}"}}
 
     def _ensure_port(self, port: dict, mtu: int) -> dict:
         port_id = int(port["id"])
