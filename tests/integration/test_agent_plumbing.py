@@ -223,6 +223,41 @@ def test_restarted_container_is_rewired_with_its_ofport(lab):
         lab.ovs("h1").ofctl("del-flows", "br-int")
 
 
+def test_dhcp_port_runs_a_real_client_once_active(lab):
+    # A real DHCP server (busybox udhcpd) in n1 stands in for the controller's responder.
+    conf = lab.dir / "udhcpd.conf"
+    conf.write_text(f"start 10.7.0.50\nend 10.7.0.59\ninterface eth1\n"
+                    f"option subnet 255.255.255.0\nlease_file {lab.dir}/udhcpd.leases\n"
+                    f"pidfile {lab.dir}/udhcpd.pid\n")  # fmt: skip
+    (lab.dir / "udhcpd.leases").touch()
+    lab.add_container("h1", "d1")
+    dhcp_port = port(10, lab.container("d1").name, "02:00:00:07:00:0a", None, state="wired")
+    lab.ovs("h1").ofctl("add-flow", "br-int", "priority=1,actions=NORMAL")
+    server = lab.container("n1").popen(["busybox", "udhcpd", "-f", str(conf)])
+    try:
+        actual = apply(lab, desired(lab, [*two_ports(lab), dhcp_port]))
+        assert actual["ports"]["10"]["lease"] is None  # not active yet: no client runs
+        dhcp_port["state"] = "active"
+        actual = apply(lab, desired(lab, [*two_ports(lab), dhcp_port]))
+        lease = actual["ports"]["10"]["lease"]
+        assert lease.startswith("10.7.0.5") and lease.endswith("/24"), actual
+        e = eth(lab, "d1")
+        assert [f"{a['local']}/{a['prefixlen']}" for a in e["addr_info"]
+                if a["family"] == "inet"] == [lease]  # fmt: skip
+        assert ping(lab, "d1", "10.7.0.6")
+        # The lease is on the interface: the next pass reports it without asking again.
+        server.terminate()
+        server.wait(timeout=10)
+        assert apply(lab, desired(lab, [*two_ports(lab), dhcp_port])) == actual
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=10)
+        lab.ovs("h1").ofctl("del-flows", "br-int")
+    apply(lab, desired(lab, two_ports(lab)))
+    lab.remove_container("d1")
+
+
 def test_tunnel_ports_follow_the_peers(lab):
     h2, h3 = "198.18.0.12", "198.18.0.13"
     peers = [{"id": "h2", "tunnel_ip": h2}, {"id": "h3", "tunnel_ip": h3},
