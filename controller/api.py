@@ -1,0 +1,226 @@
+"""REST API v1: a WebOb + Routes WSGI app over the Service, and the server that runs it.
+
+Every handler is a few lines: parse and validate (validate.py), call one Service method,
+render JSON. Errors are always `{"error": {"code", "message"}}`. Bodies are capped (64 KiB
+by default) before they are read. The server is os-ken's `hub.WSGIServer` (eventlet hub:
+one green thread per request, so a long poll or a connect waiting for an agent blocks only
+itself) or, when the hub has none (os-ken 4.x native hub), a threaded wsgiref server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import routes
+import webob
+import webob.dec
+
+from controller import openapi, validate
+from controller.errors import ApiError, bad_request
+from controller.service import Service
+
+LOG = logging.getLogger("loris.api")
+
+Handler = Callable[[webob.Request, dict], Any]
+
+
+def _json_response(status: int, body: Any) -> webob.Response:
+    if status == 204:
+        return webob.Response(status=204)
+    payload = (json.dumps(body, indent=None, separators=(",", ":")) + "\n").encode()
+    return webob.Response(status=status, body=payload, content_type="application/json",
+                          charset="utf-8")
+
+
+class Api:
+    """The WSGI application. `Api(service, max_body)(environ, start_response)`."""
+
+    def __init__(self, service: Service, max_body: int = 64 * 1024) -> None:
+        self.service = service
+        self.max_body = max_body
+        self.mapper = routes.Mapper()
+        self._routes: dict[str, dict[str, Handler]] = {}
+        r = self._route
+        r("/v1/health", GET=self.health)
+        r("/v1/version", GET=self.version)
+        r("/v1/openapi.json", GET=self.openapi)
+        r("/v1/hosts", GET=self.list_hosts, POST=self.register_host)
+        r("/v1/hosts/{host_id}", GET=self.show_host, DELETE=self.remove_host)
+        r("/v1/hosts/{host_id}/desired", GET=self.desired)
+        r("/v1/hosts/{host_id}/actual", PUT=self.actual)
+        r("/v1/pods", GET=self.list_pods, POST=self.create_pod)
+        r("/v1/pods/{pod_id}", GET=self.show_pod, DELETE=self.delete_pod)
+        r("/v1/ports", GET=self.list_ports, POST=self.connect)
+        r("/v1/ports/{port_id}", GET=self.show_port, DELETE=self.disconnect)
+
+    def _route(self, path: str, **methods: Handler) -> None:
+        self.mapper.connect(path, path=path, requirements={
+            k: r"[^/]+" for k in ("host_id", "pod_id", "port_id")})
+        self._routes[path] = methods
+
+    def routes(self) -> dict[str, list[str]]:
+        """path -> methods, for comparing with the OpenAPI document."""
+        return {p: sorted(m) for p, m in self._routes.items()}
+
+    @webob.dec.wsgify
+    def __call__(self, req: webob.Request) -> webob.Response:
+        try:
+            match = self.mapper.match(req.path_info)
+            if match is None:
+                raise ApiError(404, "not_found", f"no such resource {req.path_info}; see "
+                                                 "GET /v1/openapi.json")
+            path = match.pop("path")
+            handler = self._routes[path].get(req.method)
+            if handler is None:
+                allowed = ", ".join(sorted(self._routes[path]))
+                raise ApiError(405, "method_not_allowed",
+                               f"{req.method} is not allowed on {path} (allowed: {allowed})")
+            status, body = handler(req, match)
+            return _json_response(status, body)
+        except ApiError as e:
+            if e.status >= 500:
+                LOG.warning("%s %s -> %d %s: %s", req.method, req.path_qs, e.status, e.code,
+                            e.message)
+            else:
+                LOG.info("%s %s -> %d %s: %s", req.method, req.path_qs, e.status, e.code,
+                         e.message)
+            return _json_response(e.status, e.to_json())
+        except Exception:
+            LOG.exception("%s %s failed", req.method, req.path_qs)
+            return _json_response(500, {"error": {"code": "internal", "message":
+                                                  "internal error; see the controller log"}})
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _body(self, req: webob.Request) -> object:
+        length = req.content_length
+        if length is not None and length > self.max_body:
+            raise ApiError(413, "body_too_large", f"the body is {length} bytes; at most "
+                                                  f"{self.max_body} are accepted")
+        raw = req.body_file.read(self.max_body + 1) if length is None else req.body
+        if len(raw) > self.max_body:
+            raise ApiError(413, "body_too_large", f"the body exceeds {self.max_body} bytes")
+        return validate.parse_json(raw)
+
+    @staticmethod
+    def _no_body(req: webob.Request) -> None:
+        if req.content_length:
+            raise bad_request(f"{req.method} {req.path} takes no body")
+
+    # ---- handlers --------------------------------------------------------------------------
+    def health(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        return 200, self.service.health()
+
+    def version(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        return 200, self.service.version()
+
+    def openapi(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        return 200, openapi.document()
+
+    def list_hosts(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        return 200, self.service.list_hosts()
+
+    def register_host(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        reg = validate.host_registration(self._body(req))
+        view, created = self.service.register_host(reg)
+        return (201 if created else 200), view
+
+    def show_host(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        return 200, self.service.show_host(validate.host_id_param(args["host_id"]))
+
+    def remove_host(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        self._no_body(req)
+        self.service.remove_host(validate.host_id_param(args["host_id"]))
+        return 204, None
+
+    def desired(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        q = validate.query(req.GET, ("since", "wait"))
+        host_id = validate.host_id_param(args["host_id"])
+        since = validate.int_param(q["since"], "since", 0, 2**62) if "since" in q else None
+        wait = 0.0
+        if "wait" in q:
+            try:
+                wait = float(q["wait"])
+            except ValueError:
+                raise bad_request(f"wait {q['wait']!r} must be a number of seconds") from None
+            if not 0 <= wait <= 60:
+                raise ApiError(422, "invalid_value", f"wait {wait:g} must be 0..60 seconds")
+        return 200, self.service.desired(host_id, since, wait)
+
+    def actual(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        host_id = validate.host_id_param(args["host_id"])
+        self.service.report_actual(host_id, validate.actual_report(self._body(req)))
+        return 204, None
+
+    def list_pods(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        return 200, self.service.list_pods()
+
+    def create_pod(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        return 201, self.service.create_pod(validate.pod_create(self._body(req)))
+
+    def show_pod(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        return 200, self.service.show_pod(validate.pod_id_param(args["pod_id"]))
+
+    def delete_pod(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        q = validate.query(req.GET, ("force",))
+        self._no_body(req)
+        force = validate.bool_param(q.get("force", "false"), "force")
+        self.service.delete_pod(validate.pod_id_param(args["pod_id"]), force)
+        return 204, None
+
+    def list_ports(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        q = validate.query(req.GET, ("pod", "host", "container"))
+        pod = validate.pod_id_param(q["pod"]) if "pod" in q else None
+        host = validate.host_id_param(q["host"]) if "host" in q else None
+        return 200, self.service.list_ports(pod, host, q.get("container"))
+
+    def connect(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        return 201, self.service.connect(validate.port_create(self._body(req)))
+
+    def show_port(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        return 200, self.service.show_port(validate.port_id_param(args["port_id"]))
+
+    def disconnect(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        self._no_body(req)
+        self.service.disconnect(validate.port_id_param(args["port_id"]))
+        return 204, None
+
+
+def make_server(app: Callable, host: str, port: int) -> Any:
+    """A bound server for `app` (call `.serve_forever()`): os-ken's hub.WSGIServer when the
+    hub has one, else threaded wsgiref (os-ken 4.x native hub). Binding here, not in the
+    serving thread, makes a busy port fail the controller's start-up loudly."""
+    from os_ken.lib import hub
+
+    if hasattr(hub, "WSGIServer"):
+        LOG.info("REST API listening on %s:%d", host, port)
+        return hub.WSGIServer((host, port), app)
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+    from wsgiref.simple_server import make_server as wsgiref_server
+
+    class _Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class _QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:   # noqa: A002 (wsgiref's name)
+            LOG.debug("%s " + format, self.address_string(), *args)
+
+    LOG.info("REST API listening on %s:%d (threaded wsgiref)", host, port)
+    return wsgiref_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)

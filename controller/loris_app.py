@@ -1,0 +1,135 @@
+"""The Loris controller as an os-ken app: `osken-manager controller/loris_app.py`.
+
+Thin glue only. The parts (store, REST API, programmer, DHCP responder) are assembled in
+wiring.py; this module turns os-ken events into calls on them. Event handlers never block:
+they update in-memory state or enqueue work for the per-host programmer threads and the
+DHCP worker. No eventlet import and no os-ken 3.x-only call, so running on os-ken 4.x with
+OSKEN_HUB_TYPE=eventlet is a packaging change.
+
+Settings: LORIS_* environment variables, else a `[loris]` section of the os-ken
+`--config-file` (db, api_listen, wire_timeout, flow_timeout, lease_timeout,
+dhcp_lease_time, dhcp_rate, max_body), else the defaults in config.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+# osken-manager loads this file by path: make the repository root importable
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from os_ken import cfg  # noqa: E402
+from os_ken.base import app_manager  # noqa: E402
+from os_ken.controller import ofp_event  # noqa: E402
+from os_ken.controller.handler import (  # noqa: E402
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    set_ev_cls,
+)
+from os_ken.lib import hub  # noqa: E402
+from os_ken.ofproto import ofproto_v1_3  # noqa: E402
+
+from controller import config, wiring  # noqa: E402
+
+LOG = logging.getLogger("loris.app")
+CONF = cfg.CONF
+
+_OPTS = [
+    cfg.StrOpt("db", help="SQLite file (env LORIS_DB)"),
+    cfg.StrOpt("api_listen", help="REST listen HOST:PORT (env LORIS_API_LISTEN)"),
+    cfg.FloatOpt("wire_timeout", help="seconds an agent has to wire a port"),
+    cfg.FloatOpt("flow_timeout", help="seconds per OpenFlow round trip"),
+    cfg.FloatOpt("lease_timeout", help="seconds a DHCP port has to report its lease"),
+    cfg.IntOpt("dhcp_lease_time", help="DHCP lease time in seconds"),
+    cfg.FloatOpt("dhcp_rate", help="DHCP packets per second per port"),
+    cfg.IntOpt("max_body", help="largest REST body in bytes"),
+]
+CONF.register_opts(_OPTS, group="loris")
+# Echo requests every 5 s, disconnect after 3 unanswered: a dead switch is noticed in ~15 s
+# (and on the 4.x native hub this is what delivers DEAD events at all). A config file wins.
+CONF.set_default("echo_request_interval", 5.0)
+CONF.set_default("maximum_unreplied_echo_requests", 3)
+
+DHCP_QUEUE = 1024      # packet-ins waiting for the DHCP worker; more are dropped
+
+
+class LorisApp(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        section = {o.dest: getattr(CONF.loris, o.dest) for o in _OPTS}
+        settings = config.load(section=section,
+                               openflow_port=CONF.ofp_tcp_listen_port or
+                               config.DEFAULT_OPENFLOW_PORT)
+        self.parts = wiring.build(settings, hub.spawn, hub.Queue, hub.QueueEmpty)
+        self.dhcp_queue = hub.Queue(DHCP_QUEUE)
+        self.api_server = None
+
+    def start(self):
+        thread = super().start()
+        parts = self.parts
+        parts.service.recover()
+        from controller.api import make_server
+        self.api_server = make_server(parts.api, parts.settings.api_host,
+                                      parts.settings.api_port)
+        self.threads.append(hub.spawn(self._serve_api))
+        self.threads.append(hub.spawn(self._dhcp_worker))
+        LOG.info("Loris controller up: REST %s, OpenFlow port %d, store %s",
+                 parts.settings.api_listen, parts.settings.openflow_port, parts.settings.db)
+        return thread
+
+    def _serve_api(self) -> None:
+        try:
+            self.api_server.serve_forever()
+        except Exception:
+            LOG.exception("the REST server stopped")
+
+    def _dhcp_worker(self) -> None:
+        """Answers DHCP packet-ins outside the event loop (it reads the store)."""
+        parts = self.parts
+        while True:
+            dpid, in_port, cookie, data = self.dhcp_queue.get()
+            try:
+                frame = parts.dhcp.handle(dpid, in_port, cookie, data)
+                if frame is not None:
+                    parts.switches.packet_out(dpid, in_port, frame)
+            except Exception:
+                LOG.exception("DHCP packet from %#x port %d", dpid, in_port)
+
+    # ---- OpenFlow events (run in the app's event thread: never block) ------------------------
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def _state_change(self, ev) -> None:
+        dp = ev.datapath
+        if ev.state == MAIN_DISPATCHER:
+            self.parts.switches.connected(dp)
+            self.parts.service.switch_connected(dp.id)
+        elif ev.state == DEAD_DISPATCHER and dp.id is not None:
+            if self.parts.switches.disconnected(dp):
+                self.parts.service.switch_disconnected(dp.id)
+
+    @set_ev_cls([ofp_event.EventOFPBarrierReply, ofp_event.EventOFPFlowStatsReply,
+                 ofp_event.EventONFBundleCtrlMsg], MAIN_DISPATCHER)
+    def _reply(self, ev) -> None:
+        self.parts.switches.reply(ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _error(self, ev) -> None:
+        self.parts.switches.error(ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev) -> None:
+        msg = ev.msg
+        dpid, in_port = msg.datapath.id, msg.match.get("in_port")
+        if in_port is None or not self.parts.dhcp_limit.allow((dpid, in_port)):
+            return
+        # this handler is the only producer, so a free slot seen here is still free at put()
+        if self.dhcp_queue.qsize() >= DHCP_QUEUE:
+            LOG.warning("DHCP queue full: packet from %#x port %d dropped", dpid, in_port)
+            return
+        self.dhcp_queue.put((dpid, in_port, msg.cookie, bytes(msg.data)), block=False)

@@ -1,0 +1,292 @@
+"""The OpenAPI 3.1 document of REST API v1, and the request schemas the server enforces.
+
+`schema.check` validates every request body against the schemas below, and the same dict
+is served at GET /v1/openapi.json, so what is documented is exactly what is accepted.
+Semantic checks that JSON Schema cannot express (IP in subnet, uniqueness, ...) are in
+validate.py and service.py and surface as the documented 4xx errors.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from flows.model import MAX_POD_ID, MAX_PORT_ID
+
+VERSION = "2.0.0.dev0"
+
+HOST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+CONTAINER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+DPID_PATTERN = r"^0x[0-9a-fA-F]{1,16}$"
+MAC_PATTERN = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$"
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(props: dict, required: list[str] | tuple = (), closed: bool = True) -> dict:
+    out: dict = {"type": "object", "properties": props}
+    if required:
+        out["required"] = list(required)
+    if closed:
+        out["additionalProperties"] = False
+    return out
+
+
+_nullable_int = {"type": ["integer", "null"]}
+_nullable_str = {"type": ["string", "null"]}
+_ofport = {"type": "integer", "minimum": 1, "maximum": 0xFEFF}
+
+SCHEMAS: dict = {
+    "Error": _obj({"error": _obj({"code": {"type": "string"}, "message": {"type": "string"}},
+                                 ["code", "message"])}, ["error"]),
+    "HostId": {"type": "string", "pattern": HOST_ID_PATTERN,
+               "x-hint": "a host id is 1-63 characters of letters, digits, '_', '.', '-', "
+                         "starting with a letter or digit"},
+    "PodId": {"type": "integer", "minimum": 0, "maximum": MAX_POD_ID,
+              "description": "0 is the global pod; tunnel key = pod id + 1"},
+    "PortId": {"type": "integer", "minimum": 1, "maximum": MAX_PORT_ID},
+    "Dpid": {"type": "string", "pattern": DPID_PATTERN,
+             "x-hint": "a datapath id is '0x' and 1-16 hex digits"},
+    "Mac": {"type": "string", "pattern": MAC_PATTERN,
+            "x-hint": "a MAC address is six colon-separated hex bytes, e.g. 02:42:0a:07:00:05"},
+    "ApiError": _obj({"code": {"type": "string", "maxLength": 64},
+                      "message": {"type": "string", "maxLength": 1024}}, ["code", "message"]),
+    "HostRegistration": _obj({
+        "id": _ref("HostId"),
+        "tunnel_ip": {"type": "string", "maxLength": 15,
+                      "description": "IPv4 address of the host's tunnel endpoint"},
+        "tunnel_type": {"type": "string", "enum": ["vxlan", "gre"]},
+        "dpids": _obj({"br-int": _ref("Dpid"), "br-tun": _ref("Dpid")}, ["br-int", "br-tun"]),
+    }, ["id", "tunnel_ip", "tunnel_type", "dpids"]),
+    "OpenFlowBridge": _obj({
+        "dpid": _ref("Dpid"),
+        "connected": {"type": "boolean"},
+        "since": {"type": ["number", "null"], "description": "unix time of the last (dis)connect"},
+        "synced": {"type": "boolean", "description": "flows reconciled since it connected"},
+        "flows": {"type": "integer", "description": "Loris flows installed (controller view)"},
+        "errors": {"type": "array", "items": _obj({
+            "time": {"type": "number"}, "type": _nullable_int, "code": _nullable_int,
+            "message": {"type": "string"}, "flow": _nullable_str}, closed=False)},
+    }),
+    "Host": _obj({
+        "id": _ref("HostId"),
+        "tunnel_ip": {"type": "string"},
+        "tunnel_type": {"type": "string", "enum": ["vxlan", "gre"]},
+        "dpids": _obj({"br-int": _ref("Dpid"), "br-tun": _ref("Dpid")}),
+        "patch": _obj({"br-int": _nullable_int, "br-tun": _nullable_int}),
+        "tunnels": {"type": "array", "items": _obj({"peer": _ref("HostId"),
+                                                     "ofport": {"type": "integer"}})},
+        "desired_version": {"type": "integer"},
+        "actual_version": _nullable_int,
+        "agent": _obj({"last_seen": {"type": ["number", "null"]},
+                       "polling": {"type": "boolean"}}),
+        "ports": {"type": "integer", "description": "number of ports on the host"},
+        "openflow": _obj({
+            "port": {"type": "integer"},
+            "bridges": _obj({"br-int": _ref("OpenFlowBridge"),
+                             "br-tun": _ref("OpenFlowBridge")}),
+        }, ["port"]),
+        "registered_at": {"type": "number"},
+    }),
+    "PodCreate": _obj({
+        "id": _ref("PodId"),
+        "name": {"type": "string", "pattern": NAME_PATTERN,
+                 "x-hint": "a pod name is 1-64 letters, digits, spaces or _ . : -"},
+        "subnet": {"type": "string", "maxLength": 18,
+                   "description": "IPv4 CIDR, e.g. 10.7.0.0/24 (prefix 1..30); enables DHCP"},
+    }, ["id"]),
+    "Pod": _obj({
+        "id": _ref("PodId"),
+        "name": _nullable_str,
+        "subnet": _nullable_str,
+        "tunnel_key": {"type": "integer"},
+        "dhcp_server": {"oneOf": [{"type": "null"},
+                                  _obj({"ip": {"type": "string"}, "mac": _ref("Mac")})]},
+        "ports": {"type": "integer"},
+        "members": {"type": "array", "items": _ref("Port")},
+        "created_at": {"type": "number"},
+    }),
+    "PortCreate": _obj({
+        "host": _ref("HostId"),
+        "container": {"type": "string", "pattern": CONTAINER_PATTERN,
+                      "x-hint": "a container is a Docker name or id: letters, digits, "
+                                "'_', '.', '-', at most 128"},
+        "ip": {"type": "string", "maxLength": 18,
+               "description": "'A.B.C.D/len', or 'dhcp' to get a free address of the "
+                              "pod's subnet by DHCP"},
+        "mac": _ref("Mac"),
+        "pod": _ref("PodId"),
+    }, ["host", "container", "ip"]),
+    "Port": _obj({
+        "id": _ref("PortId"),
+        "host": _ref("HostId"),
+        "container": {"type": "string"},
+        "pod": _ref("PodId"),
+        "mac": _ref("Mac"),
+        "ip": {"type": "string", "description": "A.B.C.D/len (allocated one for DHCP)"},
+        "dhcp": {"type": "boolean"},
+        "state": {"type": "string", "enum": ["pending", "wired", "active"]},
+        "ofport": _nullable_int,
+        "mtu": _nullable_int,
+        "lease": _nullable_str,
+        "error": {"oneOf": [{"type": "null"}, _ref("ApiError")]},
+        "created_at": {"type": "number"},
+    }),
+    "Desired": _obj({
+        "version": {"type": "integer"},
+        "host": _obj({"id": _ref("HostId"), "tunnel_ip": {"type": "string"},
+                      "tunnel_type": {"type": "string"}}),
+        "peers": {"type": "array", "items": _obj({"id": _ref("HostId"),
+                                                   "tunnel_ip": {"type": "string"}})},
+        "ports": {"type": "array", "items": _obj({
+            "id": _ref("PortId"), "container": {"type": "string"}, "pod": _ref("PodId"),
+            "mac": _ref("Mac"), "ip": {"type": "string"}, "dhcp": {"type": "boolean"},
+            "state": {"type": "string", "enum": ["pending", "wired", "active"]}})},
+    }),
+    "ActualReport": _obj({
+        "version": {"type": "integer", "minimum": 0},
+        "patch": _obj({"br-int": {"oneOf": [{"type": "null"}, _ofport]},
+                       "br-tun": {"oneOf": [{"type": "null"}, _ofport]}}),
+        "tunnels": {"type": "object", "additionalProperties": _ofport,
+                    "description": "peer host id -> ofport of its lt- port on br-tun"},
+        "ports": {"type": "object", "additionalProperties": _obj({
+            "ofport": _ofport,
+            "mtu": {"type": "integer", "minimum": 68, "maximum": 65535},
+            "lease": {"type": ["string", "null"], "maxLength": 18},
+            "error": _ref("ApiError"),
+        }), "description": "port id (decimal string) -> what the agent made of it"},
+    }, ["version"]),
+    "Health": _obj({"status": {"type": "string"}}),
+    "Version": _obj({"version": {"type": "string"}, "api": {"type": "string"},
+                     "os_ken": {"type": "string"}}),
+}
+
+
+def _json(schema: dict) -> dict:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _resp(description: str, schema: dict | None = None) -> dict:
+    out = {"description": description}
+    if schema is not None:
+        out.update(_json(schema))
+    return out
+
+
+_ERR = _ref("Error")
+
+
+def _errors(*codes: int) -> dict:
+    text = {400: "malformed request (JSON, types, unknown or missing fields)",
+            404: "no such object", 409: "conflicts with the current state",
+            413: "body larger than the limit (64 KiB)",
+            422: "a value is not acceptable", 503: "agent, switch or store not ready in time"}
+    return {str(c): _resp(text[c], _ERR) for c in codes}
+
+
+def _path_param(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": schema,
+            "description": description}
+
+
+def _query(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+_HOST = _path_param("host_id", _ref("HostId"), "host id")
+_POD = _path_param("pod_id", _ref("PodId"), "pod id")
+_PORT = _path_param("port_id", _ref("PortId"), "port id")
+
+PATHS: dict = {
+    "/v1/health": {"get": {"summary": "liveness; never needs authentication",
+                           "responses": {"200": _resp("alive", _ref("Health"))}}},
+    "/v1/version": {"get": {"summary": "software and API version",
+                            "responses": {"200": _resp("versions", _ref("Version"))}}},
+    "/v1/openapi.json": {"get": {"summary": "this document",
+                                 "responses": {"200": _resp("OpenAPI 3.1", {"type": "object"})}}},
+    "/v1/hosts": {
+        "get": {"summary": "list hosts with status",
+                "responses": {"200": _resp("hosts", {"type": "array", "items": _ref("Host")})}},
+        "post": {"summary": "register a host (agent start-up; idempotent)",
+                 "requestBody": {"required": True, **_json(_ref("HostRegistration"))},
+                 "responses": {"201": _resp("registered", _ref("Host")),
+                               "200": _resp("already registered (updated)", _ref("Host")),
+                               **_errors(400, 409, 413, 422)}},
+    },
+    "/v1/hosts/{host_id}": {
+        "parameters": [_HOST],
+        "get": {"summary": "show a host: tunnels, agent and OpenFlow status, last errors",
+                "responses": {"200": _resp("host", _ref("Host")), **_errors(400, 404)}},
+        "delete": {"summary": "remove a host and all its ports",
+                   "responses": {"204": _resp("removed"), **_errors(400, 404)}},
+    },
+    "/v1/hosts/{host_id}/desired": {
+        "parameters": [_HOST],
+        "get": {"summary": "agent long poll: desired state of the host",
+                "parameters": [
+                    _query("since", {"type": "integer", "minimum": 0},
+                           "the version the agent has; returns at once if it differs"),
+                    _query("wait", {"type": "number", "minimum": 0, "maximum": 60},
+                           "seconds to wait for a newer version (default 0)")],
+                "responses": {"200": _resp("desired state", _ref("Desired")),
+                              **_errors(400, 404, 422)}},
+    },
+    "/v1/hosts/{host_id}/actual": {
+        "parameters": [_HOST],
+        "put": {"summary": "agent report after each reconcile",
+                "requestBody": {"required": True, **_json(_ref("ActualReport"))},
+                "responses": {"204": _resp("accepted"), **_errors(400, 404, 413, 422)}},
+    },
+    "/v1/pods": {
+        "get": {"summary": "list pods",
+                "responses": {"200": _resp("pods", {"type": "array", "items": _ref("Pod")})}},
+        "post": {"summary": "create a pod",
+                 "requestBody": {"required": True, **_json(_ref("PodCreate"))},
+                 "responses": {"201": _resp("created", _ref("Pod")),
+                               **_errors(400, 409, 413, 422)}},
+    },
+    "/v1/pods/{pod_id}": {
+        "parameters": [_POD],
+        "get": {"summary": "show a pod with its members",
+                "responses": {"200": _resp("pod", _ref("Pod")), **_errors(400, 404)}},
+        "delete": {"summary": "delete a pod (409 while it has members unless force=true)",
+                   "parameters": [_query("force", {"type": "boolean"},
+                                         "also disconnect every member")],
+                   "responses": {"204": _resp("deleted"), **_errors(400, 404, 409)}},
+    },
+    "/v1/ports": {
+        "get": {"summary": "list ports",
+                "parameters": [_query("pod", _ref("PodId"), "only this pod"),
+                               _query("host", _ref("HostId"), "only this host"),
+                               _query("container", {"type": "string"}, "only this container")],
+                "responses": {"200": _resp("ports", {"type": "array", "items": _ref("Port")}),
+                              **_errors(400, 422)}},
+        "post": {"summary": "connect a container: returns once it is wired and its flows are "
+                            "installed on every host that needs them",
+                 "requestBody": {"required": True, **_json(_ref("PortCreate"))},
+                 "responses": {"201": _resp("connected", _ref("Port")),
+                               **_errors(400, 409, 413, 422, 503)}},
+    },
+    "/v1/ports/{port_id}": {
+        "parameters": [_PORT],
+        "get": {"summary": "show a port",
+                "responses": {"200": _resp("port", _ref("Port")), **_errors(400, 404)}},
+        "delete": {"summary": "disconnect a container",
+                   "responses": {"204": _resp("disconnected"), **_errors(400, 404)}},
+    },
+}
+
+
+def document() -> dict:
+    """The OpenAPI document (a fresh copy: callers may not mutate the source of truth)."""
+    return copy.deepcopy({
+        "openapi": "3.1.0",
+        "info": {"title": "Loris controller API", "version": VERSION,
+                 "description": "Pods, container ports, hosts, and the host-agent protocol. "
+                                "Every error is {\"error\": {\"code\", \"message\"}}."},
+        "paths": PATHS,
+        "components": {"schemas": SCHEMAS},
+    })

@@ -1,0 +1,241 @@
+"""Keeps every host's br-int and br-tun programmed with what flows/ computes.
+
+One worker thread per host does all blocking OpenFlow work for that host's two bridges, so
+REST handlers and os-ken event handlers only enqueue jobs. A job names the sections of the
+host that may have changed (section None = base pipeline, <pod id> = one pod) or asks for a
+full reconcile of a bridge (after it connected). The worker drains every queued job at once,
+reads one consistent snapshot of the store, computes only the named sections with
+`host_flows(topo, host, pods=[...])`, diffs them against the shadow of what it installed on
+that datapath, and sends only the difference as one atomic bundle.
+
+After a (re)connect there is no trustworthy shadow: the worker dumps the Loris flows
+(cookie marker), adds what is missing and deletes-strict what is stale, in one atomic
+bundle, so traffic using flows that stay is never interrupted. Any failure drops the
+shadow; the next job for that bridge reconciles from a dump again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from controller import topology
+from controller.store import Store
+from controller.switches import FULL_MASK, OpenFlowError, Switches
+from flows import BRIDGES, Flow, diff, flatten, host_flows, to_flowmod, to_ofctl
+
+LOG = logging.getLogger("loris.programmer")
+
+OK = "ok"
+NOT_CONNECTED = "not connected"
+Sections = frozenset  # of int | None
+
+
+class Future:
+    """The outcome of a job, waited on by the caller (with a timeout)."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._result: Any = None
+        self._error: BaseException | None = None
+
+    def set_result(self, value: Any) -> None:
+        self._result = value
+        self._done.set()
+
+    def set_error(self, error: BaseException) -> None:
+        self._error = error
+        self._done.set()
+
+    def wait(self, timeout: float) -> Any:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"not done within {timeout:g} s")
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+@dataclass(frozen=True)
+class _Job:
+    sections: Sections | None          # None: every section
+    sync: frozenset[str]               # bridges to reconcile from a dump
+    future: Future
+
+
+def _install_order(flow: Flow) -> tuple:
+    return (-flow.table, -flow.priority, flow.cookie)
+
+
+class Programmer:
+    """Per-host workers and the per-datapath shadow of installed flows."""
+
+    def __init__(self, store: Store, switches: Switches, spawn: Callable[..., Any],
+                 make_queue: Callable[[], Any], queue_empty: type[BaseException]) -> None:
+        self.store = store
+        self.switches = switches
+        self._spawn = spawn
+        self._make_queue = make_queue
+        self._queue_empty = queue_empty
+        self._queues: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        # dpid -> (datapath object it is valid for, {section: flows on that bridge})
+        self._shadow: dict[int, tuple[Any, dict[int | None, frozenset[Flow]]]] = {}
+
+    # ---- submitting ----------------------------------------------------------------------
+    def submit(self, host_id: str, sections: Iterable[int | None] | None = None,
+               sync: Iterable[str] = ()) -> Future:
+        job = _Job(None if sections is None else frozenset(sections), frozenset(sync), Future())
+        self._queue(host_id).put(job)
+        return job.future
+
+    def program(self, targets: Mapping[str, Iterable[int | None] | None],
+                timeout: float) -> dict[str, dict[str, str]]:
+        """Submit a job per host and wait for all: host -> {bridge: "ok" | why not}."""
+        futures = {h: self.submit(h, s) for h, s in targets.items()}
+        deadline = time.monotonic() + timeout
+        out: dict[str, dict[str, str]] = {}
+        for host_id, fut in futures.items():
+            try:
+                out[host_id] = fut.wait(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                out[host_id] = {b: f"flows not installed within {timeout:g} s" for b in BRIDGES}
+            except Exception as e:        # the worker reports, the caller decides
+                out[host_id] = {b: f"programming failed: {e}" for b in BRIDGES}
+        return out
+
+    def shadow_flows(self, dpid: int) -> list[Flow] | None:
+        entry = self._shadow.get(dpid)
+        if entry is None:
+            return None
+        return sorted((f for flows in entry[1].values() for f in flows),
+                      key=lambda f: (f.table, -f.priority, f.cookie))
+
+    def forget(self, dpid: int) -> None:
+        self._shadow.pop(dpid, None)
+
+    def _queue(self, host_id: str) -> Any:
+        with self._lock:
+            q = self._queues.get(host_id)
+            if q is None:
+                q = self._queues[host_id] = self._make_queue()
+                self._spawn(self._worker, host_id, q)
+            return q
+
+    # ---- the worker ------------------------------------------------------------------------
+    def _worker(self, host_id: str, q: Any) -> None:
+        while True:
+            jobs = [q.get()]
+            while True:
+                try:
+                    jobs.append(q.get(block=False))
+                except self._queue_empty:
+                    break
+            try:
+                result = self._run(host_id, jobs)
+            except Exception as e:
+                LOG.exception("programming host %s failed", host_id)
+                for job in jobs:
+                    job.future.set_error(e)
+            else:
+                for job in jobs:
+                    job.future.set_result(result)
+
+    def _run(self, host_id: str, jobs: list[_Job]) -> dict[str, str]:
+        with self.store.tx() as tx:
+            topo, hosts = topology.build(tx)
+        host = hosts.get(host_id)
+        if host is None or host_id not in topo.hosts:
+            return {b: "host is not registered" for b in BRIDGES}
+        full = any(j.sections is None for j in jobs)
+        sections: set[int | None] = set()
+        for job in jobs:
+            sections |= job.sections or set()
+        full = full or None in sections
+        sync = set().union(*(j.sync for j in jobs))
+        everything = None          # host_flows for every section, computed at most once
+        partial = None
+        result: dict[str, str] = {}
+        for bridge in BRIDGES:
+            dpid = host.dpid(bridge)
+            dp = self.switches.datapath(dpid)
+            if dp is None:
+                self._shadow.pop(dpid, None)
+                result[bridge] = NOT_CONNECTED
+                continue
+            shadow = self._shadow.get(dpid)
+            try:
+                if shadow is None or shadow[0] is not dp or bridge in sync:
+                    everything = everything or host_flows(topo, host_id)
+                    self._reconcile(dp, host_id, bridge, everything)
+                elif full:
+                    everything = everything or host_flows(topo, host_id)
+                    self._apply(dp, host_id, bridge, shadow[1], everything,
+                                set(shadow[1]) | set(everything))
+                else:
+                    partial = partial or host_flows(topo, host_id, pods=sorted(sections))
+                    self._apply(dp, host_id, bridge, shadow[1], partial, sections)
+                result[bridge] = OK
+            except OpenFlowError as e:
+                self._shadow.pop(dpid, None)      # unknown now: reconcile from a dump next time
+                self.switches.bridge_status(dpid).synced = False
+                self.switches.record_error(dpid, None, None, str(e), None)
+                result[bridge] = str(e)
+        return result
+
+    def _reconcile(self, dp: Any, host_id: str, bridge: str,
+                   everything: Mapping[int | None, Mapping[str, frozenset[Flow]]]) -> None:
+        desired = flatten(everything).get(bridge, frozenset())
+        installed = self.switches.dump_loris_flows(dp)
+        want = {(f.cookie, f.table, f.priority): f for f in desired}
+        have = {(s.cookie, s.table_id, s.priority) for s in installed}
+        missing = sorted((f for k, f in want.items() if k not in have), key=_install_order)
+        stale = [s for s in installed if (s.cookie, s.table_id, s.priority) not in want]
+        mods = [(to_flowmod(f, dp, "add"), to_ofctl(f)) for f in missing]
+        mods += [(_delete_stat(dp, s), _describe_stat(s)) for s in stale]
+        self.switches.bundle(dp, mods)
+        self._shadow[dp.id] = (dp, {s: b[bridge] for s, b in everything.items() if b[bridge]})
+        st = self.switches.bridge_status(dp.id)
+        st.synced, st.flows = True, len(desired)
+        LOG.info("reconciled %s of %s (%#018x): %d added, %d stale deleted, %d kept",
+                 bridge, host_id, dp.id, len(missing), len(stale), len(desired) - len(missing))
+
+    def _apply(self, dp: Any, host_id: str, bridge: str,
+               shadow: dict[int | None, frozenset[Flow]],
+               new: Mapping[int | None, Mapping[str, frozenset[Flow]]],
+               sections: Iterable[int | None]) -> None:
+        sections = list(sections)
+        before = frozenset().union(*(shadow.get(s, frozenset()) for s in sections))
+        after = frozenset().union(*(new.get(s, {}).get(bridge, frozenset()) for s in sections))
+        change = diff({bridge: before}, {bridge: after})[bridge]
+        if change:
+            mods = [(to_flowmod(f, dp, "add"), to_ofctl(f)) for f in change.add + change.modify]
+            mods += [(to_flowmod(f, dp, "delete_strict"), to_ofctl(f)) for f in change.delete]
+            self.switches.bundle(dp, mods)
+            LOG.info("%s of %s: %d added, %d modified, %d deleted", bridge, host_id,
+                     len(change.add), len(change.modify), len(change.delete))
+        for s in sections:
+            flows = new.get(s, {}).get(bridge, frozenset())
+            if flows:
+                shadow[s] = flows
+            else:
+                shadow.pop(s, None)
+        self.switches.bridge_status(dp.id).flows = sum(len(f) for f in shadow.values())
+
+
+def _delete_stat(dp: Any, stat: Any) -> Any:
+    """Delete-strict exactly the dumped flow: its table, priority, match and full cookie."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPFlowMod(dp, cookie=stat.cookie, cookie_mask=FULL_MASK,
+                             table_id=stat.table_id, command=ofp.OFPFC_DELETE_STRICT,
+                             priority=stat.priority, out_port=ofp.OFPP_ANY,
+                             out_group=ofp.OFPG_ANY, match=stat.match, instructions=[])
+
+
+def _describe_stat(stat: Any) -> str:
+    fields = ",".join(f"{k}={v}" for k, v in stat.match.items())
+    return (f"stale table={stat.table_id},priority={stat.priority},cookie={stat.cookie:#x}"
+            + (f",{fields}" if fields else ""))

@@ -1,0 +1,427 @@
+"""The controller's state in SQLite: hosts, tunnels, pods, ports, local VLANs, versions.
+
+All access goes through `Store.tx()`, one transaction (BEGIN IMMEDIATE ... COMMIT) that
+rolls back on any exception, so a REST write that fails half-way changes nothing. The
+connection is shared and guarded by a lock: SQLite calls are short and never wait on the
+network, and the controller is one process (a shared store could replace this class later;
+the service only uses the methods of `Tx`).
+
+Versions: every bump takes the next value of one global counter, so a host's desired
+version never goes backwards, even when the host is removed and registered again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from controller.errors import unavailable
+from flows.model import MAX_PORT_ID
+
+SCHEMA_VERSION = 1
+GLOBAL_POD = 0
+MAX_LOCAL_VLAN = 4094
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hosts (
+    id TEXT PRIMARY KEY,
+    tunnel_ip TEXT NOT NULL UNIQUE,
+    tunnel_type TEXT NOT NULL CHECK (tunnel_type IN ('vxlan', 'gre')),
+    dpid_int INTEGER NOT NULL UNIQUE,
+    dpid_tun INTEGER NOT NULL UNIQUE,
+    int_patch_ofport INTEGER,
+    tun_patch_ofport INTEGER,
+    desired_version INTEGER NOT NULL,
+    actual_version INTEGER,
+    registered_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tunnels (
+    host_id TEXT NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
+    peer_id TEXT NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
+    ofport INTEGER NOT NULL,
+    PRIMARY KEY (host_id, peer_id)
+);
+CREATE TABLE IF NOT EXISTS pods (
+    id INTEGER PRIMARY KEY,
+    name TEXT,
+    subnet TEXT,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    host_id TEXT NOT NULL REFERENCES hosts(id),
+    container TEXT NOT NULL,
+    pod_id INTEGER NOT NULL REFERENCES pods(id),
+    mac TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    addr INTEGER NOT NULL,
+    dhcp INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'wired', 'active')),
+    ofport INTEGER,
+    mtu INTEGER,
+    lease TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    created_at REAL NOT NULL,
+    UNIQUE (pod_id, mac),
+    UNIQUE (pod_id, addr),
+    UNIQUE (host_id, container)
+);
+CREATE INDEX IF NOT EXISTS ports_host ON ports(host_id);
+CREATE TABLE IF NOT EXISTS local_vlans (
+    host_id TEXT NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
+    pod_id INTEGER NOT NULL,
+    vlan INTEGER NOT NULL CHECK (vlan BETWEEN 1 AND 4094),
+    PRIMARY KEY (host_id, pod_id),
+    UNIQUE (host_id, vlan)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Host:
+    id: str
+    tunnel_ip: str
+    tunnel_type: str
+    dpid_int: int
+    dpid_tun: int
+    int_patch_ofport: int | None
+    tun_patch_ofport: int | None
+    desired_version: int
+    actual_version: int | None
+    registered_at: float
+
+    def dpid(self, bridge: str) -> int:
+        return self.dpid_int if bridge == "br-int" else self.dpid_tun
+
+
+@dataclass(frozen=True)
+class Pod:
+    id: int
+    name: str | None
+    subnet: str | None
+    created_at: float
+
+    @property
+    def network(self) -> ipaddress.IPv4Network | None:
+        return ipaddress.IPv4Network(self.subnet) if self.subnet else None
+
+
+@dataclass(frozen=True)
+class Port:
+    id: int
+    host_id: str
+    container: str
+    pod_id: int
+    mac: str
+    ip: str                  # "A.B.C.D/len"
+    dhcp: bool
+    state: str
+    ofport: int | None
+    mtu: int | None
+    lease: str | None
+    error_code: str | None
+    error_message: str | None
+    created_at: float
+
+    @property
+    def address(self) -> str:
+        return self.ip.split("/", 1)[0]
+
+
+_PORT_COLUMNS = ("id, host_id, container, pod_id, mac, ip, dhcp, state, ofport, mtu, lease, "
+                 "error_code, error_message, created_at")
+_HOST_COLUMNS = ("id, tunnel_ip, tunnel_type, dpid_int, dpid_tun, int_patch_ofport, "
+                 "tun_patch_ofport, desired_version, actual_version, registered_at")
+
+
+def _port(row: tuple) -> Port:
+    r = list(row)
+    r[6] = bool(r[6])
+    return Port(*r)
+
+
+def _dpid_db(dpid: int) -> int:
+    """SQLite integers are signed 64-bit; store a dpid's bit pattern as such."""
+    return dpid - (1 << 64) if dpid >= 1 << 63 else dpid
+
+
+def _dpid_py(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value
+
+
+def _host(row: tuple) -> Host:
+    r = list(row)
+    r[3], r[4] = _dpid_py(r[3]), _dpid_py(r[4])
+    return Host(*r)
+
+
+class Tx:
+    """One open transaction. Methods raise nothing but sqlite3 errors and ApiError."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    def _one(self, sql: str, args: Iterable = ()) -> tuple | None:
+        return self._c.execute(sql, tuple(args)).fetchone()
+
+    def _all(self, sql: str, args: Iterable = ()) -> list[tuple]:
+        return self._c.execute(sql, tuple(args)).fetchall()
+
+    # ---- versions -------------------------------------------------------------------
+    def next_version(self) -> int:
+        self._c.execute("UPDATE counters SET value = value + 1 WHERE name = 'version'")
+        return self._one("SELECT value FROM counters WHERE name = 'version'")[0]
+
+    def bump(self, host_ids: Iterable[str]) -> None:
+        """Give each host a new desired version (its agent long poll returns)."""
+        ids = sorted(set(host_ids))
+        if ids:
+            version = self.next_version()
+            self._c.executemany("UPDATE hosts SET desired_version = ? WHERE id = ?",
+                                [(version, h) for h in ids])
+
+    def bump_all(self) -> None:
+        self.bump(h.id for h in self.hosts())
+
+    # ---- hosts ----------------------------------------------------------------------
+    def hosts(self) -> list[Host]:
+        return [_host(r) for r in self._all(f"SELECT {_HOST_COLUMNS} FROM hosts ORDER BY id")]
+
+    def host(self, host_id: str) -> Host | None:
+        row = self._one(f"SELECT {_HOST_COLUMNS} FROM hosts WHERE id = ?", (host_id,))
+        return _host(row) if row else None
+
+    def host_by_dpid(self, dpid: int) -> tuple[Host, str] | None:
+        """The host owning a datapath id, and which bridge it is."""
+        d = _dpid_db(dpid)
+        row = self._one(f"SELECT {_HOST_COLUMNS} FROM hosts WHERE dpid_int = ? OR dpid_tun = ?",
+                        (d, d))
+        if not row:
+            return None
+        host = _host(row)
+        return host, ("br-int" if host.dpid_int == dpid else "br-tun")
+
+    def host_by_tunnel_ip(self, tunnel_ip: str) -> Host | None:
+        row = self._one(f"SELECT {_HOST_COLUMNS} FROM hosts WHERE tunnel_ip = ?", (tunnel_ip,))
+        return _host(row) if row else None
+
+    def insert_host(self, host_id: str, tunnel_ip: str, tunnel_type: str, dpid_int: int,
+                    dpid_tun: int) -> None:
+        self._c.execute(
+            "INSERT INTO hosts (id, tunnel_ip, tunnel_type, dpid_int, dpid_tun, "
+            "desired_version, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (host_id, tunnel_ip, tunnel_type, _dpid_db(dpid_int), _dpid_db(dpid_tun),
+             self.next_version(), time.time()))
+
+    def update_host(self, host_id: str, tunnel_ip: str, tunnel_type: str, dpid_int: int,
+                    dpid_tun: int) -> None:
+        self._c.execute(
+            "UPDATE hosts SET tunnel_ip = ?, tunnel_type = ?, dpid_int = ?, dpid_tun = ? "
+            "WHERE id = ?",
+            (tunnel_ip, tunnel_type, _dpid_db(dpid_int), _dpid_db(dpid_tun), host_id))
+
+    def delete_host(self, host_id: str) -> None:
+        self._c.execute("DELETE FROM hosts WHERE id = ?", (host_id,))
+
+    def set_patch(self, host_id: str, int_patch: int | None, tun_patch: int | None) -> None:
+        self._c.execute("UPDATE hosts SET int_patch_ofport = ?, tun_patch_ofport = ? "
+                        "WHERE id = ?", (int_patch, tun_patch, host_id))
+
+    def set_actual_version(self, host_id: str, version: int) -> None:
+        self._c.execute("UPDATE hosts SET actual_version = ? WHERE id = ?", (version, host_id))
+
+    def tunnels(self, host_id: str) -> dict[str, int]:
+        return dict(self._all("SELECT peer_id, ofport FROM tunnels WHERE host_id = ? "
+                              "ORDER BY peer_id", (host_id,)))
+
+    def all_tunnels(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for host_id, peer_id, ofport in self._all("SELECT host_id, peer_id, ofport FROM tunnels"):
+            out.setdefault(host_id, {})[peer_id] = ofport
+        return out
+
+    def set_tunnels(self, host_id: str, tunnels: dict[str, int]) -> None:
+        self._c.execute("DELETE FROM tunnels WHERE host_id = ?", (host_id,))
+        self._c.executemany("INSERT INTO tunnels (host_id, peer_id, ofport) VALUES (?, ?, ?)",
+                            [(host_id, p, o) for p, o in sorted(tunnels.items())])
+
+    # ---- pods -----------------------------------------------------------------------
+    def pods(self) -> list[Pod]:
+        return [Pod(*r) for r in self._all("SELECT id, name, subnet, created_at FROM pods "
+                                           "ORDER BY id")]
+
+    def pod(self, pod_id: int) -> Pod | None:
+        row = self._one("SELECT id, name, subnet, created_at FROM pods WHERE id = ?", (pod_id,))
+        return Pod(*row) if row else None
+
+    def insert_pod(self, pod_id: int, name: str | None, subnet: str | None) -> Pod:
+        now = time.time()
+        self._c.execute("INSERT INTO pods (id, name, subnet, created_at) VALUES (?, ?, ?, ?)",
+                        (pod_id, name, subnet, now))
+        return Pod(pod_id, name, subnet, now)
+
+    def delete_pod(self, pod_id: int) -> None:
+        self._c.execute("DELETE FROM pods WHERE id = ?", (pod_id,))
+
+    def pod_port_counts(self) -> dict[int, int]:
+        return dict(self._all("SELECT pod_id, COUNT(*) FROM ports GROUP BY pod_id"))
+
+    # ---- ports ----------------------------------------------------------------------
+    def ports(self, pod_id: int | None = None, host_id: str | None = None,
+              container: str | None = None, state: str | None = None) -> list[Port]:
+        where, args = [], []
+        for column, value in (("pod_id", pod_id), ("host_id", host_id),
+                              ("container", container), ("state", state)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = f"SELECT {_PORT_COLUMNS} FROM ports"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [_port(r) for r in self._all(sql + " ORDER BY id", args)]
+
+    def port(self, port_id: int) -> Port | None:
+        row = self._one(f"SELECT {_PORT_COLUMNS} FROM ports WHERE id = ?", (port_id,))
+        return _port(row) if row else None
+
+    def port_by_mac(self, pod_id: int, mac: str) -> Port | None:
+        row = self._one(f"SELECT {_PORT_COLUMNS} FROM ports WHERE pod_id = ? AND mac = ?",
+                        (pod_id, mac))
+        return _port(row) if row else None
+
+    def port_by_addr(self, pod_id: int, addr: ipaddress.IPv4Address) -> Port | None:
+        row = self._one(f"SELECT {_PORT_COLUMNS} FROM ports WHERE pod_id = ? AND addr = ?",
+                        (pod_id, int(addr)))
+        return _port(row) if row else None
+
+    def port_by_container(self, host_id: str, container: str) -> Port | None:
+        row = self._one(f"SELECT {_PORT_COLUMNS} FROM ports WHERE host_id = ? AND container = ?",
+                        (host_id, container))
+        return _port(row) if row else None
+
+    def macs(self, pod_id: int) -> set[str]:
+        return {r[0] for r in self._all("SELECT mac FROM ports WHERE pod_id = ?", (pod_id,))}
+
+    def addrs(self, pod_id: int) -> set[int]:
+        return {r[0] for r in self._all("SELECT addr FROM ports WHERE pod_id = ?", (pod_id,))}
+
+    def insert_port(self, host_id: str, container: str, pod_id: int, mac: str,
+                    iface: ipaddress.IPv4Interface, dhcp: bool) -> Port:
+        cur = self._c.execute(
+            "INSERT INTO ports (host_id, container, pod_id, mac, ip, addr, dhcp, state, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+            (host_id, container, pod_id, mac, str(iface), int(iface.ip), int(dhcp), time.time()))
+        if cur.lastrowid > MAX_PORT_ID:
+            raise unavailable(f"port ids are exhausted (> {MAX_PORT_ID}); the store needs "
+                              "maintenance", "port_ids_exhausted")
+        return self.port(cur.lastrowid)
+
+    def delete_port(self, port_id: int) -> None:
+        self._c.execute("DELETE FROM ports WHERE id = ?", (port_id,))
+
+    _PORT_UPDATABLE = frozenset({"state", "ofport", "mtu", "lease", "error_code",
+                                 "error_message"})
+
+    def update_port(self, port_id: int, **values: object) -> None:
+        bad = set(values) - self._PORT_UPDATABLE
+        if bad:
+            raise ValueError(f"update_port: not updatable: {sorted(bad)}")
+        if values:
+            sets = ", ".join(f"{k} = ?" for k in values)
+            self._c.execute(f"UPDATE ports SET {sets} WHERE id = ?", (*values.values(), port_id))
+
+    # ---- local VLANs ----------------------------------------------------------------
+    def local_vlans(self, host_id: str) -> dict[int, int]:
+        return dict(self._all("SELECT pod_id, vlan FROM local_vlans WHERE host_id = ?",
+                              (host_id,)))
+
+    def all_local_vlans(self) -> dict[str, dict[int, int]]:
+        out: dict[str, dict[int, int]] = {}
+        for host_id, pod_id, vlan in self._all("SELECT host_id, pod_id, vlan FROM local_vlans"):
+            out.setdefault(host_id, {})[pod_id] = vlan
+        return out
+
+    def ensure_local_vlan(self, host_id: str, pod_id: int) -> int | None:
+        """The pod's VLAN on the host, allocating the lowest free one; None when all 4094
+        are in use."""
+        row = self._one("SELECT vlan FROM local_vlans WHERE host_id = ? AND pod_id = ?",
+                        (host_id, pod_id))
+        if row:
+            return row[0]
+        used = {r[0] for r in self._all("SELECT vlan FROM local_vlans WHERE host_id = ?",
+                                        (host_id,))}
+        vlan = next((v for v in range(1, MAX_LOCAL_VLAN + 1) if v not in used), None)
+        if vlan is not None:
+            self._c.execute("INSERT INTO local_vlans (host_id, pod_id, vlan) VALUES (?, ?, ?)",
+                            (host_id, pod_id, vlan))
+        return vlan
+
+    def release_unused_vlans(self, host_id: str) -> None:
+        """Free the VLANs of pods that no longer have a port on the host."""
+        self._c.execute("DELETE FROM local_vlans WHERE host_id = ? AND pod_id NOT IN "
+                        "(SELECT pod_id FROM ports WHERE host_id = ?)", (host_id, host_id))
+
+
+class Store:
+    """SQLite-backed state; `tx()` is the only way in."""
+
+    def __init__(self, path: str) -> None:
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        # one connection shared by every thread; the lock serialises transactions
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                     timeout=10.0)
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        if path != ":memory:":
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.tx() as tx:
+            version = tx._one("PRAGMA user_version")[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path} has schema {version}, newer than this "
+                                   f"controller's {SCHEMA_VERSION}; upgrade the controller")
+            # executescript() would COMMIT; run the statements inside this transaction
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self._conn.execute(statement)
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._conn.execute("INSERT OR IGNORE INTO counters (name, value) "
+                               "VALUES ('version', 0)")
+            if tx.pod(GLOBAL_POD) is None:
+                tx.insert_pod(GLOBAL_POD, "global", None)
+
+    @contextmanager
+    def tx(self) -> Iterator[Tx]:
+        """A write transaction: commits when the block ends, rolls back if it raises."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise unavailable(f"the store {self.path} is not available: {e}",
+                                  "store_unavailable") from None
+            try:
+                yield Tx(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

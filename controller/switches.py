@@ -1,0 +1,274 @@
+"""OpenFlow sessions: connected datapaths, request/reply tracking with timeouts, bundles.
+
+Two sides:
+
+- the os-ken app's event handlers call `connected`, `disconnected`, `reply` and `error`;
+  these only update dicts and wake waiters, they never block the OpenFlow loop;
+- programmer threads call `request`, `barrier`, `dump_loris_flows`, `bundle` and
+  `packet_out`, which block with a timeout (never in an event handler).
+
+Replies are matched by (datapath object, xid) here rather than through os-ken's ofctl
+service: ofctl's send_msg has no timeout and, in 3.1.x, can block forever when a switch
+reconnects mid-request. Because the barrier replies and the error messages of a datapath
+arrive through the same app event queue, in the order the switch sent them, the errors for
+a bundle's adds have all been recorded by the time the barrier that follows them completes;
+that is the "barrier + flush through the app's event queue" check, without a second queue.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flows import LORIS_COOKIE, LORIS_COOKIE_MASK
+
+LOG = logging.getLogger("loris.switches")
+MAX_ERRORS_KEPT = 20
+FULL_MASK = (1 << 64) - 1
+
+
+class OpenFlowError(RuntimeError):
+    """A request failed: rejected by the switch, timed out, or the connection went away."""
+
+
+@dataclass
+class BridgeStatus:
+    """What `GET /v1/hosts/{id}` shows about one datapath."""
+    dpid: int
+    connected: bool = False
+    since: float | None = None
+    synced: bool = False
+    flows: int = 0
+    errors: deque = field(default_factory=lambda: deque(maxlen=MAX_ERRORS_KEPT))
+
+    def to_json(self) -> dict:
+        return {"dpid": f"{self.dpid:#018x}", "connected": self.connected, "since": self.since,
+                "synced": self.synced, "flows": self.flows, "errors": list(self.errors)}
+
+
+class _Pending:
+    __slots__ = ("event", "replies", "error")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.replies: list = []
+        self.error: str | None = None
+
+
+def error_text(ofp: Any, err_type: int, code: int) -> str:
+    """'OFPET_BAD_ACTION/OFPBAC_BAD_OUT_PORT (2/4)' from the datapath's ofproto constants."""
+    types = {v: k for k, v in vars(ofp).items() if k.startswith("OFPET_") and isinstance(v, int)}
+    tname = types.get(err_type, str(err_type))
+    prefix = {"OFPET_HELLO_FAILED": "OFPHFC_", "OFPET_BAD_REQUEST": "OFPBRC_",
+              "OFPET_BAD_ACTION": "OFPBAC_", "OFPET_BAD_INSTRUCTION": "OFPBIC_",
+              "OFPET_BAD_MATCH": "OFPBMC_", "OFPET_FLOW_MOD_FAILED": "OFPFMFC_",
+              "OFPET_GROUP_MOD_FAILED": "OFPGMFC_", "OFPET_PORT_MOD_FAILED": "OFPPMFC_",
+              "OFPET_TABLE_MOD_FAILED": "OFPTMFC_", "OFPET_QUEUE_OP_FAILED": "OFPQOFC_",
+              "OFPET_SWITCH_CONFIG_FAILED": "OFPSCFC_", "OFPET_ROLE_REQUEST_FAILED": "OFPRRFC_",
+              "OFPET_METER_MOD_FAILED": "OFPMMFC_", "OFPET_TABLE_FEATURES_FAILED": "OFPTFFC_"
+              }.get(tname)
+    cname = str(code)
+    if prefix:
+        names = [k for k, v in vars(ofp).items() if k.startswith(prefix) and v == code]
+        cname = names[0] if names else cname
+    return f"{tname}/{cname} ({err_type}/{code})"
+
+
+class Switches:
+    """Every datapath the controller talks to, by dpid."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self._dps: dict[int, Any] = {}
+        self._pending: dict[tuple[Any, int], _Pending] = {}
+        self._watched: dict[tuple[Any, int], str] = {}      # bundle-add xid -> flow text
+        self._rejected: dict[tuple[Any, int], str] = {}     # bundle-add xid -> error text
+        self._bundle_ids = itertools.count(1)
+        self.status: dict[int, BridgeStatus] = {}
+
+    # ---- app-thread side: never blocks ----------------------------------------------
+    def connected(self, dp: Any) -> None:
+        old = self._dps.get(dp.id)
+        if old is not None and old is not dp:
+            self._fail_pending(old, "the switch reconnected")
+        self._dps[dp.id] = dp
+        st = self._status(dp.id)
+        st.connected, st.since, st.synced = True, time.time(), False
+        LOG.info("datapath %#018x connected from %s", dp.id, dp.address)
+
+    def disconnected(self, dp: Any) -> bool:
+        """Forget `dp` if it is still the current connection of its dpid."""
+        self._fail_pending(dp, "the switch disconnected")
+        if dp.id is None or self._dps.get(dp.id) is not dp:
+            return False
+        del self._dps[dp.id]
+        st = self._status(dp.id)
+        st.connected, st.since, st.synced = False, time.time(), False
+        LOG.warning("datapath %#018x disconnected", dp.id)
+        return True
+
+    def reply(self, msg: Any) -> None:
+        """A reply (barrier, multipart, bundle control) for a request of ours."""
+        pending = self._pending.get((msg.datapath, msg.xid))
+        if pending is None:
+            return
+        pending.replies.append(msg)
+        more = getattr(msg, "flags", 0) & getattr(msg.datapath.ofproto, "OFPMPF_REPLY_MORE", 0)
+        if not (hasattr(msg, "body") and more):
+            pending.event.set()
+
+    def error(self, msg: Any) -> None:
+        """An OFPErrorMsg: fail the request it answers, or record it against a bundle add."""
+        dp = msg.datapath
+        text = error_text(dp.ofproto, msg.type, msg.code)
+        key = (dp, msg.xid)
+        flow = self._watched.get(key)
+        if flow is not None:
+            self._rejected[key] = text
+        pending = self._pending.get(key)
+        if pending is not None:
+            pending.error = text
+            pending.event.set()
+        self.record_error(dp.id, msg.type, msg.code, text, flow)
+
+    def record_error(self, dpid: int | None, err_type: int | None, code: int | None, text: str,
+                     flow: str | None) -> None:
+        if dpid is None:
+            return
+        self._status(dpid).errors.append({"time": time.time(), "type": err_type, "code": code,
+                                          "message": text, "flow": flow})
+        LOG.error("OpenFlow error from %#018x: %s%s", dpid, text,
+                  f" for flow: {flow}" if flow else "")
+
+    # ---- programmer side: may block, always with a timeout ---------------------------
+    def datapath(self, dpid: int) -> Any | None:
+        dp = self._dps.get(dpid)
+        return dp if dp is not None and dp.is_active else None
+
+    def request(self, dp: Any, msg: Any, timeout: float | None = None) -> list:
+        """Send `msg`, wait for its reply (all parts of a multipart reply) or error."""
+        if msg.xid is None:
+            dp.set_xid(msg)
+        key = (dp, msg.xid)
+        pending = self._pending[key] = _Pending()
+        try:
+            if not dp.send_msg(msg):
+                raise OpenFlowError(f"datapath {dp.id:#018x} is not connected")
+            limit = self.timeout if timeout is None else timeout
+            if not pending.event.wait(limit):
+                raise OpenFlowError(f"datapath {dp.id:#018x} did not answer "
+                                    f"{type(msg).__name__} within {limit:g} s")
+            if pending.error:
+                raise OpenFlowError(f"datapath {dp.id:#018x} rejected {type(msg).__name__}: "
+                                    f"{pending.error}")
+            return pending.replies
+        finally:
+            self._pending.pop(key, None)
+
+    def barrier(self, dp: Any, timeout: float | None = None) -> None:
+        self.request(dp, dp.ofproto_parser.OFPBarrierRequest(dp), timeout)
+
+    def dump_loris_flows(self, dp: Any) -> list:
+        """Every flow whose cookie carries the Loris marker (OFPFlowStats entries)."""
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                         LORIS_COOKIE, LORIS_COOKIE_MASK, parser.OFPMatch())
+        return [stat for rep in self.request(dp, req) for stat in rep.body]
+
+    def bundle(self, dp: Any, mods: Sequence[tuple[Any, str]]) -> None:
+        """Apply flow-mods as one atomic, ordered ONF bundle; (msg, description) pairs.
+
+        OVS validates each add when it arrives and still COMMITs a bundle in which an add
+        was rejected, so every add's error is checked (after a barrier) before COMMIT, and
+        the bundle is DISCARDed if any was rejected.
+        """
+        if not mods:
+            return
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        bundle_id = next(self._bundle_ids) & 0xFFFFFFFF
+        flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+        self._control(dp, bundle_id, flags, ofp.ONF_BCT_OPEN_REQUEST, ofp.ONF_BCT_OPEN_REPLY)
+        keys: list[tuple[Any, int]] = []
+        try:
+            for i, (mod, what) in enumerate(mods):
+                add = parser.ONFBundleAddMsg(dp, bundle_id, flags, mod, [])
+                dp.set_xid(add)
+                key = (dp, add.xid)
+                self._watched[key] = what
+                keys.append(key)
+                if not dp.send_msg(add):
+                    raise OpenFlowError(f"datapath {dp.id:#018x} disconnected during a bundle")
+                if i % 256 == 255:
+                    time.sleep(0)       # let echo replies and other switches through
+            self.barrier(dp)
+            rejected = [(self._watched[k], self._rejected[k]) for k in keys if k in self._rejected]
+            if rejected:
+                first = "; ".join(f"{err} for {flow}" for flow, err in rejected[:3])
+                raise OpenFlowError(f"datapath {dp.id:#018x} rejected {len(rejected)} of "
+                                    f"{len(mods)} flow-mods: {first}")
+            self._control(dp, bundle_id, flags, ofp.ONF_BCT_COMMIT_REQUEST,
+                          ofp.ONF_BCT_COMMIT_REPLY)
+        except BaseException:
+            try:
+                self._control(dp, bundle_id, flags, ofp.ONF_BCT_DISCARD_REQUEST,
+                              ofp.ONF_BCT_DISCARD_REPLY)
+            except OpenFlowError as e:
+                LOG.warning("discarding bundle %d on %#018x: %s", bundle_id, dp.id, e)
+            raise
+        finally:
+            for key in keys:
+                self._watched.pop(key, None)
+                self._rejected.pop(key, None)
+
+    def _control(self, dp: Any, bundle_id: int, flags: int, kind: int, want: int) -> None:
+        parser = dp.ofproto_parser
+        replies = self.request(dp, parser.ONFBundleCtrlMsg(dp, bundle_id, kind, flags, []))
+        if not replies or replies[-1].type != want:
+            got = replies[-1].type if replies else None
+            raise OpenFlowError(f"datapath {dp.id:#018x}: bundle control {kind} got reply "
+                                f"type {got}, want {want}")
+
+    def delete_all_loris_flows(self, dp: Any) -> None:
+        """Remove every Loris flow (a host left the cluster); other flows stay."""
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        dp.send_msg(parser.OFPFlowMod(dp, cookie=LORIS_COOKIE, cookie_mask=LORIS_COOKIE_MASK,
+                                      table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
+                                      out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+                                      match=parser.OFPMatch(), instructions=[]))
+        self.barrier(dp)
+
+    def packet_out(self, dpid: int, out_port: int, data: bytes) -> bool:
+        dp = self.datapath(dpid)
+        if dp is None:
+            return False
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        return dp.send_msg(parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER,
+                                               in_port=ofp.OFPP_CONTROLLER,
+                                               actions=[parser.OFPActionOutput(out_port)],
+                                               data=data))
+
+    # ---- helpers ----------------------------------------------------------------------
+    def _status(self, dpid: int) -> BridgeStatus:
+        st = self.status.get(dpid)
+        if st is None:
+            st = self.status[dpid] = BridgeStatus(dpid)
+        return st
+
+    def bridge_status(self, dpid: int) -> BridgeStatus:
+        return self.status.get(dpid) or BridgeStatus(dpid)
+
+    def _fail_pending(self, dp: Any, why: str) -> None:
+        for (pdp, _xid), pending in list(self._pending.items()):
+            if pdp is dp:
+                pending.error = why
+                pending.event.set()
+
+    def forget(self, dpids: Iterable[int]) -> None:
+        for dpid in dpids:
+            self.status.pop(dpid, None)

@@ -1,0 +1,255 @@
+"""Request validation: JSON Schema first (openapi.SCHEMAS), then what a schema cannot say.
+
+Every function returns plain normalised values or raises ApiError (400/422) naming the field
+and how to fix it. Nothing here touches the store: checks that need the current state
+(uniqueness, subnet membership) are in service.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from controller import openapi, schema
+from controller.errors import bad_request, invalid
+from flows.model import MAX_POD_ID, MAX_PORT_ID
+
+BRIDGES = ("br-int", "br-tun")
+DHCP = "dhcp"
+# RFC 5737/6890 ranges that can never be a container's or a tunnel endpoint's address
+_FORBIDDEN = [ipaddress.IPv4Network(n) for n in
+              ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4")]
+
+
+def parse_json(body: bytes) -> object:
+    """Decode a request body; 400 with the position of the syntax error."""
+    if not body:
+        raise bad_request("the request needs a JSON body")
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise bad_request("the body is not UTF-8 encoded JSON") from None
+    except json.JSONDecodeError as e:
+        raise bad_request(f"the body is not valid JSON: {e.msg} at line {e.lineno} "
+                          f"column {e.colno}") from None
+
+
+def check_schema(value: object, name: str) -> None:
+    schema.check(value, openapi.SCHEMAS[name], openapi.SCHEMAS)
+
+
+def ipv4_address(text: str, field: str) -> ipaddress.IPv4Address:
+    """A usable unicast IPv4 address (no loopback, multicast, 0.x, class E)."""
+    try:
+        addr = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise invalid(f"{field} {text!r} is not an IPv4 address (want e.g. 198.18.0.11)") \
+            from None
+    if any(addr in net for net in _FORBIDDEN):
+        raise invalid(f"{field} {addr} is loopback, multicast or reserved; use a unicast address")
+    return addr
+
+
+def ipv4_interface(text: str, field: str = "'ip'") -> ipaddress.IPv4Interface:
+    """'A.B.C.D/len' with len 1..32, the address neither network nor broadcast of its subnet."""
+    if "/" not in text:
+        raise invalid(f"{field} {text!r} needs a prefix length, e.g. 10.7.0.5/24, or 'dhcp'")
+    addr_text, _, plen = text.partition("/")
+    if not plen.isdigit() or not 1 <= int(plen) <= 32 or len(plen) > 2:
+        raise invalid(f"{field} {text!r}: the prefix length must be 1..32")
+    ipv4_address(addr_text, field)
+    iface = ipaddress.IPv4Interface(f"{addr_text}/{int(plen)}")
+    net = iface.network
+    if net.prefixlen <= 30 and iface.ip in (net.network_address, net.broadcast_address):
+        kind = "network" if iface.ip == net.network_address else "broadcast"
+        raise invalid(f"{field} {text}: {iface.ip} is the {kind} address of {net}; "
+                      "pick a host address")
+    return iface
+
+
+def subnet(text: str, field: str = "'subnet'") -> ipaddress.IPv4Network:
+    """An IPv4 network 'A.B.C.D/len', host bits zero, prefix 1..30 (room for a DHCP server
+    and at least one port)."""
+    try:
+        net = ipaddress.IPv4Network(text, strict=True)
+    except ValueError as e:
+        raise invalid(f"{field} {text!r} is not an IPv4 network like 10.7.0.0/24 ({e})") from None
+    if "/" not in text:
+        raise invalid(f"{field} {text!r} needs a prefix length, e.g. 10.7.0.0/24")
+    if not 1 <= net.prefixlen <= 30:
+        raise invalid(f"{field} {net}: the prefix length must be 1..30 (a /31 or /32 leaves no "
+                      "room for the DHCP server and a port)")
+    if any(net.overlaps(bad) for bad in _FORBIDDEN):
+        raise invalid(f"{field} {net} overlaps loopback, multicast or reserved space")
+    return net
+
+
+def mac(text: str, field: str = "'mac'") -> str:
+    """Lower-case unicast, non-zero MAC."""
+    value = text.lower()
+    if int(value[:2], 16) & 1:
+        raise invalid(f"{field} {value} is a multicast address (lowest bit of the first byte "
+                      "set); use a unicast MAC such as 02:00:00:00:00:01")
+    if value == "00:00:00:00:00:00":
+        raise invalid(f"{field} 00:00:00:00:00:00 is not a usable MAC")
+    return value
+
+
+def random_mac(taken: Collection[str]) -> str:
+    """A locally administered unicast MAC (02:xx:..) not in `taken`."""
+    while True:
+        value = "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
+        if value not in taken and not value.startswith("02:00:00:00:00"):
+            return value
+
+
+def dhcp_server(pod_id: int, net: ipaddress.IPv4Network | None) -> tuple[str, str] | None:
+    """The pod's DHCP responder identity (docs/design.md): the subnet's first usable address,
+    MAC 0a:4c: + the tunnel key as 4 bytes."""
+    if net is None:
+        return None
+    key = pod_id + 1
+    return str(net.network_address + 1), "0a:4c:" + ":".join(
+        f"{b:02x}" for b in key.to_bytes(4, "big"))
+
+
+@dataclass(frozen=True)
+class HostRegistration:
+    id: str
+    tunnel_ip: str
+    tunnel_type: str
+    dpid_int: int
+    dpid_tun: int
+
+
+def host_registration(body: object) -> HostRegistration:
+    check_schema(body, "HostRegistration")
+    assert isinstance(body, dict)
+    tunnel_ip = str(ipv4_address(body["tunnel_ip"], "'tunnel_ip'"))
+    dpids = {b: int(body["dpids"][b], 16) for b in BRIDGES}
+    for bridge, dpid in dpids.items():
+        if dpid == 0:
+            raise invalid(f"'dpids.{bridge}' must not be 0")
+    if dpids["br-int"] == dpids["br-tun"]:
+        raise invalid("'dpids': br-int and br-tun need different datapath ids")
+    return HostRegistration(body["id"], tunnel_ip, body["tunnel_type"],
+                            dpids["br-int"], dpids["br-tun"])
+
+
+@dataclass(frozen=True)
+class PodCreate:
+    id: int
+    name: str | None
+    subnet: ipaddress.IPv4Network | None
+
+
+def pod_create(body: object) -> PodCreate:
+    check_schema(body, "PodCreate")
+    assert isinstance(body, dict)
+    net = subnet(body["subnet"]) if body.get("subnet") is not None else None
+    return PodCreate(body["id"], body.get("name"), net)
+
+
+@dataclass(frozen=True)
+class PortCreate:
+    host: str
+    container: str
+    ip: ipaddress.IPv4Interface | None      # None = DHCP
+    mac: str | None
+    pod: int
+
+
+def port_create(body: object) -> PortCreate:
+    check_schema(body, "PortCreate")
+    assert isinstance(body, dict)
+    ip_text = body["ip"]
+    iface = None if ip_text.lower() == DHCP else ipv4_interface(ip_text)
+    mac_value = mac(body["mac"]) if "mac" in body else None
+    return PortCreate(body["host"], body["container"], iface, mac_value, body.get("pod", 0))
+
+
+@dataclass(frozen=True)
+class PortReport:
+    ofport: int | None
+    mtu: int | None
+    lease: str | None
+    error: tuple[str, str] | None
+
+
+@dataclass(frozen=True)
+class ActualReport:
+    version: int
+    patch: Mapping[str, int | None] | None        # None: not reported, keep what we have
+    tunnels: Mapping[str, int] | None
+    ports: Mapping[int, PortReport]
+
+
+def actual_report(body: object) -> ActualReport:
+    check_schema(body, "ActualReport")
+    assert isinstance(body, dict)
+    tunnels = body.get("tunnels")
+    if tunnels is not None:
+        for peer in tunnels:
+            schema.check(peer, openapi.SCHEMAS["HostId"], where=f"'tunnels' key {peer!r}")
+    ports: dict[int, PortReport] = {}
+    for key, rep in (body.get("ports") or {}).items():
+        if not key.isdigit() or not 1 <= int(key) <= MAX_PORT_ID:
+            raise invalid(f"'ports' key {key!r} must be a port id 1..{MAX_PORT_ID} in decimal")
+        err = rep.get("error")
+        lease = rep.get("lease")
+        if lease is not None:
+            ipv4_interface(lease, f"'ports.{key}.lease'")
+        ports[int(key)] = PortReport(rep.get("ofport"), rep.get("mtu"), lease,
+                                     (err["code"], err["message"]) if err else None)
+    patch = body.get("patch")
+    return ActualReport(body["version"], dict(patch) if patch is not None else None,
+                        dict(tunnels) if tunnels is not None else None, ports)
+
+
+def int_param(text: str, name: str, low: int, high: int) -> int:
+    """An integer from a URL path or query; 400 when it is not one, 422 when out of range."""
+    if not (text.isdigit() or (text[:1] == "-" and text[1:].isdigit())) or len(text) > 12:
+        raise bad_request(f"{name} {text!r} must be an integer {low}..{high}")
+    value = int(text)
+    if not low <= value <= high:
+        raise invalid(f"{name} {value} is out of range {low}..{high}")
+    return value
+
+
+def pod_id_param(text: str) -> int:
+    return int_param(text, "pod id", 0, MAX_POD_ID)
+
+
+def port_id_param(text: str) -> int:
+    return int_param(text, "port id", 1, MAX_PORT_ID)
+
+
+def host_id_param(text: str) -> str:
+    schema.check(text, openapi.SCHEMAS["HostId"], where="host id")
+    return text
+
+
+def bool_param(text: str, name: str) -> bool:
+    value = text.lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise bad_request(f"{name} {text!r} must be true or false")
+
+
+def query(params: Mapping[str, str], allowed: Collection[str]) -> dict[str, str]:
+    """Query parameters as a dict; unknown or repeated names are a 400."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        if key not in allowed:
+            names = ", ".join(sorted(allowed)) or "none"
+            raise bad_request(f"unknown query parameter {key!r} (allowed: {names})")
+        if key in out:
+            raise bad_request(f"query parameter {key!r} is given twice")
+        out[key] = value
+    return out
+
