@@ -198,6 +198,7 @@ class FabricTrace:
     deliveries: list[Delivery] = field(default_factory=list)
     controller: list[tuple[str, str, int, dict]] = field(default_factory=list)  # cookie, pkt
     hops: list[Hop] = field(default_factory=list)
+    tunnelled: list[tuple[str, str, int, dict]] = field(default_factory=list)  # from, to, key
     lost: list[tuple[str, str, int, dict]] = field(default_factory=list)  # unknown ports
 
     def path(self) -> list[tuple[str, str]]:
@@ -227,8 +228,11 @@ class Fabric:
         self._port_by_ofport = {(p.host_id, p.ofport): p.id for p in topo.ports.values()}
 
     def send(self, host: str, in_port: int, packet: Mapping[str, object],
-             bridge: str = "br-int") -> FabricTrace:
-        """Inject `packet` on `bridge` of `host` as if it arrived on `in_port`; follow it."""
+             bridge: str = "br-int", follow_tunnels: bool = True) -> FabricTrace:
+        """Inject `packet` on `bridge` of `host` as if it arrived on `in_port`; follow it.
+
+        Every packet put into a tunnel is listed in `tunnelled`; with `follow_tunnels=False`
+        the trace stops there (what one host does, as `ovs-appctl ofproto/trace` shows it)."""
         result = FabricTrace()
         queue = [(host, bridge, in_port, normalize(packet))]
         steps = 0
@@ -242,33 +246,28 @@ class Fabric:
             for cookie, out in trace.controller:
                 result.controller.append((h, br, cookie, out))
             for out_port, out in trace.outputs:
-                nxt = self._next_hop(h, br, out_port, out)
-                if nxt is None:
-                    if br == "br-int":
-                        result.deliveries.append(Delivery(
-                            h, out_port, self._port_by_ofport.get((h, out_port)), out))
-                    else:
-                        result.lost.append((h, br, out_port, out))
-                elif nxt != "lost":
-                    queue.append(nxt)
+                self._forward(result, queue, h, br, out_port, out, follow_tunnels)
         return result
 
-    def _next_hop(self, h: str, br: str, port: int, pkt: dict):
+    def _forward(self, result: FabricTrace, queue: list, h: str, br: str, port: int,
+                 pkt: dict, follow_tunnels: bool) -> None:
+        """Where an output goes: a container, the other bridge, another host, or nowhere."""
         spec: HostSpec = self.topo.hosts[h]
         crossed = {k: v for k, v in pkt.items() if k not in ("metadata", "tunnel_id")}
         if br == "br-int" and port == spec.int_patch_ofport:
-            return (h, "br-tun", spec.tun_patch_ofport, crossed)
-        if br == "br-tun" and port == spec.tun_patch_ofport:
-            return (h, "br-int", spec.int_patch_ofport, crossed)
-        if br == "br-tun" and (h, port) in self._peer_by_ofport:
+            queue.append((h, "br-tun", spec.tun_patch_ofport, crossed))
+        elif br == "br-tun" and port == spec.tun_patch_ofport:
+            queue.append((h, "br-int", spec.int_patch_ofport, crossed))
+        elif br == "br-tun" and (h, port) in self._peer_by_ofport:
             peer = self.topo.hosts[self._peer_by_ofport[(h, port)]]
-            back = peer.tunnel_ofports.get(h)
-            if back is None:
-                return "lost"     # the peer has no tunnel port for us: OVS drops it
-            arrived = {k: v for k, v in pkt.items() if k != "metadata"}
-            arrived["tunnel_id"] = pkt.get("tunnel_id", 0)
-            return (peer.id, "br-tun", back, arrived)
-        return None
+            result.tunnelled.append((h, peer.id, pkt.get("tunnel_id", 0), pkt))
+            back = peer.tunnel_ofports.get(h)     # None: the peer has no port for us, OVS drops
+            if follow_tunnels and back is not None:
+                queue.append((peer.id, "br-tun", back, dict(pkt)))
+        elif br == "br-int":
+            result.deliveries.append(Delivery(h, port, self._port_by_ofport.get((h, port)), pkt))
+        else:
+            result.lost.append((h, br, port, pkt))
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -309,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             print("    (no flow: dropped)")
     for d in result.deliveries:
         print(f"delivered: {d.host} ofport {d.ofport} (port {d.port_id}): {d.packet}")
+    for src, dst, key, _ in result.tunnelled:
+        print(f"tunnel: {src} -> {dst} key {key:#x}")
     for h, br, cookie, p in result.controller:
         print(f"to controller: {h}/{br} cookie {cookie:#x}: {p}")
     for h, br, port, p in result.lost:

@@ -115,6 +115,7 @@ def test_same_pod_across_hosts_goes_through_the_one_tunnel_with_the_pod_key(fabr
     assert result.delivered_to() == {("h2", 10)}
     assert result.path() == [
         ("h1", "br-int"), ("h1", "br-tun"), ("h2", "br-tun"), ("h2", "br-int")]
+    assert [(a, b, key) for a, b, key, _ in result.tunnelled] == [("h1", "h2", 8)]
     on_the_wire = result.hops[2].packet
     assert on_the_wire["tunnel_id"] == 8                # pod 7's key, untagged, from h1's tunnel
     assert on_the_wire["vlan_vid"] == 0
@@ -254,6 +255,7 @@ def test_broadcast_reaches_the_pod_members_on_every_host_of_the_pod_only(fabric,
                                      udp_src=5000, udp_dst=5000))
     assert names(result.port_ids()) == {"a2", "a3", "a4"}
     assert len(result.deliveries) == 3                    # exactly one copy each
+    assert [(a, b, key) for a, b, key, _ in result.tunnelled] == [("h1", "h2", 8)]
     assert "h3" not in {h for h, _ in result.path()}  # h3 has no pod 7 member
 
 
@@ -263,6 +265,7 @@ def test_broadcast_from_a_tunnel_is_never_sent_back_into_a_tunnel(fabric):
     hops = result.path()
     assert hops.count(("h1", "br-tun")) == 1 and ("h2", "br-tun") in hops
     assert hops.count(("h2", "br-tun")) == 1              # nothing came back to h2
+    assert [(a, b) for a, b, _, _ in result.tunnelled] == [("h2", "h1")]
 
 
 def test_broadcast_of_a_pod_on_one_host_and_a_third_host(fabric):

@@ -131,5 +131,5 @@ def test_command_line_traces_a_packet_across_hosts(tmp_path, capsys):
     hops = [line for line in out.splitlines() if "/br-" in line and " in_port=" in line]
     assert hops == ["h1/br-int in_port=10", "h1/br-tun in_port=1", "h2/br-tun in_port=2",
                     "h2/br-int in_port=1"]
-    assert "delivered: h2 ofport 10 (port 2)" in out
+    assert "delivered: h2 ofport 10 (port 2)" in out and "tunnel: h1 -> h2 key 0x8" in out
     assert main([]) == 2
