@@ -202,14 +202,18 @@ _PORT = _path_param("port_id", _ref("PortId"), "port id")
 
 PATHS: dict = {
     "/v1/health": {"get": {"summary": "liveness; never needs authentication",
-                           "responses": {"200": _resp("alive", _ref("Health"))}}},
+                           "responses": {"200": _resp("alive", _ref("Health")),
+                                         **_errors(400, 503)}}},
     "/v1/version": {"get": {"summary": "software and API version",
-                            "responses": {"200": _resp("versions", _ref("Version"))}}},
+                            "responses": {"200": _resp("versions", _ref("Version")),
+                                          **_errors(400)}}},
     "/v1/openapi.json": {"get": {"summary": "this document",
-                                 "responses": {"200": _resp("OpenAPI 3.1", {"type": "object"})}}},
+                                 "responses": {"200": _resp("OpenAPI 3.1", {"type": "object"}),
+                                               **_errors(400)}}},
     "/v1/hosts": {
         "get": {"summary": "list hosts with status",
-                "responses": {"200": _resp("hosts", {"type": "array", "items": _ref("Host")})}},
+                "responses": {"200": _resp("hosts", {"type": "array", "items": _ref("Host")}),
+                              **_errors(400)}},
         "post": {"summary": "register a host (agent start-up; idempotent)",
                  "requestBody": {"required": True, **_json(_ref("HostRegistration"))},
                  "responses": {"201": _resp("registered", _ref("Host")),
@@ -219,9 +223,9 @@ PATHS: dict = {
     "/v1/hosts/{host_id}": {
         "parameters": [_HOST],
         "get": {"summary": "show a host: tunnels, agent and OpenFlow status, last errors",
-                "responses": {"200": _resp("host", _ref("Host")), **_errors(400, 404)}},
+                "responses": {"200": _resp("host", _ref("Host")), **_errors(400, 404, 422)}},
         "delete": {"summary": "remove a host and all its ports",
-                   "responses": {"204": _resp("removed"), **_errors(400, 404)}},
+                   "responses": {"204": _resp("removed"), **_errors(400, 404, 422)}},
     },
     "/v1/hosts/{host_id}/desired": {
         "parameters": [_HOST],
@@ -242,7 +246,8 @@ PATHS: dict = {
     },
     "/v1/pods": {
         "get": {"summary": "list pods",
-                "responses": {"200": _resp("pods", {"type": "array", "items": _ref("Pod")})}},
+                "responses": {"200": _resp("pods", {"type": "array", "items": _ref("Pod")}),
+                              **_errors(400)}},
         "post": {"summary": "create a pod",
                  "requestBody": {"required": True, **_json(_ref("PodCreate"))},
                  "responses": {"201": _resp("created", _ref("Pod")),
@@ -251,11 +256,11 @@ PATHS: dict = {
     "/v1/pods/{pod_id}": {
         "parameters": [_POD],
         "get": {"summary": "show a pod with its members",
-                "responses": {"200": _resp("pod", _ref("Pod")), **_errors(400, 404)}},
+                "responses": {"200": _resp("pod", _ref("Pod")), **_errors(400, 404, 422)}},
         "delete": {"summary": "delete a pod (409 while it has members unless force=true)",
                    "parameters": [_query("force", {"type": "boolean"},
                                          "also disconnect every member")],
-                   "responses": {"204": _resp("deleted"), **_errors(400, 404, 409)}},
+                   "responses": {"204": _resp("deleted"), **_errors(400, 404, 409, 422)}},
     },
     "/v1/ports": {
         "get": {"summary": "list ports",
@@ -273,11 +278,18 @@ PATHS: dict = {
     "/v1/ports/{port_id}": {
         "parameters": [_PORT],
         "get": {"summary": "show a port",
-                "responses": {"200": _resp("port", _ref("Port")), **_errors(400, 404)}},
+                "responses": {"200": _resp("port", _ref("Port")), **_errors(400, 404, 422)}},
         "delete": {"summary": "disconnect a container",
-                   "responses": {"204": _resp("disconnected"), **_errors(400, 404)}},
+                   "responses": {"204": _resp("disconnected"), **_errors(400, 404, 422)}},
     },
 }
+
+
+for _ops in PATHS.values():
+    for _name, _op in _ops.items():
+        if _name != "parameters":
+            _op["responses"]["default"] = _resp("unexpected error (500); see the controller log",
+                                                _ERR)
 
 
 def document() -> dict:

@@ -88,7 +88,7 @@ def check(value: object, schema: Mapping, components: Mapping | None = None,
         low, high = schema.get("minimum"), schema.get("maximum")
         if (low is not None and value < low) or (high is not None and value > high):
             rng = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
-            raise invalid(f"{where} is {value}; it must be in {rng}")
+            raise invalid(f"{where} is {value}, out of range {rng}")
 
 
 def _check_object(value: dict, schema: Mapping, components: Mapping, where: str) -> None:
