@@ -34,7 +34,8 @@ def to_flowmod(flow: Flow, datapath: Any, command: str = "add") -> Any:
     match = parser.OFPMatch(**dict(flow.match))
     if command == "add":
         return parser.OFPFlowMod(datapath, cookie=flow.cookie, table_id=flow.table,
-                                 command=ofp.OFPFC_ADD, priority=flow.priority, match=match,
+                                 command=ofp.OFPFC_ADD, priority=flow.priority,
+                                 out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=match,
                                  instructions=_instructions(flow, ofp, parser))
     if command == "delete_strict":
         return parser.OFPFlowMod(datapath, cookie=flow.cookie, cookie_mask=FULL_MASK,
