@@ -165,9 +165,10 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         state = mesh_state(hosts, args.ips, args.host)
         if state.complete:
             break
-        if state.describe() != last:
+        if state.describe() != last and not args.json:
+            # Progress goes to stdout: stderr carries only the one-line failure reason.
             last = state.describe()
-            print(f"waiting: {last}", file=sys.stderr, flush=True)
+            print(f"waiting: {last}", flush=True)
         if time.monotonic() >= deadline:
             raise CliError(f"cluster not ready after {args.timeout:g}s: {state.describe()}")
         time.sleep(0.5)
@@ -203,7 +204,7 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
     pod = parse_pod(args.pod)
     ports = client.ports(host=args.host, pod=pod)
     mine = [p for p in ports if _designates(args.container, p["container"])]
-    where = f" from pod {pod}" if pod is not None else ""
+    where = f" to pod {pod}" if pod is not None else ""
     if not mine:
         raise CliError(f"container {args.container} is not connected{where} on host {args.host}")
     gone = []
