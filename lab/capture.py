@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -9,10 +10,13 @@ from typing import NamedTuple
 from lab.command import LabError, run
 from lab.procs import LabProcess
 
+TIMESTAMP = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d+ ")
+
 
 class CaptureResult(NamedTuple):
     count: int
-    lines: list[str]   # `tcpdump -r <pcap> -nn -e`, one line per packet
+    lines: list[str]   # `tcpdump -r <pcap> -nn -e`, one line per packet (inner frames
+                       # of tunnel packets joined on with ' | ')
 
 
 class Capture:
@@ -38,7 +42,7 @@ class Capture:
     def stop(self) -> CaptureResult:
         """End the capture and read it back. Calling it again returns the same result."""
         if self.result is None:
-            # tcpdump flushes the pcap on SIGTERM; -U already writes packet by packet.
+            # With --immediate-mode and -U every packet is on disk as soon as seen.
             self.process.stop(timeout=5)
             lines = self.read()
             self.result = CaptureResult(len(lines), lines)
@@ -48,7 +52,17 @@ class Capture:
         if not self.pcap.exists() or self.pcap.stat().st_size == 0:
             return []
         out = run(["tcpdump", "-r", self.pcap, "-nn", "-e"], check=False).stdout
-        return [line for line in out.splitlines() if line.strip()]
+        # tcpdump prints a decapsulated inner frame (VXLAN, GRE) on a line of its own,
+        # without a timestamp: join it to its packet so that there is one line per packet.
+        packets: list[str] = []
+        for line in out.splitlines():
+            if not line.strip():
+                continue
+            if packets and not TIMESTAMP.match(line):
+                packets[-1] += " | " + line.strip()
+            else:
+                packets.append(line)
+        return packets
 
     def __repr__(self) -> str:
         return f"<Capture {self.description} -> {self.pcap}>"

@@ -56,8 +56,8 @@ from lab.procs import LabProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROCESS_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-REQUIRED_TOOLS = ("ip", "nsenter", "ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl",
-                  "ovs-ofctl", "ovs-appctl", "tcpdump", "ethtool")
+REQUIRED_TOOLS = ("ip", "bridge", "nsenter", "ovsdb-tool", "ovsdb-server", "ovs-vswitchd",
+                  "ovs-vsctl", "ovs-ofctl", "ovs-appctl", "tcpdump", "ethtool")
 
 Target = Host | Container | str
 
@@ -316,6 +316,11 @@ class Lab:
         """
         if not self.netdev:
             return
+        # The underlay switch learns MACs only from traffic; teach it now, or the first
+        # tunnel packets are flooded to every host (confusing captures).
+        fdb = "".join(f"fdb add {self._phy_mac[h.name]} dev {h.name} master static\n"
+                      for h in self.hosts)
+        run(["bridge", "-n", self.ul_ns, "-batch", "-"], input=fdb)
         for h in self.hosts:
             ovs = self.ovs(h)
             for peer in self.hosts:
@@ -540,7 +545,10 @@ class Lab:
             target.name if isinstance(target, Host) else str(target).strip("/").replace("/", "_"))
         pcap = self.dir / "captures" / f"{n:03d}-{where}-{iface}.pcap"
         pcap.parent.mkdir(parents=True, exist_ok=True)
-        argv = ["tcpdump", "-i", iface, "-nn", "-U", "-Z", "root", "-w", str(pcap)]
+        # --immediate-mode: otherwise packets wait in the capture ring for up to a second and
+        # are lost when the capture is stopped right after the traffic.
+        argv = ["tcpdump", "-i", iface, "-nn", "-U", "--immediate-mode", "-Z", "root",
+                "-w", str(pcap)]
         if bpf_filter:
             argv.append(bpf_filter)
         proc = self.start_process(f"capture-{n:03d}", argv, netns=target)

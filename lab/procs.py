@@ -43,8 +43,20 @@ def state(pid: int) -> str | None:
 
 
 def running(pid: int) -> bool:
-    """True if `pid` exists and is not a zombie."""
-    return state(pid) not in (None, "Z")
+    """True if `pid` exists and has not exited.
+
+    A multi-threaded process (ovs-vswitchd) whose main thread has exited shows state Z
+    while its other threads still wind down; it is not waitable yet, so it still runs.
+    """
+    st = state(pid)
+    if st is None:
+        return False
+    if st != "Z":
+        return True
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
+    except OSError:
+        return False
 
 
 def same_process(pid: int, start: int | None) -> bool:
