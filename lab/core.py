@@ -160,6 +160,8 @@ class Lab:
             self.state = "up"
             self._write_info()
         except BaseException as exc:
+            if self.state == "new":
+                raise  # nothing of ours exists (e.g. the prefix was taken): touch nothing
             report = ""
             try:
                 report = self.diagnostics()

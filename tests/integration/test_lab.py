@@ -286,3 +286,25 @@ def test_lab_needs_a_valid_prefix() -> None:
     with pytest.raises(ValueError, match="prefix='x'"):
         Lab(prefix="x")
     assert not Path("/run/netns/x-h1").exists()
+
+
+def test_two_labs_side_by_side(make_lab) -> None:
+    """Same names and addresses inside, distinct prefixes outside: no clash, and removing one
+    leaves the other working."""
+    labs = [make_lab(hosts=2, tunnel="vxlan", docker=False),
+            make_lab(hosts=2, tunnel="gre", docker=False)]
+    assert labs[0].prefix != labs[1].prefix
+    for lab in labs:
+        lab.plain_mesh()
+        x = lab.add_container("h1", "x", kind="netns")
+        y = lab.add_container("h2", "y", kind="netns")
+        lab.attach_plain(x, "198.18.100.1/24")
+        lab.attach_plain(y, "198.18.100.2/24")
+        ping(x, "198.18.100.2")
+    first, second = labs
+    with pytest.raises(LabError, match=f"prefix {second.prefix} is already in use"):
+        Lab(hosts=1, docker=False, prefix=second.prefix).up()
+    pids, inodes = lab_inventory(first.prefix)
+    first.down()
+    assert_nothing_left(first.prefix, pids, inodes)
+    ping(second.container("y"), "198.18.100.1")
