@@ -520,19 +520,31 @@ class Lab:
         Returns the host-side port name."""
         c = self.container(container) if isinstance(container, str) else container
         h = c.host
+        if bridge not in self.ovs(h).bridges():
+            raise LabError(f"{h.name} has no bridge {bridge}; call lab.plain_mesh() first")
+        inside = ["nsenter", f"--net={c.netns_path}"]
+        if run(inside + ["ip", "link", "show", ifname], check=False).returncode == 0:
+            raise LabError(f"container {c.name} already has an interface {ifname}; "
+                           "use another ifname")
         with self._lock:
             self._counter += 1
             port = f"pv{self._counter}"
         run(["ip", "link", "add", port, "netns", h.netns, "type", "veth", "peer", "name", ifname,
              "netns", c.netns_ref])
-        run(["ip", "-n", h.netns, "link", "set", port, "mtu", str(self.inner_mtu), "up"])
-        self.ovs(h).vsctl("add-port", bridge, port)
-        inside = ["nsenter", f"--net={c.netns_path}"]
-        run(inside + ["ip", "-batch", "-"],
-            input=f"link set {ifname} mtu {self.inner_mtu} up\naddr add {ip_cidr} dev {ifname}\n")
-        # Without this the kernel leaves TCP checksums to "hardware" that OVS's userspace
-        # datapath never computes before encapsulating: TCP stalls.
-        run(inside + ["ethtool", "-K", ifname, "tx", "off"])
+        try:
+            run(["ip", "-n", h.netns, "link", "set", port, "mtu", str(self.inner_mtu), "up"])
+            self.ovs(h).vsctl("add-port", bridge, port)
+            run(inside + ["ip", "-batch", "-"],
+                input=f"link set {ifname} mtu {self.inner_mtu} up\n"
+                      f"addr add {ip_cidr} dev {ifname}\n")
+            # Without this the kernel leaves TCP checksums to "hardware" that OVS's userspace
+            # datapath never computes before encapsulating: TCP stalls.
+            run(inside + ["ethtool", "-K", ifname, "tx", "off"])
+        except Exception:
+            # Leave nothing half-made: deleting one end of the veth removes both.
+            self.ovs(h).vsctl("--if-exists", "del-port", bridge, port, check=False)
+            run(["ip", "-n", h.netns, "link", "del", port], check=False)
+            raise
         return port
 
     # ----- tools ------------------------------------------------------------------------

@@ -49,11 +49,11 @@ class OvsClient:
         argv = ["ovs-appctl", f"--timeout={int(timeout)}", "-t", target, *args]
         return run(argv, check=check, timeout=timeout + 5, env=self.env).stdout
 
-    def bridges(self) -> list[str]:
-        return self.vsctl("list-br").split()
+    def bridges(self, timeout: float = 20) -> list[str]:
+        return self.vsctl("list-br", timeout=timeout).split()
 
-    def show(self) -> str:
-        return self.vsctl("show")
+    def show(self, timeout: float = 20) -> str:
+        return self.vsctl("show", timeout=timeout)
 
     def dump_flows(self, bridge: str, stats: bool = True) -> list[str]:
         """The flows of `bridge`, one per line, without the reply header."""
@@ -61,8 +61,8 @@ class OvsClient:
         lines = self.ofctl(*args).splitlines()
         return [line.strip() for line in lines if line.strip() and not line.startswith("OFPST_")]
 
-    def routes(self) -> str:
-        return self.appctl("ovs/route/show")
+    def routes(self, timeout: float = 20) -> str:
+        return self.appctl("ovs/route/show", timeout=timeout)
 
     def __repr__(self) -> str:
         return f"<OvsClient {self.host.name} {self.host.rundir}>"

@@ -82,13 +82,13 @@ def all_pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
-def become_subreaper() -> None:
+def set_subreaper(enabled: bool = True) -> None:
     """Make orphaned descendants (e.g. daemons of a killed lab owner) our children.
 
-    Some container init processes never reap zombies; as a subreaper we can reap the
-    orphans we end, so that nothing of a lab lingers in the process table.
+    Some container init processes reap zombies late or never; as a subreaper we can reap
+    the orphans we end, so that nothing of a lab lingers in the process table.
     """
-    if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    if _libc.prctl(PR_SET_CHILD_SUBREAPER, int(enabled), 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
 

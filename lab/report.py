@@ -28,9 +28,10 @@ def _safe(fn) -> str:
 
 
 def _flows(ovs: OvsClient, bridge: str) -> str:
-    res = run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge], check=False, env=ovs.env)
+    argv = ["ovs-ofctl", "--timeout=5", "dump-flows", bridge]
+    res = run(argv[:2] + ["-O", "OpenFlow13"] + argv[2:], check=False, env=ovs.env, timeout=10)
     if res.returncode != 0:  # a bridge that does not speak 1.3
-        res = run(["ovs-ofctl", "dump-flows", bridge], check=False, env=ovs.env)
+        res = run(argv, check=False, env=ovs.env, timeout=10)
     return res.stdout + res.stderr
 
 
@@ -50,15 +51,24 @@ def lab_report(lab: Lab, tail: int = 60) -> str:
                 proc.log_tail(tail))
     for c in lab.containers.values():
         out.append(f"container {c.name} ({c.kind}) on {c.host.name}")
+    quick = 5  # seconds: a report must not hang on a dead or wedged daemon
     for h in lab.hosts:
         ovs = lab.ovs(h)
-        section(f"{h.name}: ovs-vsctl show", _safe(ovs.show))
-        bridges = _safe(ovs.bridges)
-        for br in bridges if isinstance(bridges, list) else []:
-            section(f"{h.name}: flows of {br}", _safe(lambda o=ovs, b=br: _flows(o, b)))
-        section(f"{h.name}: ovs-appctl ovs/route/show", _safe(ovs.routes))
-        section(f"{h.name}: ovs-appctl tnl/arp/show",
-                _safe(lambda o=ovs: o.appctl("tnl/arp/show")))
+        daemons = {d: lab.processes.get(f"{h.name}-{d}") for d in ("ovsdb-server",
+                                                                     "ovs-vswitchd")}
+        dead = [d for d, p in daemons.items() if p is None or not p.alive]
+        if dead:
+            out.append(f"{h.name}: NOT RUNNING: {', '.join(dead)}")
+        if "ovsdb-server" not in dead:
+            section(f"{h.name}: ovs-vsctl show", _safe(lambda o=ovs: o.show(timeout=quick)))
+        if not dead:
+            bridges = _safe(lambda o=ovs: o.bridges(timeout=quick))
+            for br in bridges if isinstance(bridges, list) else []:
+                section(f"{h.name}: flows of {br}", _safe(lambda o=ovs, b=br: _flows(o, b)))
+            section(f"{h.name}: ovs-appctl ovs/route/show",
+                    _safe(lambda o=ovs: o.routes(timeout=quick)))
+            section(f"{h.name}: ovs-appctl tnl/arp/show",
+                    _safe(lambda o=ovs: o.appctl("tnl/arp/show", timeout=quick)))
         section(f"{h.name}: ip addr",
                 _safe(lambda h=h: run(["ip", "-n", h.netns, "-br", "addr"], check=False).stdout))
         for log in ("ovs-vswitchd.log", "ovsdb-server.log"):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import Lab, LabError, cleanup, procs
+from lab import CommandError, Lab, LabError, cleanup, procs
 from lab.core import REPO_ROOT, venv_bin
 from lab.naming import DOCKER_LABEL, NETNS_DIR, lab_dir
 
@@ -197,6 +197,18 @@ class TestPlainMesh:
             lab3.add_container("h1", "x", kind="vm")
         with pytest.raises(LabError, match="only Docker containers can restart"):
             mesh["n2"].restart()
+        with pytest.raises(LabError, match="already has an interface eth1"):
+            lab3.attach_plain(mesh["d1"], "198.18.100.99/24")
+        with pytest.raises(LabError, match="h1 has no bridge br-x; call lab.plain_mesh"):
+            lab3.attach_plain(mesh["d1"], "198.18.100.99/24", bridge="br-x", ifname="eth2")
+        bad = lab3.add_container("h1", "bad", kind="netns")
+        ports_before = lab3.ovs("h1").vsctl("list-ports", "br-int")
+        with pytest.raises(CommandError, match="198.18.100.999/24"):
+            lab3.attach_plain(bad, "198.18.100.999/24")
+        assert lab3.ovs("h1").vsctl("list-ports", "br-int") == ports_before
+        assert "eth1" not in lab3.run(bad, ["ip", "-o", "link"]).stdout
+        lab3.remove_container(bad)
+        assert not os.path.exists(bad.netns_path)
         with pytest.raises(ValueError, match="tunnel='ipip'"):
             Lab(tunnel="ipip")
         with pytest.raises(ValueError, match="hosts=0"):
@@ -215,11 +227,11 @@ class TestPlainMesh:
 def adopting_orphans():
     """While inside, orphaned descendants become our children (not PID 1's), so that we
     can reap what a killed lab owner leaves behind."""
-    procs.become_subreaper()
+    procs.set_subreaper(True)
     try:
         yield
     finally:
-        procs._libc.prctl(procs.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        procs.set_subreaper(False)
 
 
 INTERRUPTED_OWNER = textwrap.dedent("""
