@@ -69,7 +69,7 @@ def measure(n_ports: int, repeat: int) -> dict:
 
     # One more port in pod 0, on h3 (the pod already spans every host).
     new_port = PortSpec(len(ports) + 1, 0, "h3", 10 + len(ports) + 1, mac(len(ports) + 1),
-                        "10.0.0.250")
+                        "198.18.130.250")
     after = Topology(hosts, pods, ports + [new_port])
 
     def incremental():

@@ -37,14 +37,14 @@ pytestmark = pytest.mark.integration
 
 BCAST = "ff:ff:ff:ff:ff:ff"
 CONTAINERS = {  # name: (host, pod, ip, dhcp)
-    "a1": ("h1", 7, "10.7.0.11", False), "a2": ("h1", 7, "10.7.0.12", False),
-    "b1": ("h1", 8, "10.7.0.11", False), "c1": ("h1", 9, "10.9.0.11", False),
-    "a3": ("h2", 7, "10.7.0.13", False), "a4": ("h2", 7, "10.7.0.14", True),
-    "b2": ("h2", 8, "10.7.0.13", False), "c2": ("h3", 9, "10.9.0.12", False),
+    "a1": ("h1", 7, "198.18.135.11", False), "a2": ("h1", 7, "198.18.135.12", False),
+    "b1": ("h1", 8, "198.18.135.11", False), "c1": ("h1", 9, "198.18.137.11", False),
+    "a3": ("h2", 7, "198.18.135.13", False), "a4": ("h2", 7, "198.18.135.14", True),
+    "b2": ("h2", 8, "198.18.135.13", False), "c2": ("h3", 9, "198.18.137.12", False),
 }
 VLANS = {"h1": {7: 11, 8: 12, 9: 13}, "h2": {7: 21, 8: 22}, "h3": {9: 31}}
-PODS = [PodSpec(7, 8, "10.7.0.0/24", ("10.7.0.1", "0a:4c:00:00:00:08")),
-        PodSpec(8, 9, "10.7.0.0/24"), PodSpec(9, 10, "10.9.0.0/24")]
+PODS = [PodSpec(7, 8, "198.18.135.0/24", ("198.18.135.1", "0a:4c:00:00:00:08")),
+        PodSpec(8, 9, "198.18.135.0/24"), PodSpec(9, 10, "198.18.137.0/24")]
 
 
 def mac_of(name: str) -> str:
@@ -237,7 +237,7 @@ def port(topo: Topology, name: str) -> PortSpec:
     return topo.ports[list(CONTAINERS).index(name) + 1]
 
 
-def ipv4(topo, src, dst_mac, src_ip=None, dst_ip="10.7.0.200", **extra):
+def ipv4(topo, src, dst_mac, src_ip=None, dst_ip="198.18.135.200", **extra):
     p = port(topo, src)
     pkt = {"eth_src": p.mac, "eth_dst": dst_mac, "eth_type": 0x0800,
            "ipv4_src": src_ip or p.ip, "ipv4_dst": dst_ip, "ip_proto": 6}
@@ -262,19 +262,19 @@ CASES = {
     "unknown unicast": ("a1", lambda t: ipv4(t, "a1", "02:00:00:00:99:99"), set()),
     "spoofed MAC": ("a1", lambda t: ipv4(t, "a1", mac_of("a2"), eth_src="02:00:00:00:66:66"),
                     set()),
-    "spoofed IP": ("a1", lambda t: ipv4(t, "a1", mac_of("a2"), src_ip="10.7.0.66"), set()),
-    "spoofed ARP sha": ("a1", lambda t: arp(t, "a1", "10.7.0.12", arp_sha="02:00:00:00:66:66"),
+    "spoofed IP": ("a1", lambda t: ipv4(t, "a1", mac_of("a2"), src_ip="198.18.135.66"), set()),
+    "spoofed ARP sha": ("a1", lambda t: arp(t, "a1", "198.18.135.12", arp_sha="02:00:00:00:66:66"),
                         set()),
-    "spoofed ARP spa": ("a1", lambda t: arp(t, "a1", "10.7.0.12", arp_spa="10.7.0.66"), set()),
-    "ARP local member": ("a1", lambda t: arp(t, "a1", "10.7.0.12"), {"port a1"}),
-    "ARP remote member": ("a1", lambda t: arp(t, "a1", "10.7.0.13"), {"port a1"}),
-    "ARP DHCP server": ("a4", lambda t: arp(t, "a4", "10.7.0.1"), {"port a4"}),
-    "ARP other pod's owner of the IP": ("b1", lambda t: arp(t, "b1", "10.7.0.13"), {"port b1"}),
-    "ARP unknown IP": ("a1", lambda t: arp(t, "a1", "10.7.0.99"), set()),
-    "ARP own IP": ("a1", lambda t: arp(t, "a1", "10.7.0.11"), set()),
+    "spoofed ARP spa": ("a1", lambda t: arp(t, "a1", "198.18.135.12", arp_spa="198.18.135.66"), set()),
+    "ARP local member": ("a1", lambda t: arp(t, "a1", "198.18.135.12"), {"port a1"}),
+    "ARP remote member": ("a1", lambda t: arp(t, "a1", "198.18.135.13"), {"port a1"}),
+    "ARP DHCP server": ("a4", lambda t: arp(t, "a4", "198.18.135.1"), {"port a4"}),
+    "ARP other pod's owner of the IP": ("b1", lambda t: arp(t, "b1", "198.18.135.13"), {"port b1"}),
+    "ARP unknown IP": ("a1", lambda t: arp(t, "a1", "198.18.135.99"), set()),
+    "ARP own IP": ("a1", lambda t: arp(t, "a1", "198.18.135.11"), set()),
     "IPv6": ("a1", lambda t: {"eth_src": mac_of("a1"), "eth_dst": BCAST, "eth_type": 0x86DD},
              set()),
-    "broadcast pod 7 from h1": ("a1", lambda t: ipv4(t, "a1", BCAST, dst_ip="10.7.0.255",
+    "broadcast pod 7 from h1": ("a1", lambda t: ipv4(t, "a1", BCAST, dst_ip="198.18.135.255",
                                                      ip_proto=17, udp_src=9, udp_dst=9),
                                 {"port a2", "tunnel h2 8"}),
     "multicast pod 9 from h1": ("c1", lambda t: ipv4(t, "c1", "01:00:5e:00:00:fb",
@@ -343,7 +343,7 @@ def test_tunnel_ingress_agrees_with_the_simulator(world, case):
     spec = topo.hosts[host]
     in_port = spec.tunnel_ofports[peer]
     pkt = {"eth_src": "02:00:00:00:77:77", "eth_dst": BCAST if dst == "bcast" else mac_of(dst),
-           "eth_type": 0x0800, "ipv4_src": "10.7.0.77", "ipv4_dst": "10.7.0.13",
+           "eth_type": 0x0800, "ipv4_src": "198.18.135.77", "ipv4_dst": "198.18.135.13",
            "ip_proto": 6, "tunnel_id": key}
     extra = f",tun_src={topo.hosts[peer].tunnel_ip},tun_dst={spec.tunnel_ip}"
     ovs, _ = ovs_outcome(lab, host, "br-tun", ovs_flow_text(pkt, in_port, extra))
@@ -366,24 +366,24 @@ def neighbour(lab: Lab, name: str, ip: str) -> str:
 
 def test_real_pings_follow_the_pods(world):
     lab, *_ = world
-    assert ping(lab, "a1", "10.7.0.12")                  # same host
-    assert ping(lab, "a1", "10.7.0.13")                  # across hosts, VXLAN key 8
-    assert ping(lab, "c1", "10.9.0.12")                  # pod 9, h1 -> h3
-    # b1 (pod 8) reaches 10.7.0.13 = b2, never a3 which has the same address in pod 7
-    assert ping(lab, "b1", "10.7.0.13")
-    assert mac_of("b2") in neighbour(lab, "b1", "10.7.0.13")
-    assert mac_of("a3") in neighbour(lab, "a1", "10.7.0.13")
-    # pod 8 has no 10.7.0.12: nobody answers b1's ARP
-    assert not ping(lab, "b1", "10.7.0.12")
-    assert mac_of("a2") not in neighbour(lab, "b1", "10.7.0.12")
+    assert ping(lab, "a1", "198.18.135.12")                  # same host
+    assert ping(lab, "a1", "198.18.135.13")                  # across hosts, VXLAN key 8
+    assert ping(lab, "c1", "198.18.137.12")                  # pod 9, h1 -> h3
+    # b1 (pod 8) reaches 198.18.135.13 = b2, never a3 which has the same address in pod 7
+    assert ping(lab, "b1", "198.18.135.13")
+    assert mac_of("b2") in neighbour(lab, "b1", "198.18.135.13")
+    assert mac_of("a3") in neighbour(lab, "a1", "198.18.135.13")
+    # pod 8 has no 198.18.135.12: nobody answers b1's ARP
+    assert not ping(lab, "b1", "198.18.135.12")
+    assert mac_of("a2") not in neighbour(lab, "b1", "198.18.135.12")
 
 
 def test_real_spoofed_source_address_gets_nowhere(world):
     lab, *_ = world
     a1 = lab.container("a1")
-    lab.run(a1, ["ip", "addr", "add", "10.7.0.99/24", "dev", "eth1"])
+    lab.run(a1, ["ip", "addr", "add", "198.18.135.99/24", "dev", "eth1"])
     try:
-        assert not ping(lab, "a1", "10.7.0.12", source="10.7.0.99")
-        assert ping(lab, "a1", "10.7.0.12", source="10.7.0.11")
+        assert not ping(lab, "a1", "198.18.135.12", source="198.18.135.99")
+        assert ping(lab, "a1", "198.18.135.12", source="198.18.135.11")
     finally:
-        lab.run(a1, ["ip", "addr", "del", "10.7.0.99/24", "dev", "eth1"])
+        lab.run(a1, ["ip", "addr", "del", "198.18.135.99/24", "dev", "eth1"])

@@ -24,14 +24,14 @@ HOSTS = [
     HostSpec("h2", "198.18.0.12", 1, 1, {"h1": 2, "h3": 3}, {7: 200}),
     HostSpec("h3", "198.18.0.13", 1, 1, {"h1": 2, "h2": 3}, {9: 300, 7: 301}),
 ]
-PODS = [PodSpec(7, 8, "10.7.0.0/24"), PodSpec(9, 10, "10.9.0.0/24")]
+PODS = [PodSpec(7, 8, "198.18.135.0/24"), PodSpec(9, 10, "198.18.137.0/24")]
 PORTS = [
-    PortSpec(1, 7, "h1", 10, mac(1), "10.7.0.11"),
-    PortSpec(2, 7, "h2", 10, mac(2), "10.7.0.12"),
-    PortSpec(3, 9, "h1", 11, mac(3), "10.9.0.13"),
-    PortSpec(4, 9, "h3", 10, mac(4), "10.9.0.14"),
+    PortSpec(1, 7, "h1", 10, mac(1), "198.18.135.11"),
+    PortSpec(2, 7, "h2", 10, mac(2), "198.18.135.12"),
+    PortSpec(3, 9, "h1", 11, mac(3), "198.18.137.13"),
+    PortSpec(4, 9, "h3", 10, mac(4), "198.18.137.14"),
 ]
-NEW = PortSpec(5, 7, "h2", 11, mac(5), "10.7.0.15")
+NEW = PortSpec(5, 7, "h2", 11, mac(5), "198.18.135.15")
 
 
 def all_flows(topo):
@@ -91,7 +91,7 @@ def test_removing_a_port_deletes_exactly_what_adding_it_added():
 
 
 def test_first_member_on_a_new_host_updates_the_flood_lists_elsewhere():
-    third = PortSpec(6, 7, "h3", 11, mac(6), "10.7.0.16")
+    third = PortSpec(6, 7, "h3", 11, mac(6), "198.18.135.16")
     old, new = Topology(HOSTS, PODS, PORTS), Topology(HOSTS, PODS, PORTS + [third])
     per_pod = pod_change(old, new, 7)
     assert set(per_pod) == {"h1", "h2", "h3"}
@@ -141,7 +141,7 @@ def test_one_port_in_a_large_network_is_still_a_handful():
     # odd pods live on the odd hosts, even pods on the even ones, 100 ports each
     ports = [PortSpec(n + 1, n % 20, f"h{(n // 20) % 5 * 2 + n % 2}", 10 + n, mac(n + 1),
                       f"10.{n % 20}.{n // 256}.{n % 256}") for n in range(2000)]
-    new_port = PortSpec(3000, 3, "h5", 5000, mac(3000), "10.3.200.200")
+    new_port = PortSpec(3000, 3, "h5", 5000, mac(3000), "198.18.131.200")
     old, new = Topology(hosts, pods, ports), Topology(hosts, pods, ports + [new_port])
     per_pod = pod_change(old, new, 3)
     assert set(per_pod) == {f"h{i}" for i in range(10) if i % 2 == 1}   # pod 3's hosts only

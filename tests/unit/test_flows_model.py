@@ -14,18 +14,18 @@ def host(hid="h1", **kw):
 
 def port(pid=1, **kw):
     args = {"pod_id": 7, "host_id": "h1", "ofport": 10 + pid, "mac": f"02:00:00:00:00:{pid:02x}",
-            "ip": f"10.7.0.{10 + pid}"}
+            "ip": f"198.18.135.{10 + pid}"}
     args.update(kw)
     return PortSpec(pid, **args)
 
 
-POD = PodSpec(7, 8, "10.7.0.0/24", ("10.7.0.1", "0a:4c:00:00:00:08"))
+POD = PodSpec(7, 8, "198.18.135.0/24", ("198.18.135.1", "0a:4c:00:00:00:08"))
 
 
 def test_normalises_ip_with_prefix_and_upper_case_mac():
-    p = port(ip="10.7.0.5/24", mac="02:AB:00:00:00:01")
-    assert (p.ip, p.mac) == ("10.7.0.5", "02:ab:00:00:00:01")
-    assert PodSpec(7, 8, "10.7.0.9/24").subnet == "10.7.0.0/24"
+    p = port(ip="198.18.135.5/24", mac="02:AB:00:00:00:01")
+    assert (p.ip, p.mac) == ("198.18.135.5", "02:ab:00:00:00:01")
+    assert PodSpec(7, 8, "198.18.135.9/24").subnet == "198.18.135.0/24"
 
 
 def test_specs_are_hashable_values():
@@ -37,17 +37,17 @@ def test_specs_are_hashable_values():
 @pytest.mark.parametrize("build, words", [
     (lambda: port(mac="01:00:5e:00:00:01"), ["port 1", "multicast"]),
     (lambda: port(mac="nope"), ["port 1", "not a MAC"]),
-    (lambda: port(ip="10.7.0.300"), ["port 1", "not an IPv4"]),
+    (lambda: port(ip="198.18.135.300"), ["port 1", "not an IPv4"]),
     (lambda: port(ip="0.0.0.0"), ["port 1", "0.0.0.0"]),
     (lambda: port(ofport=0), ["port 1", "ofport"]),
     (lambda: port(pid=0), ["port id"]),
     (lambda: port(pod_id=16_777_215), ["pod_id"]),
     (lambda: port(dhcp="yes"), ["port 1", "dhcp"]),
     (lambda: PodSpec(7, 7), ["pod 7", "pod id + 1"]),
-    (lambda: PodSpec(7, 8, "10.7.0.0/33"), ["pod 7", "subnet"]),
-    (lambda: PodSpec(7, 8, "10.7.0.0/24", ("10.8.0.1", "0a:4c:00:00:00:08")),
+    (lambda: PodSpec(7, 8, "198.18.135.0/33"), ["pod 7", "subnet"]),
+    (lambda: PodSpec(7, 8, "198.18.135.0/24", ("198.18.136.1", "0a:4c:00:00:00:08")),
      ["pod 7", "outside"]),
-    (lambda: PodSpec(7, 8, None, ("10.8.0.1",)), ["pod 7", "(ip, mac)"]),
+    (lambda: PodSpec(7, 8, None, ("198.18.136.1",)), ["pod 7", "(ip, mac)"]),
     (lambda: host("-bad"), ["host", "id must match"]),
     (lambda: host(tunnel_ip="x"), ["host h1", "tunnel_ip"]),
     (lambda: host(local_vlans={7: 4095}), ["host h1", "local_vlans[7]"]),
@@ -66,10 +66,10 @@ def test_bad_specs_are_refused(build, words):
 @pytest.mark.parametrize("hosts, pods, ports, words", [
     ([host()], [POD], [port(1), port(2, mac="02:00:00:00:00:01")],
      ["port 2", "MAC 02:00:00:00:00:01", "port 1"]),
-    ([host()], [POD], [port(1), port(2, ip="10.7.0.11")], ["port 2", "IP 10.7.0.11"]),
+    ([host()], [POD], [port(1), port(2, ip="198.18.135.11")], ["port 2", "IP 198.18.135.11"]),
     ([host()], [POD], [port(1), port(2, ofport=11)], ["port 2", "ofport 11", "port 1"]),
     ([host()], [POD], [port(1, ofport=1)], ["port 1", "patch port"]),
-    ([host()], [POD], [port(1, ip="10.7.0.1")], ["port 1", "DHCP server"]),
+    ([host()], [POD], [port(1, ip="198.18.135.1")], ["port 1", "DHCP server"]),
     ([host()], [POD], [port(1, host_id="h9")], ["port 1", "unknown host 'h9'"]),
     ([host()], [POD], [port(1, pod_id=9)], ["port 1", "unknown pod 9"]),
     ([host(local_vlans={})], [POD], [port(1)], ["port 1", "no local VLAN for pod 7"]),
@@ -88,7 +88,7 @@ def test_inconsistent_topologies_are_refused(hosts, pods, ports, words):
 def test_same_mac_and_ip_in_different_pods_are_fine():
     hs = [host(local_vlans={7: 10, 8: 11})]
     t = Topology(hs, [POD, PodSpec(8, 9)], [port(1), port(2, pod_id=8, mac="02:00:00:00:00:01",
-                                                        ip="10.7.0.11")])
+                                                        ip="198.18.135.11")])
     assert [p.id for p in t.members(7)] == [1] and [p.id for p in t.members(8)] == [2]
 
 

@@ -6,7 +6,7 @@ Topology (every host: br-int patch-tun = 1, br-tun patch-int = 1; tunnel ofports
     h2: a3 (pod 7, ofport 10), a4 (pod 7, DHCP, ofport 11), b2 (pod 8, ofport 12)
     h3: c2 (pod 9, ofport 10)
 
-Pods 7 and 8 both use 10.7.0.0/24, and b2 has a3's IP: isolation must not depend on addresses.
+Pods 7 and 8 both use 198.18.135.0/24, and b2 has a3's IP: isolation must not depend on addresses.
 """
 
 import subprocess
@@ -37,16 +37,16 @@ def mac(n: int) -> str:
 
 
 PORTS = {
-    "a1": PortSpec(1, 7, "h1", 10, mac(1), "10.7.0.11"),
-    "a2": PortSpec(2, 7, "h1", 11, mac(2), "10.7.0.12/24"),
-    "b1": PortSpec(3, 8, "h1", 12, mac(3), "10.7.0.11"),
-    "c1": PortSpec(4, 9, "h1", 13, mac(4), "10.9.0.11"),
-    "a3": PortSpec(5, 7, "h2", 10, mac(5), "10.7.0.13"),
-    "a4": PortSpec(6, 7, "h2", 11, mac(6), "10.7.0.14", dhcp=True),
-    "b2": PortSpec(7, 8, "h2", 12, mac(7), "10.7.0.13"),
-    "c2": PortSpec(8, 9, "h3", 10, mac(8), "10.9.0.12"),
+    "a1": PortSpec(1, 7, "h1", 10, mac(1), "198.18.135.11"),
+    "a2": PortSpec(2, 7, "h1", 11, mac(2), "198.18.135.12/24"),
+    "b1": PortSpec(3, 8, "h1", 12, mac(3), "198.18.135.11"),
+    "c1": PortSpec(4, 9, "h1", 13, mac(4), "198.18.137.11"),
+    "a3": PortSpec(5, 7, "h2", 10, mac(5), "198.18.135.13"),
+    "a4": PortSpec(6, 7, "h2", 11, mac(6), "198.18.135.14", dhcp=True),
+    "b2": PortSpec(7, 8, "h2", 12, mac(7), "198.18.135.13"),
+    "c2": PortSpec(8, 9, "h3", 10, mac(8), "198.18.137.12"),
 }
-DHCP_SERVER = ("10.7.0.1", "0a:4c:00:00:00:08")
+DHCP_SERVER = ("198.18.135.1", "0a:4c:00:00:00:08")
 
 
 def hosts() -> list[HostSpec]:
@@ -58,8 +58,8 @@ def hosts() -> list[HostSpec]:
 
 
 def pods() -> list[PodSpec]:
-    return [PodSpec(7, 8, "10.7.0.0/24", DHCP_SERVER), PodSpec(8, 9, "10.7.0.0/24"),
-            PodSpec(9, 10, "10.9.0.0/24")]
+    return [PodSpec(7, 8, "198.18.135.0/24", DHCP_SERVER), PodSpec(8, 9, "198.18.135.0/24"),
+            PodSpec(9, 10, "198.18.137.0/24")]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def fabric(topo) -> Fabric:
 
 
 def ipv4(src: str, dst: str, dst_mac: str, src_ip: str | None = None,
-         dst_ip: str = "10.7.0.200", **extra) -> dict:
+         dst_ip: str = "198.18.135.200", **extra) -> dict:
     p = PORTS[src]
     pkt = {"eth_src": p.mac, "eth_dst": dst_mac, "eth_type": 0x0800,
            "ipv4_src": src_ip or p.ip, "ipv4_dst": dst_ip, "ip_proto": 6}
@@ -102,7 +102,7 @@ def names(port_ids) -> set[str]:
 # ---- unicast ---------------------------------------------------------------------------------
 
 def test_same_pod_same_host_goes_straight_to_the_port(fabric):
-    pkt = ipv4("a1", "a2", PORTS["a2"].mac, dst_ip="10.7.0.12")
+    pkt = ipv4("a1", "a2", PORTS["a2"].mac, dst_ip="198.18.135.12")
     result = send(fabric, "a1", pkt)
     assert names(result.port_ids()) == {"a2"}
     assert result.deliveries[0].packet["eth_dst"] == PORTS["a2"].mac
@@ -110,7 +110,7 @@ def test_same_pod_same_host_goes_straight_to_the_port(fabric):
 
 
 def test_same_pod_across_hosts_goes_through_the_one_tunnel_with_the_pod_key(fabric):
-    pkt = ipv4("a1", "a3", PORTS["a3"].mac, dst_ip="10.7.0.13")
+    pkt = ipv4("a1", "a3", PORTS["a3"].mac, dst_ip="198.18.135.13")
     result = send(fabric, "a1", pkt)
     assert result.delivered_to() == {("h2", 10)}
     assert result.path() == [
@@ -134,7 +134,7 @@ def test_different_pods_same_host_are_isolated(fabric):
 
 def test_different_pods_across_hosts_are_isolated(fabric):
     # b2 has a3's IP but is in pod 8: its MAC is unknown in pod 7 and dies on h1's br-tun.
-    result = send(fabric, "a1", ipv4("a1", "b2", PORTS["b2"].mac, dst_ip="10.7.0.13"))
+    result = send(fabric, "a1", ipv4("a1", "b2", PORTS["b2"].mac, dst_ip="198.18.135.13"))
     assert result.deliveries == []
     assert {h for h, _ in result.path()} == {"h1"}
 
@@ -155,8 +155,8 @@ def test_a_pod_alone_on_its_host_never_reaches_br_tun(topo):
 
 @pytest.mark.parametrize("spoof", [
     {"eth_src": "02:00:00:00:00:66"},
-    {"ipv4_src": "10.7.0.66"},
-    {"eth_src": "02:00:00:00:00:02", "ipv4_src": "10.7.0.12"},    # a2's identity, from a1
+    {"ipv4_src": "198.18.135.66"},
+    {"eth_src": "02:00:00:00:00:02", "ipv4_src": "198.18.135.12"},    # a2's identity, from a1
 ])
 def test_spoofed_ipv4_source_is_dropped(fabric, spoof):
     pkt = ipv4("a1", "a2", PORTS["a2"].mac, **spoof)
@@ -167,12 +167,12 @@ def test_spoofed_ipv4_source_is_dropped(fabric, spoof):
 
 @pytest.mark.parametrize("spoof", [
     {"arp_sha": "02:00:00:00:00:66"},
-    {"arp_spa": "10.7.0.66"},
+    {"arp_spa": "198.18.135.66"},
     {"eth_src": "02:00:00:00:00:66", "arp_sha": "02:00:00:00:00:66"},
     {"arp_spa": "0.0.0.0"},                               # probes are not allowed either
 ])
 def test_spoofed_arp_is_dropped(fabric, spoof):
-    result = send(fabric, "a1", arp_request("a1", "10.7.0.12", **spoof))
+    result = send(fabric, "a1", arp_request("a1", "198.18.135.12", **spoof))
     assert result.deliveries == [] and result.controller == []
 
 
@@ -209,21 +209,21 @@ def test_arp_responder_answers_for_the_pod_dhcp_server(fabric):
 
 
 def test_arp_responder_answers_unicast_requests_too(fabric):
-    result = send(fabric, "a1", arp_request("a1", "10.7.0.12", eth_dst=PORTS["a2"].mac))
+    result = send(fabric, "a1", arp_request("a1", "198.18.135.12", eth_dst=PORTS["a2"].mac))
     assert result.delivered_to() == {("h1", 10)}
     assert result.deliveries[0].packet["arp_op"] == 2
 
 
 def test_arp_is_answered_within_the_asker_pod_only(fabric):
-    # 10.7.0.13 is a3 in pod 7 and b2 in pod 8: b1 (pod 8) must learn b2's MAC.
-    result = send(fabric, "b1", arp_request("b1", "10.7.0.13"))
+    # 198.18.135.13 is a3 in pod 7 and b2 in pod 8: b1 (pod 8) must learn b2's MAC.
+    result = send(fabric, "b1", arp_request("b1", "198.18.135.13"))
     assert result.deliveries[0].packet["arp_sha"] == PORTS["b2"].mac
     # and b1 (pod 8) is never answered for pod 7's addresses
-    assert send(fabric, "b1", arp_request("b1", "10.7.0.12")).deliveries == []
+    assert send(fabric, "b1", arp_request("b1", "198.18.135.12")).deliveries == []
 
 
 def test_arp_for_an_unknown_ip_is_dropped(fabric):
-    result = send(fabric, "a1", arp_request("a1", "10.7.0.99"))
+    result = send(fabric, "a1", arp_request("a1", "198.18.135.99"))
     assert result.deliveries == [] and result.controller == []
     assert result.path() == [("h1", "br-int")]
 
@@ -251,7 +251,7 @@ def test_unicast_arp_reply_reaches_its_pod_member(fabric):
 
 @pytest.mark.parametrize("dst", [BCAST, "01:00:5e:00:00:fb"])
 def test_broadcast_reaches_the_pod_members_on_every_host_of_the_pod_only(fabric, dst):
-    result = send(fabric, "a1", ipv4("a1", "all", dst, dst_ip="10.7.0.255", ip_proto=17,
+    result = send(fabric, "a1", ipv4("a1", "all", dst, dst_ip="198.18.135.255", ip_proto=17,
                                      udp_src=5000, udp_dst=5000))
     assert names(result.port_ids()) == {"a2", "a3", "a4"}
     assert len(result.deliveries) == 3                    # exactly one copy each
@@ -283,8 +283,8 @@ def dhcp(src: str, src_ip: str, dst_ip: str = "255.255.255.255", dst_mac: str = 
 
 @pytest.mark.parametrize("src_ip, dst_ip, dst_mac", [
     ("0.0.0.0", "255.255.255.255", BCAST),                 # DISCOVER / REQUEST
-    ("10.7.0.14", "10.7.0.1", DHCP_SERVER[1]),             # unicast renewal
-    ("10.7.0.14", "255.255.255.255", BCAST),               # broadcast rebinding
+    ("198.18.135.14", "198.18.135.1", DHCP_SERVER[1]),             # unicast renewal
+    ("198.18.135.14", "255.255.255.255", BCAST),               # broadcast rebinding
 ])
 def test_dhcp_from_a_dhcp_port_goes_to_the_controller_only(fabric, src_ip, dst_ip, dst_mac):
     result = send(fabric, "a4", dhcp("a4", src_ip, dst_ip, dst_mac))
@@ -299,7 +299,7 @@ def test_dhcp_from_a_static_port_never_reaches_the_controller(fabric):
     assert send(fabric, "a1", dhcp("a1", "0.0.0.0")).controller == []
     assert send(fabric, "a1", dhcp("a1", "0.0.0.0")).deliveries == []
     # from its own address it is ordinary pod broadcast
-    assert names(send(fabric, "a1", dhcp("a1", "10.7.0.11")).port_ids()) == {"a2", "a3", "a4"}
+    assert names(send(fabric, "a1", dhcp("a1", "198.18.135.11")).port_ids()) == {"a2", "a3", "a4"}
 
 
 def test_dhcp_flows_send_whole_packets():
@@ -314,7 +314,7 @@ def test_dhcp_flows_send_whole_packets():
 def from_tunnel(fabric, host: str, peer: str, key: int, dst: str) -> set[str]:
     tun_port = fabric.topo.hosts[host].tunnel_ofports[peer]
     pkt = {"eth_src": "02:00:00:00:00:77", "eth_dst": dst, "eth_type": 0x0800,
-           "ipv4_src": "10.7.0.77", "ipv4_dst": "10.7.0.13", "ip_proto": 6, "tunnel_id": key}
+           "ipv4_src": "198.18.135.77", "ipv4_dst": "198.18.135.13", "ip_proto": 6, "tunnel_id": key}
     return names(fabric.send(host, tun_port, pkt, bridge="br-tun").port_ids())
 
 

@@ -31,9 +31,9 @@ class Datapath:
 
 HOSTS = [HostSpec("h1", "198.18.0.11", 1, 1, {"h2": 2}, {7: 100}),
          HostSpec("h2", "198.18.0.12", 1, 1, {"h1": 2}, {7: 200})]
-PODS = [PodSpec(7, 8, "10.7.0.0/24", ("10.7.0.1", "0a:4c:00:00:00:08"))]
-PORTS = [PortSpec(1, 7, "h1", 10, "02:00:00:00:00:01", "10.7.0.11", dhcp=True),
-         PortSpec(2, 7, "h2", 10, "02:00:00:00:00:02", "10.7.0.12")]
+PODS = [PodSpec(7, 8, "198.18.135.0/24", ("198.18.135.1", "0a:4c:00:00:00:08"))]
+PORTS = [PortSpec(1, 7, "h1", 10, "02:00:00:00:00:01", "198.18.135.11", dhcp=True),
+         PortSpec(2, 7, "h2", 10, "02:00:00:00:00:02", "198.18.135.12")]
 TOPO = Topology(HOSTS, PODS, PORTS)
 FLOWS = flatten(host_flows(TOPO, "h1"))
 ALL = sorted(FLOWS["br-int"] | FLOWS["br-tun"], key=lambda f: (f.table, -f.priority, f.cookie))
@@ -52,22 +52,22 @@ def cookie_re(kind: Kind, obj: int) -> str:
 
 
 def test_ofctl_text_of_the_arp_responder():
-    flow = find("br-int", 10, arp_tpa="10.7.0.12")
+    flow = find("br-int", 10, arp_tpa="198.18.135.12")
     assert re.fullmatch(
         r"table=10,priority=100," + cookie_re(Kind.MEMBER, 2) +
-        r",metadata=0x8,dl_type=0x806,arp_op=1,arp_tpa=10.7.0.12 actions="
+        r",metadata=0x8,dl_type=0x806,arp_op=1,arp_tpa=198.18.135.12 actions="
         r"move:NXM_OF_ETH_SRC\[\]->NXM_OF_ETH_DST\[\],set_field:02:00:00:00:00:02->eth_src,"
         r"set_field:2->arp_op,move:NXM_NX_ARP_SHA\[\]->NXM_NX_ARP_THA\[\],"
         r"move:NXM_OF_ARP_SPA\[\]->NXM_OF_ARP_TPA\[\],set_field:02:00:00:00:00:02->arp_sha,"
-        r"set_field:10.7.0.12->arp_spa,IN_PORT", to_ofctl(flow))
+        r"set_field:198.18.135.12->arp_spa,IN_PORT", to_ofctl(flow))
 
 
 def test_ofctl_text_of_port_security_dhcp_vlan_and_tunnel_flows():
     assert re.fullmatch(
         r"table=0,priority=100," + cookie_re(Kind.PORT, 1) +
-        r",in_port=10,dl_src=02:00:00:00:00:01,dl_type=0x800,nw_src=10.7.0.11 "
+        r",in_port=10,dl_src=02:00:00:00:00:01,dl_type=0x800,nw_src=198.18.135.11 "
         r"actions=write_metadata:0x8,goto_table:20",
-        to_ofctl(find("br-int", 0, in_port=10, eth_type=0x800, ipv4_src="10.7.0.11",
+        to_ofctl(find("br-int", 0, in_port=10, eth_type=0x800, ipv4_src="198.18.135.11",
                       ip_proto=None)))
     assert re.fullmatch(
         r"table=0,priority=110," + cookie_re(Kind.PORT, 1) +
@@ -109,7 +109,7 @@ def test_every_flow_serializes_as_an_os_ken_flowmod_and_parses_back(flow):
 
 def test_arp_responder_flowmod_carries_nicira_moves_and_in_port():
     ofp = ofproto_v1_3
-    flow = find("br-int", 10, arp_tpa="10.7.0.12")
+    flow = find("br-int", 10, arp_tpa="198.18.135.12")
     parsed = serialize_and_parse(to_flowmod(flow, Datapath(), "add"))
     actions = parsed.instructions[0].actions
     moves = [(a.src_field, a.dst_field, a.n_bits) for a in actions
@@ -119,7 +119,7 @@ def test_arp_responder_flowmod_carries_nicira_moves_and_in_port():
     assert actions[-1].port == ofp.OFPP_IN_PORT
     sets = [(a.key, a.value) for a in actions if type(a).__name__ == "OFPActionSetField"]
     assert sets == [("eth_src", "02:00:00:00:00:02"), ("arp_op", 2),
-                    ("arp_sha", "02:00:00:00:00:02"), ("arp_spa", "10.7.0.12")]
+                    ("arp_sha", "02:00:00:00:00:02"), ("arp_spa", "198.18.135.12")]
 
 
 def test_dhcp_flowmod_sends_whole_packets_to_the_controller():

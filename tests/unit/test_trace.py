@@ -27,7 +27,7 @@ def flow(table, priority, match, actions):
 
 
 PKT = {"eth_src": "02:00:00:00:00:01", "eth_dst": "02:00:00:00:00:02", "eth_type": 0x0800,
-       "ipv4_src": "10.0.0.1", "ipv4_dst": "10.0.0.2"}
+       "ipv4_src": "198.18.130.1", "ipv4_dst": "198.18.130.2"}
 
 
 def test_highest_priority_wins_and_a_miss_drops():
@@ -112,18 +112,18 @@ def test_command_line_traces_a_packet_across_hosts(tmp_path, capsys):
             {"id": "h2", "tunnel_ip": "198.18.0.12", "int_patch_ofport": 1,
              "tun_patch_ofport": 1, "tunnel_ofports": {"h1": 2}, "local_vlans": {"7": 200}},
         ],
-        "pods": [{"id": 7, "tunnel_key": 8, "subnet": "10.7.0.0/24",
-                  "dhcp_server": ["10.7.0.1", "0a:4c:00:00:00:08"]}],
+        "pods": [{"id": 7, "tunnel_key": 8, "subnet": "198.18.135.0/24",
+                  "dhcp_server": ["198.18.135.1", "0a:4c:00:00:00:08"]}],
         "ports": [
             {"id": 1, "pod_id": 7, "host_id": "h1", "ofport": 10, "mac": "02:00:00:00:00:01",
-             "ip": "10.7.0.11/24", "dhcp": False},
+             "ip": "198.18.135.11/24", "dhcp": False},
             {"id": 2, "pod_id": 7, "host_id": "h2", "ofport": 10, "mac": "02:00:00:00:00:02",
-             "ip": "10.7.0.12/24", "dhcp": False},
+             "ip": "198.18.135.12/24", "dhcp": False},
         ],
     }
     packet = {"host": "h1", "in_port": 10,
               "packet": {"eth_src": "02:00:00:00:00:01", "eth_dst": "02:00:00:00:00:02",
-                         "eth_type": 2048, "ipv4_src": "10.7.0.11", "ipv4_dst": "10.7.0.12"}}
+                         "eth_type": 2048, "ipv4_src": "198.18.135.11", "ipv4_dst": "198.18.135.12"}}
     (tmp_path / "topo.json").write_text(json.dumps(topo))
     (tmp_path / "pkt.json").write_text(json.dumps(packet))
     assert main([str(tmp_path / "topo.json"), str(tmp_path / "pkt.json")]) == 0
