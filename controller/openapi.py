@@ -15,7 +15,7 @@ from flows.model import MAX_POD_ID, MAX_PORT_ID
 VERSION = "2.0.0.dev0"
 
 HOST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-CONTAINER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+CONTAINER_PATTERN = r"^(netns:)?[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 DPID_PATTERN = r"^0x[0-9a-fA-F]{1,16}$"
 MAC_PATTERN = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$"
@@ -111,8 +111,9 @@ SCHEMAS: dict = {
     "PortCreate": _obj({
         "host": _ref("HostId"),
         "container": {"type": "string", "pattern": CONTAINER_PATTERN,
-                      "x-hint": "a container is a Docker name or id: letters, digits, "
-                                "'_', '.', '-', at most 128"},
+                      "x-hint": "a container is a Docker name or id, or netns:NAME for a "
+                                "plain network namespace: letters, digits, '_', '.', '-', "
+                                "at most 128"},
         "ip": {"type": "string", "maxLength": 18,
                "description": "'A.B.C.D/len', or 'dhcp' to get a free address of the "
                               "pod's subnet by DHCP"},

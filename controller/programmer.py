@@ -64,6 +64,7 @@ class _Job:
     sections: Sections | None          # None: every section
     sync: frozenset[str]               # bridges to reconcile from a dump
     future: Future
+    clear: tuple[int, ...] = ()        # dpids to strip of every Loris flow (host removed)
 
 
 def _install_order(flow: Flow) -> tuple:
@@ -89,6 +90,13 @@ class Programmer:
     def submit(self, host_id: str, sections: Iterable[int | None] | None = None,
                sync: Iterable[str] = ()) -> Future:
         job = _Job(None if sections is None else frozenset(sections), frozenset(sync), Future())
+        self._queue(host_id).put(job)
+        return job.future
+
+    def clear(self, host_id: str, dpids: Iterable[int]) -> Future:
+        """Remove every Loris flow from `dpids` (a removed host's bridges), in the host's
+        worker so that no job still queued for it can put flows back afterwards."""
+        job = _Job(frozenset(), frozenset(), Future(), tuple(dpids))
         self._queue(host_id).put(job)
         return job.future
 
@@ -145,6 +153,14 @@ class Programmer:
                     job.future.set_result(result)
 
     def _run(self, host_id: str, jobs: list[_Job]) -> dict[str, str]:
+        for dpid in (d for job in jobs for d in job.clear):
+            self._shadow.pop(dpid, None)
+            dp = self.switches.datapath(dpid)
+            if dp is not None:
+                try:
+                    self.switches.delete_all_loris_flows(dp)
+                except OpenFlowError as e:
+                    LOG.warning("clearing the flows of %#018x (%s left): %s", dpid, host_id, e)
         with self.store.tx() as tx:
             topo, hosts = topology.build(tx)
         host = hosts.get(host_id)

@@ -187,24 +187,30 @@ class Service:
             tx.bump_all()
         self._publish()
         self.board.forget(host_id)
-        for bridge in validate.BRIDGES:
-            dpid = host.dpid(bridge)
-            self.programmer.forget(dpid)
-            dp = self.switches.datapath(dpid)
-            if dp is not None:
-                try:
-                    self.switches.delete_all_loris_flows(dp)
-                except Exception as e:
-                    LOG.warning("clearing the flows of removed host %s (%s): %s",
-                                host_id, bridge, e)
-        self._program_everyone()
+        cleared = self.programmer.clear(host_id, [host.dpid(b) for b in validate.BRIDGES])
+        try:
+            cleared.wait(3 * self.settings.flow_timeout)
+        except Exception as e:
+            LOG.warning("clearing the flows of removed host %s: %s", host_id, e)
+        self._program_everyone(wait=True)
         LOG.info("host %s removed with its ports", host_id)
 
-    def _program_everyone(self) -> None:
+    def _program_everyone(self, wait: bool = False) -> None:
+        """Recompute every host in full; with `wait`, until their switches confirmed (a
+        failure is logged: the state change is committed and a switch that missed it is
+        reconciled when it reconnects)."""
         with self.store.tx() as tx:
             hosts = [h.id for h in tx.hosts()]
-        for h in hosts:
-            self.programmer.submit(h, None)
+        if not wait:
+            for h in hosts:
+                self.programmer.submit(h, None)
+            return
+        results = self.programmer.program({h: None for h in hosts},
+                                          3 * self.settings.flow_timeout)
+        for host_id, bridges in sorted(results.items()):
+            for bridge, status in bridges.items():
+                if status not in (OK, "not connected"):
+                    LOG.warning("reprogramming %s of %s: %s", bridge, host_id, status)
 
     # ---- pods -------------------------------------------------------------------------------
     def create_pod(self, req: validate.PodCreate) -> dict:
