@@ -18,7 +18,8 @@ from lab import Lab
 
 pytestmark = [pytest.mark.integration]
 
-STATIC = {"a": ("h1", "10.7.0.5/24"), "b": ("h2", "10.7.0.6/24"), "c": ("h3", "10.7.0.7/24")}
+STATIC = {"a": ("h1", "198.18.135.5/24"), "b": ("h2", "198.18.135.6/24"),
+          "c": ("h3", "198.18.135.7/24")}
 SYNC_TIMEOUT = 30
 
 
@@ -78,8 +79,8 @@ def test_connect_programs_every_host_and_containers_ping(lab):
         assert status == 201, port
         assert port["state"] == "active" and port["ofport"] and port["mtu"] == 1450
         assert time.monotonic() - t0 < 10
-    assert pings(lab, "a", "10.7.0.6") and pings(lab, "a", "10.7.0.7")
-    assert pings(lab, "c", "10.7.0.6")
+    assert pings(lab, "a", "198.18.135.6") and pings(lab, "a", "198.18.135.7")
+    assert pings(lab, "c", "198.18.135.6")
     # the flows are exactly what the controller believes it installed
     hosts = {h["id"]: h for h in lab.api("GET", "/v1/hosts")[1]}
     for h in lab.hosts:
@@ -92,22 +93,22 @@ def test_connect_programs_every_host_and_containers_ping(lab):
 def test_pods_are_isolated_even_with_the_same_addresses(lab):
     a = lab.api("GET", "/v1/ports?container=" + lab.container("a").name)[1][0]
     # d on h3 reuses a's IP and MAC in pod 8; b (pod 7) must not reach it, nor d reach b
-    status, port = connect(lab, "d", "10.7.0.5/24", 8, mac=a["mac"])
+    status, port = connect(lab, "d", "198.18.135.5/24", 8, mac=a["mac"])
     assert status == 201, port
-    status, port = connect(lab, "e", "10.7.0.9/24", 8)
+    status, port = connect(lab, "e", "198.18.135.9/24", 8)
     assert status == 201, port
-    assert pings(lab, "e", "10.7.0.5")             # d, through a tunnel, in pod 8
-    assert pings(lab, "b", "10.7.0.5")             # a, in pod 7, not d
-    assert not pings(lab, "e", "10.7.0.6", count=1)   # b is in pod 7
+    assert pings(lab, "e", "198.18.135.5")             # d, through a tunnel, in pod 8
+    assert pings(lab, "b", "198.18.135.5")             # a, in pod 7, not d
+    assert not pings(lab, "e", "198.18.135.6", count=1)   # b is in pod 7
 
 
 def test_dhcp_port_gets_the_allocated_address(lab):
-    assert lab.api("POST", "/v1/pods", {"id": 9, "subnet": "10.9.0.0/24"})[0] == 201
+    assert lab.api("POST", "/v1/pods", {"id": 9, "subnet": "198.18.137.0/24"})[0] == 201
     status, port = connect(lab, "f", "dhcp", 9)
     assert status == 201, port
-    assert port["ip"] == "10.9.0.2/24" and port["lease"] == "10.9.0.2/24" and port["dhcp"]
+    assert port["ip"] == "198.18.137.2/24" and port["lease"] == "198.18.137.2/24" and port["dhcp"]
     inside = lab.run(lab.container("f"), ["ip", "-4", "-o", "addr", "show", "eth1"]).stdout
-    assert "10.9.0.2/24" in inside
+    assert "198.18.137.2/24" in inside
     assert_dhcp_server_answers_arp(lab, "f")
 
 
@@ -115,8 +116,8 @@ def assert_dhcp_server_answers_arp(lab: Lab, name: str) -> None:
     """The pod's DHCP server address resolves to its MAC (0a:4c: + tunnel key 10)."""
     c = lab.container(name)
     lab.run(c, ["ip", "neigh", "flush", "dev", "eth1"])
-    pings(lab, name, "10.9.0.1", count=1)          # nobody answers ICMP there; ARP is enough
-    neigh = lab.run(c, ["ip", "neigh", "show", "10.9.0.1", "dev", "eth1"]).stdout
+    pings(lab, name, "198.18.137.1", count=1)          # nobody answers ICMP there; ARP is enough
+    neigh = lab.run(c, ["ip", "neigh", "show", "198.18.137.1", "dev", "eth1"]).stdout
     assert "lladdr 0a:4c:00:00:00:0a" in neigh, neigh
 
 
@@ -125,14 +126,15 @@ def test_bad_input_is_refused_and_leaves_nothing_behind(lab):
     flows_before = {h.name: loris_flows(lab, h.name, "br-int") for h in lab.hosts}
     ifaces_before = container_ports(lab, "h2")
     status, body = lab.api("POST", "/v1/ports", {"host": "h2", "container": "netns:nowhere",
-                                                 "ip": "10.7.0.99/24", "pod": 7}, timeout=90)
+                                                 "ip": "198.18.135.99/24", "pod": 7}, timeout=90)
     assert status == 422 and "nowhere" in body["error"]["message"], body
     status, body = lab.api("POST", "/v1/ports", {"host": "h2", "container": "netns:other",
-                                                 "ip": "10.7.0.6/24", "pod": 7})
-    assert status == 409 and "10.7.0.6 already used by" in body["error"]["message"], body
-    status, body = connect(lab, "e", "10.7.0.66/24", 7, host="h2")
+                                                 "ip": "198.18.135.6/24", "pod": 7})
+    assert status == 409 and "198.18.135.6 already used by" in body["error"]["message"], body
+    status, body = connect(lab, "e", "198.18.135.66/24", 7, host="h2")
     assert status == 409 and body["error"]["code"] == "container_connected", body
-    status, body = lab.api("POST", "/v1/ports", {"host": "h2", "container": "x", "ip": "10.7/8"})
+    status, body = lab.api("POST", "/v1/ports",
+                           {"host": "h2", "container": "x", "ip": "198.18.135/33"})
     assert status == 422, body
     assert lab.api("GET", "/v1/ports")[1] == before
     # the agent removed what it may have made, and no flow changed anywhere
@@ -154,19 +156,19 @@ def test_switch_rejecting_flows_fails_the_connect_atomically_and_shows_why(lab):
     try:
         flows_before = {h.name: loris_flows(lab, h.name, "br-int") for h in lab.hosts}
         ports_before = lab.api("GET", "/v1/ports")[1]
-        status, body = connect(lab, "g", "10.7.0.8/24", 7)
+        status, body = connect(lab, "g", "198.18.135.8/24", 7)
         assert status == 503 and body["error"]["code"] == "flows_failed", body
         assert "br-int of host h2" in body["error"]["message"]
         assert lab.api("GET", "/v1/ports")[1] == ports_before
         assert {h.name: loris_flows(lab, h.name, "br-int") for h in lab.hosts} == flows_before
         errors = lab.api("GET", "/v1/hosts/h2")[1]["openflow"]["bridges"]["br-int"]["errors"]
-        assert any("OFPFMFC_TABLE_FULL" in e["message"] and "10.7.0.8" in (e["flow"] or "")
+        assert any("OFPFMFC_TABLE_FULL" in e["message"] and "198.18.135.8" in (e["flow"] or "")
                    for e in errors), errors
     finally:
         ovs.vsctl("clear", "Bridge", "br-int", "flow_tables")
-    status, port = connect(lab, "g", "10.7.0.8/24", 7)
+    status, port = connect(lab, "g", "198.18.135.8/24", 7)
     assert status == 201, port
-    assert pings(lab, "g", "10.7.0.5")
+    assert pings(lab, "g", "198.18.135.5")
 
 
 def test_reconnect_reconciles_stale_and_missing_flows_but_not_foreign_ones(lab):
@@ -194,14 +196,14 @@ def test_reconnect_reconciles_stale_and_missing_flows_but_not_foreign_ones(lab):
     assert any("cookie=0x1234," in f for f in flows)                  # foreign flow kept
     host = next(h for h in lab.api("GET", "/v1/hosts")[1] if h["id"] == "h1")
     assert host["openflow"]["bridges"]["br-int"]["since"] >= since - 1
-    assert pings(lab, "a", "10.7.0.6")
+    assert pings(lab, "a", "198.18.135.6")
 
 
 def test_controller_restart_loses_neither_state_nor_a_ping(lab):
     ports_before = lab.api("GET", "/v1/ports")[1]
     flows_before = {(h.name, b): loris_flows(lab, h.name, b)
                     for h in lab.hosts for b in ("br-int", "br-tun")}
-    ping = lab.start_process("ping-a-b", ["ping", "-i", "0.2", "10.7.0.6"],
+    ping = lab.start_process("ping-a-b", ["ping", "-i", "0.2", "198.18.135.6"],
                              netns=lab.container("a"))
     time.sleep(1.5)
     lab.processes["controller"].stop()
@@ -231,11 +233,11 @@ def test_controller_restart_loses_neither_state_nor_a_ping(lab):
 def test_disconnect_and_host_removal(lab):
     b = lab.api("GET", "/v1/ports?container=" + lab.container("b").name)[1][0]
     assert lab.api("DELETE", f"/v1/ports/{b['id']}")[0] == 204
-    assert not pings(lab, "a", "10.7.0.6", count=1)
-    assert pings(lab, "a", "10.7.0.7")
+    assert not pings(lab, "a", "198.18.135.6", count=1)
+    assert pings(lab, "a", "198.18.135.7")
     lab.processes["agent-h3"].stop()
     assert lab.api("DELETE", "/v1/hosts/h3")[0] == 204
     ports = lab.api("GET", "/v1/ports")[1]
     assert {p["host"] for p in ports} == {"h1", "h2"}
     assert loris_flows(lab, "h3", "br-int") == []
-    assert not any("10.7.0.7" in f for f in loris_flows(lab, "h1", "br-int"))
+    assert not any("198.18.135.7" in f for f in loris_flows(lab, "h1", "br-int"))

@@ -20,7 +20,7 @@ from webob import Request
 from controller import config, openapi, schema, wiring
 from flows.flow import Kind, cookie_of
 
-POD7 = {"id": 7, "name": "web", "subnet": "10.7.0.0/24"}
+POD7 = {"id": 7, "name": "web", "subnet": "198.18.135.0/24"}
 H1 = {"id": "h1", "tunnel_ip": "198.18.0.11", "tunnel_type": "vxlan",
       "dpids": {"br-int": "0x0001000000000011", "br-tun": "0x0002000000000011"}}
 H2 = {"id": "h2", "tunnel_ip": "198.18.0.12", "tunnel_type": "vxlan",
@@ -101,7 +101,7 @@ def snapshot(parts) -> tuple:
 
 
 def add_port(parts, host="h1", container="web1", pod=7, mac="02:00:00:00:07:05",
-             ip="10.7.0.5/24", dhcp=False, ofport=None, state="active"):
+             ip="198.18.135.5/24", dhcp=False, ofport=None, state="active"):
     """A port row as a finished connect leaves it (for tests that need existing members)."""
     with parts.store.tx() as tx:
         if tx.pod(pod) is None:
@@ -136,7 +136,7 @@ def test_unknown_path_and_method(api):
 
 def test_pod_lifecycle(api, parts):
     pod = api.ok("POST", "/v1/pods", POD7, status=201)
-    assert pod["dhcp_server"] == {"ip": "10.7.0.1", "mac": "0a:4c:00:00:00:08"}
+    assert pod["dhcp_server"] == {"ip": "198.18.135.1", "mac": "0a:4c:00:00:00:08"}
     assert pod["tunnel_key"] == 8 and pod["members"] == []
     assert [p["id"] for p in api.ok("GET", "/v1/pods")] == [0, 7]
     assert "already exists" in api.error("POST", "/v1/pods", POD7, status=409, code="pod_exists")
@@ -148,8 +148,8 @@ def test_pod_lifecycle(api, parts):
 @pytest.mark.parametrize("body,status", [
     ({"id": 16777215}, 422), ({"id": -1}, 422), ({"id": "7"}, 400), ({"id": True}, 400),
     ({"id": 7.5}, 400), ({}, 400), ({"id": 8, "colour": "red"}, 400),
-    ({"id": 8, "subnet": "10.7.0.1/24"}, 422), ({"id": 8, "subnet": "10.7.0.0/31"}, 422),
-    ({"id": 8, "subnet": "10.7.0.0"}, 422), ({"id": 8, "subnet": "224.0.0.0/24"}, 422),
+    ({"id": 8, "subnet": "198.18.135.1/24"}, 422), ({"id": 8, "subnet": "198.18.135.0/31"}, 422),
+    ({"id": 8, "subnet": "198.18.135.0"}, 422), ({"id": 8, "subnet": "224.0.0.0/24"}, 422),
     ({"id": 8, "subnet": "banana"}, 422), ({"id": 8, "subnet": 24}, 400),
     ({"id": 8, "name": ""}, 422), ({"id": 8, "name": "x" * 65}, 422),
 ])
@@ -262,7 +262,7 @@ def test_show_and_remove_host(api, parts):
     api.ok("POST", "/v1/hosts", H1)
     api.ok("POST", "/v1/hosts", H2)
     add_port(parts, host="h1")
-    add_port(parts, host="h2", container="web2", mac="02:00:00:00:07:06", ip="10.7.0.6/24")
+    add_port(parts, host="h2", container="web2", mac="02:00:00:00:07:06", ip="198.18.135.6/24")
     assert api.ok("GET", "/v1/hosts/h1")["ports"] == 1
     api.error("GET", "/v1/hosts/h9", status=404, code="host_not_found")
     api.error("GET", "/v1/hosts/bad%20id", status=422)
@@ -279,46 +279,50 @@ def cluster(api, parts):
     api.ok("POST", "/v1/hosts", H1)
     api.ok("POST", "/v1/hosts", H2)
     api.ok("POST", "/v1/pods", POD7)
-    add_port(parts)                                         # web1, 10.7.0.5, 02:..:07:05
+    add_port(parts)                                         # web1, 198.18.135.5, 02:..:07:05
     return api
 
 
 @pytest.mark.parametrize("body,status,code,needle", [
-    ({"host": "h9", "container": "c", "ip": "10.7.0.9/24", "pod": 7}, 422, "unknown_host",
+    ({"host": "h9", "container": "c", "ip": "198.18.135.9/24", "pod": 7}, 422, "unknown_host",
      "h9 is not registered"),
-    ({"host": "h1", "container": "c", "ip": "10.7.0.9", "pod": 7}, 422, None, "prefix length"),
-    ({"host": "h1", "container": "c", "ip": "10.7.0.300/24", "pod": 7}, 422, None, "not an IPv4"),
-    ({"host": "h1", "container": "c", "ip": "10.7.0.9/33", "pod": 7}, 422, None, "1..32"),
-    ({"host": "h1", "container": "c", "ip": "010.7.0.9/24", "pod": 7}, 422, None, "not an IPv4"),
-    ({"host": "h1", "container": "c", "ip": "10.7.0.0/24", "pod": 7}, 422, None, "network address"),
-    ({"host": "h1", "container": "c", "ip": "10.7.0.255/24", "pod": 7}, 422, None, "broadcast"),
+    ({"host": "h1", "container": "c", "ip": "198.18.135.9", "pod": 7}, 422, None, "prefix length"),
+    ({"host": "h1", "container": "c", "ip": "198.18.135.300/24", "pod": 7},
+     422, None, "not an IPv4"),
+    ({"host": "h1", "container": "c", "ip": "198.18.135.9/33", "pod": 7}, 422, None, "1..32"),
+    ({"host": "h1", "container": "c", "ip": "198.018.135.9/24", "pod": 7},
+     422, None, "not an IPv4"),
+    ({"host": "h1", "container": "c", "ip": "198.18.135.0/24", "pod": 7},
+     422, None, "network address"),
+    ({"host": "h1", "container": "c", "ip": "198.18.135.255/24", "pod": 7}, 422, None, "broadcast"),
     ({"host": "h1", "container": "c", "ip": "224.0.0.9/24", "pod": 7}, 422, None, "multicast"),
-    ({"host": "h1", "container": "c", "ip": "10.8.0.9/24", "pod": 7}, 422, "ip_outside_subnet",
-     "not in pod 7's subnet 10.7.0.0/24"),
-    ({"host": "h1", "container": "c", "ip": "10.7.0.9/16", "pod": 7}, 422, "ip_outside_subnet",
+    ({"host": "h1", "container": "c", "ip": "198.18.136.9/24", "pod": 7}, 422, "ip_outside_subnet",
+     "not in pod 7's subnet 198.18.135.0/24"),
+    ({"host": "h1", "container": "c", "ip": "198.18.135.9/16", "pod": 7}, 422, "ip_outside_subnet",
      "/24"),
-    ({"host": "h1", "container": "c", "ip": "10.7.0.1/24", "pod": 7}, 422, "ip_reserved",
+    ({"host": "h1", "container": "c", "ip": "198.18.135.1/24", "pod": 7}, 422, "ip_reserved",
      "DHCP server"),
     ({"host": "h1", "container": "c", "ip": "dhcp", "pod": 0}, 422, "no_subnet", "no subnet"),
-    ({"host": "h1", "container": "c", "ip": "10.7.0.9/24", "pod": 7,
+    ({"host": "h1", "container": "c", "ip": "198.18.135.9/24", "pod": 7,
       "mac": "01:00:5e:00:00:01"}, 422, None, "multicast"),
-    ({"host": "h1", "container": "c", "ip": "10.7.0.9/24", "pod": 7,
+    ({"host": "h1", "container": "c", "ip": "198.18.135.9/24", "pod": 7,
       "mac": "ff:ff:ff:ff:ff:ff"}, 422, None, "multicast"),
-    ({"host": "h1", "container": "c", "ip": "10.7.0.9/24", "pod": 7,
+    ({"host": "h1", "container": "c", "ip": "198.18.135.9/24", "pod": 7,
       "mac": "00:00:00:00:00:00"}, 422, None, "not a usable MAC"),
-    ({"host": "h1", "container": "c", "ip": "10.7.0.9/24", "pod": 7,
+    ({"host": "h1", "container": "c", "ip": "198.18.135.9/24", "pod": 7,
       "mac": "02:00:00:00:00"}, 422, None, "six colon-separated"),
-    ({"host": "h1", "container": "c", "ip": "10.7.0.9/24", "pod": 7,
+    ({"host": "h1", "container": "c", "ip": "198.18.135.9/24", "pod": 7,
       "mac": "0a:4c:00:00:00:08"}, 422, "mac_reserved", "DHCP server MAC"),
-    ({"host": "h1", "container": "c", "ip": "10.7.0.5/24", "pod": 7}, 409, "ip_in_use",
-     "IP 10.7.0.5 already used by web1 in pod 7"),
-    ({"host": "h2", "container": "c", "ip": "10.7.0.9/24", "pod": 7,
+    ({"host": "h1", "container": "c", "ip": "198.18.135.5/24", "pod": 7}, 409, "ip_in_use",
+     "IP 198.18.135.5 already used by web1 in pod 7"),
+    ({"host": "h2", "container": "c", "ip": "198.18.135.9/24", "pod": 7,
       "mac": "02:00:00:00:07:05"}, 409, "mac_in_use",
      "MAC 02:00:00:00:07:05 already used by web1 in pod 7"),
-    ({"host": "h1", "container": "web1", "ip": "10.9.0.9/24", "pod": 9}, 409,
+    ({"host": "h1", "container": "web1", "ip": "198.18.137.9/24", "pod": 9}, 409,
      "container_connected", "already connected (port 1, pod 7"),
-    ({"host": "h1", "container": "c", "ip": "10.7.0.9/24", "pod": 16777215}, 422, None, "range"),
-    ({"host": "h1", "container": "c", "ip": "10.7.0.9/24", "pod": "7"}, 400, None, "integer"),
+    ({"host": "h1", "container": "c", "ip": "198.18.135.9/24", "pod": 16777215},
+     422, None, "range"),
+    ({"host": "h1", "container": "c", "ip": "198.18.135.9/24", "pod": "7"}, 400, None, "integer"),
     ({"host": "h1", "container": "c", "ip": 167772169, "pod": 7}, 400, None, "string"),
     ({"host": "h1", "container": "c", "pod": 7}, 400, None, "'ip'"),
     ({"host": "h1", "container": "c", "ip": "dhcp", "vlan": 5}, 400, None, "unknown field"),
@@ -335,18 +339,18 @@ def test_bad_ports_are_refused_and_change_nothing(cluster, parts, body, status, 
 
 def test_same_ip_and_mac_in_another_pod_are_fine_until_the_agent(cluster, parts):
     """Validation passes (the connect then fails for want of an agent, and is undone)."""
-    body = {"host": "h2", "container": "web1", "ip": "10.7.0.5/24", "pod": 8,
+    body = {"host": "h2", "container": "web1", "ip": "198.18.135.5/24", "pod": 8,
             "mac": "02:00:00:00:07:05"}
     cluster.error("POST", "/v1/ports", body, status=503, code="agent_timeout")
 
 
 def test_full_subnet_is_a_clear_409(api, parts):
     api.ok("POST", "/v1/hosts", H1)
-    api.ok("POST", "/v1/pods", {"id": 3, "subnet": "10.3.0.0/30"})   # .1 server, .2 only
-    add_port(parts, container="a", pod=3, ip="10.3.0.2/30", dhcp=True)
+    api.ok("POST", "/v1/pods", {"id": 3, "subnet": "198.18.131.0/30"})   # .1 server, .2 only
+    add_port(parts, container="a", pod=3, ip="198.18.131.2/30", dhcp=True)
     msg = api.error("POST", "/v1/ports", {"host": "h1", "container": "b", "ip": "dhcp",
                                           "pod": 3}, status=409, code="subnet_full")
-    assert "10.3.0.0/30 is full" in msg
+    assert "198.18.131.0/30 is full" in msg
 
 
 # ---- ports: a connect that cannot finish leaves nothing behind ---------------------------------
@@ -397,7 +401,7 @@ def assert_nothing_left(api, parts, before_ports, container):
 def test_connect_without_agent_times_out_and_is_undone(cluster, parts):
     v = parts.board.version("h1")
     msg = cluster.error("POST", "/v1/ports", {"host": "h1", "container": "web8",
-                                              "ip": "10.8.0.5/24", "pod": 8},
+                                              "ip": "198.18.136.5/24", "pod": 8},
                         status=503, code="agent_timeout")
     assert "did not wire container web8 within 1 s" in msg and "never seen" in msg
     assert_nothing_left(cluster, parts, ["web1"], "web8")
@@ -411,7 +415,7 @@ def test_connect_with_agent_error_is_undone_and_the_agent_told(cluster, parts):
 
     with FakeAgent(cluster, "h1", answer) as agent:
         msg = cluster.error("POST", "/v1/ports", {"host": "h1", "container": "web8",
-                                                  "ip": "10.8.0.5/24", "pod": 8},
+                                                  "ip": "198.18.136.5/24", "pod": 8},
                             status=422, code="container_not_found")
         assert "could not wire container web8: container web8 not found" in msg
         deadline = time.monotonic() + 3
@@ -424,7 +428,7 @@ def test_connect_with_agent_error_is_undone_and_the_agent_told(cluster, parts):
 def test_connect_fails_cleanly_when_the_switch_is_not_connected(cluster, parts):
     with FakeAgent(cluster, "h1", lambda port: {"ofport": 7, "mtu": 1450}):
         msg = cluster.error("POST", "/v1/ports", {"host": "h1", "container": "web8",
-                                                  "ip": "10.8.0.5/24", "pod": 8},
+                                                  "ip": "198.18.136.5/24", "pod": 8},
                             status=503, code="switch_not_connected")
     assert "br-int of host h1 is not connected" in msg
     assert_nothing_left(cluster, parts, ["web1"], "web8")
@@ -497,7 +501,7 @@ def test_actual_report_updates_ofports_tunnels_and_ports(api, parts):
     ({"version": 1, "ports": {"1": {"ofport": 1, "colour": 1}}}, 400),
     ({"version": 1, "tunnels": {"h2": 70000}}, 422), ({"version": 1, "tunnels": {"-x": 3}}, 422),
     ({"version": 1, "patch": {"br-int": "1"}}, 400),
-    ({"version": 1, "ports": {"1": {"lease": "10.7.0.5"}}}, 422),
+    ({"version": 1, "ports": {"1": {"lease": "198.18.135.5"}}}, 422),
     ({"version": 1, "extra": True}, 400),
 ])
 def test_bad_reports_are_refused_and_change_nothing(api, parts, report, status):
@@ -510,8 +514,8 @@ def test_bad_reports_are_refused_and_change_nothing(api, parts, report, status):
 # ---- ports: listing, showing, disconnecting --------------------------------------------------
 
 def test_list_filter_show_and_delete_ports(cluster, parts):
-    add_port(parts, host="h2", container="web2", mac="02:00:00:00:07:06", ip="10.7.0.6/24")
-    add_port(parts, host="h2", container="db", pod=9, mac="02:00:00:00:09:01", ip="10.9.0.1/24")
+    add_port(parts, host="h2", container="web2", mac="02:00:00:00:07:06", ip="198.18.135.6/24")
+    add_port(parts, host="h2", container="db", pod=9, mac="02:00:00:00:09:01", ip="198.18.137.1/24")
     assert len(cluster.ok("GET", "/v1/ports")) == 3
     assert [p["container"] for p in cluster.ok("GET", "/v1/ports?pod=7&host=h2")] == ["web2"]
     assert [p["container"] for p in cluster.ok("GET", "/v1/ports?container=db")] == ["db"]
@@ -532,15 +536,15 @@ def test_list_filter_show_and_delete_ports(cluster, parts):
 # ---- DHCP lookups -------------------------------------------------------------------------------
 
 def test_dhcp_binding_only_for_the_dhcp_port_at_its_own_switch_port(cluster, parts):
-    port = add_port(parts, container="dh", mac="02:00:00:00:07:09", ip="10.7.0.9/24",
+    port = add_port(parts, container="dh", mac="02:00:00:00:07:09", ip="198.18.135.9/24",
                     dhcp=True, ofport=7)
-    static = add_port(parts, container="st", mac="02:00:00:00:07:0a", ip="10.7.0.10/24",
+    static = add_port(parts, container="st", mac="02:00:00:00:07:0a", ip="198.18.135.10/24",
                       ofport=8)
     dpid = int(H1["dpids"]["br-int"], 16)
     cookie = cookie_of(Kind.PORT, port.id, "anything")
     binding, found = parts.service.dhcp_binding(dpid, 7, cookie)
     assert (str(binding.ip), binding.mac, binding.server_ip, binding.server_mac) == (
-        "10.7.0.9/24", "02:00:00:00:07:09", "10.7.0.1", "0a:4c:00:00:00:08")
+        "198.18.135.9/24", "02:00:00:00:07:09", "198.18.135.1", "0a:4c:00:00:00:08")
     assert found.id == port.id
     assert parts.service.dhcp_binding(dpid, 8, cookie) is None                 # other ofport
     assert parts.service.dhcp_binding(dpid + 1, 7, cookie) is None             # br-tun
@@ -555,7 +559,7 @@ def test_recover_drops_unfinished_ports_and_bumps_every_host(api, parts):
     api.ok("POST", "/v1/hosts", H1)
     api.ok("POST", "/v1/pods", POD7)
     add_port(parts)
-    add_port(parts, container="half", mac="02:00:00:00:07:06", ip="10.7.0.6/24",
+    add_port(parts, container="half", mac="02:00:00:00:07:06", ip="198.18.135.6/24",
              state="wired", ofport=4)
     v = parts.board.version("h1")
     parts.service.recover()

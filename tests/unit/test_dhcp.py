@@ -13,7 +13,7 @@ from controller import dhcp as responder
 from controller.dhcp import Binding, RateLimiter, Responder, TokenBucket
 
 CLIENT = "02:42:0a:07:00:05"
-BINDING = Binding(ipaddress.IPv4Interface("10.7.0.5/24"), CLIENT, "10.7.0.1",
+BINDING = Binding(ipaddress.IPv4Interface("198.18.135.5/24"), CLIENT, "198.18.135.1",
                   "0a:4c:00:00:00:08", 3600)
 
 
@@ -54,10 +54,10 @@ def answer(data: bytes, binding: Binding = BINDING) -> tuple[int | None, bytes |
 
 
 def test_parse_reads_the_fields_that_matter():
-    req = responder.parse(client_packet(dhcp.DHCP_REQUEST, requested="10.7.0.5",
-                                        server="10.7.0.1"))
+    req = responder.parse(client_packet(dhcp.DHCP_REQUEST, requested="198.18.135.5",
+                                        server="198.18.135.1"))
     assert (req.msg_type, req.xid, req.chaddr, req.requested_ip, req.server_id, req.name) == (
-        dhcp.DHCP_REQUEST, 0x1234ABCD, CLIENT, "10.7.0.5", "10.7.0.1", "REQUEST")
+        dhcp.DHCP_REQUEST, 0x1234ABCD, CLIENT, "198.18.135.5", "198.18.135.1", "REQUEST")
 
 
 @pytest.mark.parametrize("data", [b"", b"\x00" * 20, client_packet(1)[:60],
@@ -71,31 +71,31 @@ def test_discover_gets_an_offer_with_address_mask_lease_and_server_id():
     assert kind == dhcp.DHCP_OFFER
     eth, ip, u, d, opts = parse_reply(frame)
     assert (eth.src, eth.dst) == (BINDING.server_mac, CLIENT)
-    assert (ip.src, ip.dst, u.src_port, u.dst_port) == ("10.7.0.1", "255.255.255.255", 67, 68)
-    assert (d.op, d.xid, d.yiaddr, d.chaddr) == (dhcp.DHCP_BOOT_REPLY, 0x1234ABCD, "10.7.0.5",
+    assert (ip.src, ip.dst, u.src_port, u.dst_port) == ("198.18.135.1", "255.255.255.255", 67, 68)
+    assert (d.op, d.xid, d.yiaddr, d.chaddr) == (dhcp.DHCP_BOOT_REPLY, 0x1234ABCD, "198.18.135.5",
                                                  CLIENT)
     assert opts[dhcp.DHCP_MESSAGE_TYPE_OPT] == bytes([dhcp.DHCP_OFFER])
-    assert addrconv.ipv4.bin_to_text(opts[dhcp.DHCP_SERVER_IDENTIFIER_OPT]) == "10.7.0.1"
+    assert addrconv.ipv4.bin_to_text(opts[dhcp.DHCP_SERVER_IDENTIFIER_OPT]) == "198.18.135.1"
     assert addrconv.ipv4.bin_to_text(opts[dhcp.DHCP_SUBNET_MASK_OPT]) == "255.255.255.0"
     assert struct.unpack("!I", opts[dhcp.DHCP_IP_ADDR_LEASE_TIME_OPT])[0] == 3600
     assert struct.unpack("!I", opts[dhcp.DHCP_RENEWAL_TIME_OPT])[0] == 1800
 
 
 def test_request_for_the_allocated_address_is_acked():
-    kind, frame = answer(client_packet(dhcp.DHCP_REQUEST, requested="10.7.0.5",
-                                       server="10.7.0.1"))
+    kind, frame = answer(client_packet(dhcp.DHCP_REQUEST, requested="198.18.135.5",
+                                       server="198.18.135.1"))
     assert kind == dhcp.DHCP_ACK
-    assert parse_reply(frame)[3].yiaddr == "10.7.0.5"
+    assert parse_reply(frame)[3].yiaddr == "198.18.135.5"
 
 
 def test_renewal_is_acked_by_unicast_to_the_client():
-    kind, frame = answer(client_packet(dhcp.DHCP_REQUEST, ciaddr="10.7.0.5"))
+    kind, frame = answer(client_packet(dhcp.DHCP_REQUEST, ciaddr="198.18.135.5"))
     assert kind == dhcp.DHCP_ACK
-    assert parse_reply(frame)[1].dst == "10.7.0.5"
+    assert parse_reply(frame)[1].dst == "198.18.135.5"
 
 
 def test_request_for_another_address_is_naked_by_broadcast():
-    kind, frame = answer(client_packet(dhcp.DHCP_REQUEST, requested="10.7.0.99"))
+    kind, frame = answer(client_packet(dhcp.DHCP_REQUEST, requested="198.18.135.99"))
     assert kind == responder.DHCP_NAK
     _, ip, _, d, opts = parse_reply(frame)
     assert (ip.dst, d.yiaddr) == ("255.255.255.255", "0.0.0.0")
@@ -104,7 +104,8 @@ def test_request_for_another_address_is_naked_by_broadcast():
 
 
 @pytest.mark.parametrize("data", [
-    client_packet(dhcp.DHCP_REQUEST, requested="10.7.0.5", server="10.9.9.9"),  # other server
+    # the client selected another server
+    client_packet(dhcp.DHCP_REQUEST, requested="198.18.135.5", server="198.18.200.1"),
     client_packet(dhcp.DHCP_DISCOVER, chaddr="02:42:0a:07:00:06"),   # someone else's MAC
     client_packet(dhcp.DHCP_DISCOVER, eth_src="02:42:0a:07:00:06"),  # spoofed chaddr
     client_packet(7),                                                   # RELEASE
@@ -123,7 +124,7 @@ def test_responder_only_answers_ports_its_lookup_vouches_for():
     r = Responder(lookup)
     assert r.handle(1, 8, 42, client_packet(dhcp.DHCP_DISCOVER)) is None
     frame = r.handle(1, 7, 42, client_packet(dhcp.DHCP_DISCOVER))
-    assert parse_reply(frame)[3].yiaddr == "10.7.0.5"
+    assert parse_reply(frame)[3].yiaddr == "198.18.135.5"
     assert r.handle(1, 7, 42, b"garbage") is None
     assert seen == [(1, 8, 42), (1, 7, 42)] and r.answered == 1
 

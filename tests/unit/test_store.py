@@ -34,7 +34,7 @@ def test_new_store_has_only_the_global_pod(store):
 def test_failed_transaction_changes_nothing(store):
     with pytest.raises(RuntimeError):
         with store.tx() as tx:
-            tx.insert_pod(7, "web", "10.7.0.0/24")
+            tx.insert_pod(7, "web", "198.18.135.0/24")
             _host(tx)
             raise RuntimeError("validation failed half-way")
     with store.tx() as tx:
@@ -46,10 +46,10 @@ def test_state_survives_reopening(tmp_path):
     s = Store(path)
     with s.tx() as tx:
         _host(tx, dpids=(BIG_DPID, HUGE_DPID))
-        tx.insert_pod(7, None, "10.7.0.0/24")
+        tx.insert_pod(7, None, "198.18.135.0/24")
         tx.ensure_local_vlan("h1", 7)
         port = tx.insert_port("h1", "web1", 7, "02:00:00:00:00:05",
-                              ipaddress.IPv4Interface("10.7.0.5/24"), False)
+                              ipaddress.IPv4Interface("198.18.135.5/24"), False)
         tx.update_port(port.id, state="active", ofport=9)
         tx.set_tunnels("h1", {})
     s.close()
@@ -61,7 +61,7 @@ def test_state_survives_reopening(tmp_path):
         assert tx.host_by_dpid(BIG_DPID)[0].id == "h1"
         p = tx.port(port.id)
         assert (p.container, p.ip, p.state, p.ofport, p.address) == (
-            "web1", "10.7.0.5/24", "active", 9, "10.7.0.5")
+            "web1", "198.18.135.5/24", "active", 9, "198.18.135.5")
         assert tx.local_vlans("h1") == {7: 1}
         assert [pod.id for pod in tx.pods()] == [0, 7]
     s.close()
@@ -83,11 +83,11 @@ def test_uniqueness_is_enforced_by_the_schema_too(store):
     with store.tx() as tx:
         _host(tx)
         tx.insert_port("h1", "web1", 0, "02:00:00:00:00:05",
-                       ipaddress.IPv4Interface("10.7.0.5/24"), False)
+                       ipaddress.IPv4Interface("198.18.135.5/24"), False)
     dup_cases = [
-        ("web2", "02:00:00:00:00:05", "10.7.0.6/24"),     # MAC in pod
-        ("web2", "02:00:00:00:00:06", "10.7.0.5/16"),     # address in pod
-        ("web1", "02:00:00:00:00:07", "10.7.0.7/24"),     # container on host
+        ("web2", "02:00:00:00:00:05", "198.18.135.6/24"),     # MAC in pod
+        ("web2", "02:00:00:00:00:06", "198.18.135.5/16"),     # address in pod
+        ("web1", "02:00:00:00:00:07", "198.18.135.7/24"),     # container on host
     ]
     for container, mac, ip in dup_cases:
         with pytest.raises(sqlite3.IntegrityError):
@@ -97,7 +97,7 @@ def test_uniqueness_is_enforced_by_the_schema_too(store):
         # same MAC and IP in another pod are fine
         tx.insert_pod(9, None, None)
         tx.insert_port("h1", "web9", 9, "02:00:00:00:00:05",
-                       ipaddress.IPv4Interface("10.7.0.5/24"), False)
+                       ipaddress.IPv4Interface("198.18.135.5/24"), False)
         assert len(tx.ports()) == 2
 
 
@@ -120,7 +120,7 @@ def test_local_vlans_allocate_lowest_free_and_release_with_last_port(store):
             assert tx.ensure_local_vlan("h1", pod) == pod - 4
         assert tx.ensure_local_vlan("h1", 6) == 2          # stable
         p = tx.insert_port("h1", "a", 6, "02:00:00:00:00:01",
-                           ipaddress.IPv4Interface("10.0.0.1/24"), False)
+                           ipaddress.IPv4Interface("198.18.128.1/24"), False)
         tx.release_unused_vlans("h1")                       # 5 and 7 have no ports
         assert tx.local_vlans("h1") == {6: 2}
         tx.insert_pod(8, None, None)
@@ -134,10 +134,10 @@ def test_port_ids_are_never_reused(store):
     with store.tx() as tx:
         _host(tx)
         a = tx.insert_port("h1", "a", 0, "02:00:00:00:00:01",
-                           ipaddress.IPv4Interface("10.0.0.1/24"), False)
+                           ipaddress.IPv4Interface("198.18.128.1/24"), False)
         tx.delete_port(a.id)
         b = tx.insert_port("h1", "a", 0, "02:00:00:00:00:01",
-                           ipaddress.IPv4Interface("10.0.0.1/24"), False)
+                           ipaddress.IPv4Interface("198.18.128.1/24"), False)
     assert b.id > a.id
 
 
@@ -157,7 +157,7 @@ def test_update_port_refuses_unknown_columns(store):
     with store.tx() as tx:
         _host(tx)
         p = tx.insert_port("h1", "a", 0, "02:00:00:00:00:01",
-                           ipaddress.IPv4Interface("10.0.0.1/24"), False)
+                           ipaddress.IPv4Interface("198.18.128.1/24"), False)
         with pytest.raises(ValueError):
             tx.update_port(p.id, mac="02:00:00:00:00:09")
 
