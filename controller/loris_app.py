@@ -56,6 +56,9 @@ CONF.set_default("echo_request_interval", 5.0)
 CONF.set_default("maximum_unreplied_echo_requests", 3)
 
 DHCP_QUEUE = 1024      # packet-ins waiting for the DHCP worker; more are dropped
+# eventlet's WSGI server logs every connection at INFO through os-ken's hub logger; with one
+# long poll per agent that drowns the controller's own log. Errors still show.
+logging.getLogger("os_ken.lib.hub").setLevel(logging.WARNING)
 
 
 class LorisApp(app_manager.OSKenApp):

@@ -565,3 +565,17 @@ def test_recover_drops_unfinished_ports_and_bumps_every_host(api, parts):
     parts.service.recover()
     assert [p["container"] for p in api.ok("GET", "/v1/ports")] == ["web1"]
     assert parts.board.version("h1") > v
+
+
+# ---- settings ------------------------------------------------------------------------------------
+
+def test_settings_come_from_env_then_loris_section_then_defaults():
+    assert config.load(env={}).api_listen == "0.0.0.0:8780"
+    assert config.load(env={}).db == "/var/lib/loris/loris.db"
+    s = config.load(env={"LORIS_API_LISTEN": "127.0.0.1:9000", "LORIS_WIRE_TIMEOUT": "5"},
+                    section={"api_listen": "0.0.0.0:1", "db": "/tmp/x.db", "wire_timeout": None})
+    assert (s.api_host, s.api_port, s.db, s.wire_timeout) == ("127.0.0.1", 9000, "/tmp/x.db", 5.0)
+    with pytest.raises(ValueError):
+        config.load(env={"LORIS_API_LISTEN": "nowhere"})
+    with pytest.raises(ValueError):
+        config.load(env={"LORIS_FLOW_TIMEOUT": "soon"})
