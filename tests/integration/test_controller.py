@@ -230,6 +230,24 @@ def test_controller_restart_loses_neither_state_nor_a_ping(lab):
     assert_dhcp_server_answers_arp(lab, "f")
 
 
+def test_agent_restart_resynchronises(lab):
+    """A port deleted while its host's agent is down: its flows go at once, and the agent
+    removes its veth when it comes back; the host's other ports are untouched."""
+    g = lab.api("GET", "/v1/ports?container=" + lab.container("g").name)[1][0]
+    veth = f"lp{g['id']}"
+    lab.processes["agent-h2"].stop()
+    assert veth in container_ports(lab, "h2")
+    assert lab.api("DELETE", f"/v1/ports/{g['id']}")[0] == 204
+    assert not pings(lab, "g", "198.18.135.5", count=1)
+    assert veth in container_ports(lab, "h2")        # nobody there to remove it yet
+    lab.start_agent("h2")
+    deadline = time.monotonic() + SYNC_TIMEOUT
+    while veth in container_ports(lab, "h2"):
+        assert time.monotonic() < deadline, container_ports(lab, "h2")
+        time.sleep(0.2)
+    assert pings(lab, "a", "198.18.135.6")
+
+
 def test_disconnect_and_host_removal(lab):
     b = lab.api("GET", "/v1/ports?container=" + lab.container("b").name)[1][0]
     assert lab.api("DELETE", f"/v1/ports/{b['id']}")[0] == 204
