@@ -32,6 +32,7 @@ LOG = logging.getLogger("loris.programmer")
 
 OK = "ok"
 NOT_CONNECTED = "not connected"
+NOT_REGISTERED = "host is not registered"
 Sections = frozenset  # of int | None
 
 
@@ -165,7 +166,7 @@ class Programmer:
             topo, hosts = topology.build(tx)
         host = hosts.get(host_id)
         if host is None or host_id not in topo.hosts:
-            return {b: "host is not registered" for b in BRIDGES}
+            return {b: NOT_REGISTERED for b in BRIDGES}
         full = any(j.sections is None for j in jobs)
         sections: set[int | None] = set()
         for job in jobs:

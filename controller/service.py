@@ -24,7 +24,7 @@ from controller.agents import AgentBoard, Changes
 from controller.config import Settings
 from controller.dhcp import Binding
 from controller.errors import ApiError, conflict, invalid, not_found, unavailable
-from controller.programmer import OK, Programmer
+from controller.programmer import NOT_CONNECTED, NOT_REGISTERED, OK, Programmer
 from controller.store import GLOBAL_POD, Host, Port, Store, Tx
 from controller.switches import Switches
 from flows import Kind, parse_cookie
@@ -72,17 +72,16 @@ class Service:
             for bridge, status in bridges.items():
                 if status == OK:
                     continue
-                if host_id != required and status == "not connected":
-                    LOG.info("%s: %s of %s not connected; it gets the flows when it connects",
-                             what, bridge, host_id)
+                if host_id != required and status in (NOT_CONNECTED, NOT_REGISTERED):
+                    LOG.info("%s: %s of %s: %s; it gets the flows when it connects", what,
+                             bridge, host_id, status)
                     continue
-                if status == "not connected":
-                    raise unavailable(f"{bridge} of host {host_id} is not connected to the "
-                                      "controller over OpenFlow; check loris-hostagent and "
-                                      "the bridge's controller target there",
-                                      "switch_not_connected")
-                raise unavailable(f"installing the flows of pod {pod_id} on {bridge} of host "
-                                  f"{host_id} failed: {status}", "flows_failed")
+                if status != NOT_CONNECTED:
+                    raise unavailable(f"installing the flows of pod {pod_id} on {bridge} of "
+                                      f"host {host_id} failed: {status}", "flows_failed")
+                raise unavailable(f"{bridge} of host {host_id} is not connected to the "
+                                  "controller over OpenFlow; check loris-hostagent and the "
+                                  "bridge's controller target there", "switch_not_connected")
 
     @staticmethod
     def _pod_hosts(tx: Tx, pod_id: int) -> set[str]:
@@ -209,7 +208,7 @@ class Service:
                                           3 * self.settings.flow_timeout)
         for host_id, bridges in sorted(results.items()):
             for bridge, status in bridges.items():
-                if status not in (OK, "not connected"):
+                if status not in (OK, NOT_CONNECTED, NOT_REGISTERED):
                     LOG.warning("reprogramming %s of %s: %s", bridge, host_id, status)
 
     # ---- pods -------------------------------------------------------------------------------
