@@ -139,7 +139,7 @@ def _api_error(e: urllib.error.HTTPError) -> ApiError:
         return ApiError(e.code, "http_error", f"controller answered {e.code}: {text}")
 
 
-def backoff_wait(stop: threading.Event, attempt: int, cap: float = 30.0) -> None:
+def backoff_wait(stop: threading.Event, attempt: int, cap: float = 10.0) -> None:
     """Exponential backoff with full jitter (so a fleet of agents does not reconnect in step),
     interruptible by `stop`."""
     stop.wait(random.uniform(0.2, max(0.2, min(cap, 0.5 * 2**attempt))))

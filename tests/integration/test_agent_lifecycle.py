@@ -1,0 +1,182 @@
+"""loris-hostagent against the real controller: containers restarting or going away, the
+agent restarting, the controller going away. One 2-host lab for the module; in order."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+
+import pytest
+
+from lab import Lab
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with Lab(hosts=2, tunnel="vxlan") as lab:
+        lab.start_controller()
+        lab.start_agent("h1")
+        lab.start_agent("h2")
+        for short, host in (("a1", "h1"), ("a2", "h2"), ("a3", "h2")):
+            lab.add_container(host, short)
+        assert lab.loris("h1", "cluster", "198.18.0.11", "198.18.0.12").returncode == 0
+        for short, host, ip in (("a1", "h1", "10.7.0.1/24"), ("a2", "h2", "10.7.0.2/24")):
+            r = lab.loris(host, "connect", lab.container(short).name, ip, "7")
+            assert r.returncode == 0, r.stderr
+        yield lab
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} not within {timeout:g}s"
+        time.sleep(0.2)
+
+
+def ping(lab, src: str, ip: str, wait: int = 1) -> bool:
+    r = lab.container(src).exec(["ping", "-c", "1", "-W", str(wait), ip], check=False)
+    return r.returncode == 0
+
+
+def ports(lab) -> dict[str, dict]:
+    status, body = lab.api("GET", "/v1/ports")
+    assert status == 200
+    return {p["container"]: p for p in body}
+
+
+def wiring(lab, short: str) -> tuple:
+    """What a re-wire would change: the veth ends' ifindexes and the OVS Interface row."""
+    c = lab.container(short)
+    port_id = ports(lab)[c.name]["id"]
+    inside = json.loads(lab.run(c, ["ip", "-j", "link", "show", "eth1"]).stdout)[0]["ifindex"]
+    host = json.loads(lab.run(c.host.name, ["ip", "-j", "link", "show", f"lp{port_id}"]).stdout)
+    row = lab.ovs(c.host.name).vsctl("get", "Interface", f"lp{port_id}", "_uuid", "ofport")
+    return inside, host[0]["ifindex"], row
+
+
+def loss(output: str) -> int:
+    m = re.search(r"(\d+)% packet loss", output)
+    assert m, output
+    return int(m.group(1))
+
+
+def continuous_ping(lab, src: str, ip: str, count: int) -> subprocess.Popen:
+    # The host's iputils ping inside the container's namespace: 0.1 s interval.
+    return subprocess.Popen(lab.enter(lab.container(src)) + ["ping", "-i", "0.1", "-W", "1",
+                                                             "-c", str(count), ip],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+# ---------------------------------------------------------------------------------- tests
+
+
+def eth1_of(lab, short: str) -> dict | None:
+    """eth1 in the container's current namespace (after a restart: the new one)."""
+    r = lab.run(lab.container(short), ["ip", "-j", "addr", "show", "eth1"], check=False)
+    return json.loads(r.stdout)[0] if r.returncode == 0 else None
+
+
+def wait_rewired(lab, short: str, port: dict) -> None:
+    """eth1 back in the container's new namespace with its MAC and IP, and reachable.
+
+    The old namespace (and the old eth1 in it) can outlive the restart for a while: the
+    kernel destroys namespaces asynchronously. So reachability alone proves nothing here."""
+    ip = port["ip"].split("/")[0]
+
+    def back() -> bool:
+        e = eth1_of(lab, short)
+        return e is not None and e["address"] == port["mac"] and \
+            ip in [a["local"] for a in e["addr_info"] if a["family"] == "inet"]
+
+    wait_for(back, 15, f"eth1 of {short} re-made")
+    wait_for(lambda: ping(lab, "a1", ip), 10, f"{short} reachable again")
+
+
+def test_restarted_container_comes_back_reachable(lab):
+    before = ports(lab)[lab.container("a2").name]
+    lab.container("a2").restart()
+    wait_rewired(lab, "a2", before)
+    after = ports(lab)[lab.container("a2").name]
+    assert (after["id"], after["ofport"], after["mac"], after["state"]) == \
+        (before["id"], before["ofport"], before["mac"], "active")
+
+
+def test_removed_container_leaves_no_flow_behind(lab):
+    a3 = lab.container("a3")
+    r = lab.loris("h2", "connect", a3.name, "10.7.0.3/24", "7", "--json")
+    assert r.returncode == 0, r.stderr
+    port = json.loads(r.stdout)
+    mac = port["mac"]
+
+    def flows_mentioning() -> list[str]:
+        return [f for h in ("h1", "h2") for b in ("br-int", "br-tun")
+                for f in lab.ovs(h).dump_flows(b, stats=False)
+                if mac in f or "10.7.0.3" in f]  # fmt: skip
+
+    assert flows_mentioning(), "the port's flows were never installed"
+    lab.remove_container("a3")
+    wait_for(lambda: a3.name not in ports(lab), 15, "the port of the removed container deleted")
+    wait_for(lambda: not flows_mentioning(), 10, "its flows removed everywhere")
+    wait_for(lambda: f"lp{port['id']}" not in lab.ovs("h2").vsctl("list-ports", "br-int").split(),
+             10, "its OVS port removed")  # fmt: skip
+    assert f"lp{port['id']}" not in lab.run("h2", ["ip", "-br", "link"]).stdout
+    assert ping(lab, "a1", "10.7.0.2")
+
+
+def test_agent_restart_loses_no_packet_and_rewires_nothing(lab):
+    before = wiring(lab, "a1")
+    pinger = continuous_ping(lab, "a1", "10.7.0.2", count=50)
+    time.sleep(0.5)
+    assert lab.processes["agent-h1"].stop() == 0  # SIGTERM: a clean, prompt exit
+    lab.start_agent("h1")
+    out, _ = pinger.communicate(timeout=30)
+    assert loss(out) == 0, out
+    wait_for(lambda: (ports(lab)[lab.container("a1").name]["state"] == "active"
+                      and "polling" in lab.loris("h1", "status").stdout), 15,
+             "agent h1 back")  # fmt: skip
+    assert wiring(lab, "a1") == before
+
+
+def test_restart_missed_while_the_agent_was_down_is_repaired_at_start(lab):
+    lab.processes["agent-h2"].stop()
+    port = ports(lab)[lab.container("a2").name]
+    lab.container("a2").restart()
+    time.sleep(1)
+    assert eth1_of(lab, "a2") is None  # nobody re-made it
+    lab.start_agent("h2")
+    wait_rewired(lab, "a2", port)
+
+
+def test_controller_away_traffic_and_repairs_go_on(lab):
+    port = ports(lab)[lab.container("a2").name]
+    lab.processes["controller"].stop()
+    assert ping(lab, "a1", "10.7.0.2")  # OVS keeps its flows (secure fail mode)
+    # The agent repairs a restarted container from the desired state it last had.
+    lab.container("a2").restart()
+    wait_rewired(lab, "a2", port)
+    r = lab.loris("h1", "status")
+    assert r.returncode != 0 and "unreachable" in r.stderr
+    lab.start_controller()
+    # Agents come back by themselves (backoff), and so do the bridges' OpenFlow sessions
+    # (OVS's own reconnect backoff).
+    wait_for(lambda: len(re.findall(r"polling +br-int:up br-tun:up",
+                                    lab.loris("h1", "status").stdout)) == 2, 40,
+             "both agents and all bridges back with the restarted controller")  # fmt: skip
+    lab.add_container("h1", "a4")
+    r = lab.loris("h1", "connect", lab.container("a4").name, "10.7.0.4/24", "7")
+    assert r.returncode == 0, r.stderr
+    assert ping(lab, "a4", "10.7.0.2")
+
+
+def test_netns_container(lab):
+    n1 = lab.add_container("h1", "n1", kind="netns")
+    r = lab.loris("h1", "connect", n1.name, "10.7.0.5/24", "7")
+    assert r.returncode == 0, r.stderr
+    assert ping(lab, "a2", "10.7.0.5")
+    r = lab.loris("h1", "disconnect", n1.name)
+    assert r.returncode == 0, r.stderr
+    assert lab.run(n1, ["ip", "link", "show", "eth1"], check=False).returncode != 0
