@@ -169,8 +169,12 @@ class Service:
             view = self._host_view(tx, tx.host(reg.id))
         self._publish()
         if old is None or (old.dpid_int, old.dpid_tun) != (reg.dpid_int, reg.dpid_tun):
-            # its bridges may have connected before it registered
-            self.programmer.submit(reg.id, None, sync=validate.BRIDGES)
+            # bridges that connected before the host registered get their flows now (the
+            # others when they connect)
+            early = [b for b, d in (("br-int", reg.dpid_int), ("br-tun", reg.dpid_tun))
+                     if self.switches.datapath(d) is not None]
+            if early:
+                self.programmer.submit(reg.id, None, sync=early)
         if old is not None and old.tunnel_ip != reg.tunnel_ip:
             self._program_everyone()
         LOG.info("host %s %s (tunnel %s %s)", reg.id, "registered" if old is None else
