@@ -17,6 +17,8 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
 from typing import Any
 
 from controller import openapi, validate, views
@@ -90,9 +92,8 @@ class Service:
     # ---- reads --------------------------------------------------------------------------
     def version(self) -> dict:
         try:
-            from importlib.metadata import version as dist_version
             osken = dist_version("os-ken")
-        except Exception:
+        except PackageNotFoundError:
             osken = "unknown"
         return {"version": openapi.VERSION, "api": "v1", "os_ken": osken}
 
