@@ -222,6 +222,28 @@ def loris_veths() -> list[str]:
         ]
 
 
+def host_veths() -> dict[str, int]:
+    """Name -> ifindex of the veths here (one netlink dump)."""
+    with ipr_in() as ipr:
+        return {link.get("IFLA_IFNAME"): link["index"] for link in ipr.get_links()
+                if _kind(link) == "veth"}  # fmt: skip
+
+
+def ifindex(name: str) -> int | None:
+    with ipr_in() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+    return idx[0] if idx else None
+
+
+def netns_id(path: str) -> tuple[int, int] | None:
+    """Identity of a namespace (device, inode): a restarted container has a new one."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def mtu_of_address(ip: str) -> int | None:
     """MTU of the interface that holds `ip` here (the tunnel endpoint)."""
     with ipr_in() as ipr:

@@ -8,6 +8,7 @@ restarted agent adopts what it finds.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ CONTAINER_ID = "loris-container-id"  # Docker's full id: tells a destroyed conta
 POD = "loris-pod"
 PEER = "loris-peer"
 DEFAULT_UNDERLAY_MTU = 1500
+FULL_CHECK_S = 300.0  # how often every container is looked into even if nothing changed
 
 
 @dataclass
@@ -61,6 +63,10 @@ class Reconciler:
         self.ensure_bridges = ensure_bridges
         # Called with a port id whose container was destroyed (the agent deletes the port).
         self.on_container_gone = on_container_gone or (lambda _port_id: None)
+        # Ports found intact, by what would change if they were not any more (container
+        # namespace, host veth): a pass then skips looking inside their containers.
+        self._verified: dict[int, tuple[tuple, netdev.ContainerSide]] = {}
+        self._full_check_at = time.monotonic()
 
     # ---------------------------------------------------------------- the pass
     def apply(self, desired: dict) -> dict:
@@ -74,10 +80,18 @@ class Reconciler:
         self._reconcile_tunnels(snap, desired.get("peers") or [], ttype)
         ports = {int(p["id"]): p for p in desired.get("ports") or []}
         self._remove_undesired_ports(snap, set(ports))
+        for port_id in set(self._verified) - set(ports):
+            del self._verified[port_id]
+        if time.monotonic() - self._full_check_at > FULL_CHECK_S:
+            self._verified.clear()  # now and then look inside every container again
+            self._full_check_at = time.monotonic()
         mtu = names.container_mtu(self.underlay_mtu(), ttype)
+        snap = self.ovs.snapshot()
+        host_veths = netdev.host_veths()
         report_ports: dict[str, dict] = {}
         for port_id in sorted(ports):
-            report_ports[str(port_id)] = self._reconcile_port(ports[port_id], mtu)
+            report_ports[str(port_id)] = self._reconcile_port(ports[port_id], mtu, snap,
+                                                              host_veths)  # fmt: skip
         snap = self.ovs.snapshot()
         return {
             "version": desired.get("version", 0),
@@ -172,10 +186,11 @@ class Reconciler:
             if port_id is None or port_id not in wanted:
                 netdev.delete_link(name)
 
-    def _reconcile_port(self, port: dict, mtu: int) -> dict:
+    def _reconcile_port(self, port: dict, mtu: int, snap: Snapshot,
+                        host_veths: dict[str, int]) -> dict:  # fmt: skip
         port_id = int(port["id"])
         try:
-            return self._ensure_port(port, mtu)
+            return self._ensure_port(port, mtu, snap, host_veths)
         except PortError as e:
             log.warning("port %s (%s): %s", port_id, port.get("container"), e.message)
             return {"error": {"code": e.code, "message": e.message}}
@@ -188,10 +203,11 @@ class Reconciler:
             return {"error": {"code": "internal_error",
                               "message": f"wiring {port.get('container')} failed: {e!r}"}}
 
-    def _ensure_port(self, port: dict, mtu: int) -> dict:
+    def _ensure_port(self, port: dict, mtu: int, snap: Snapshot,
+                     host_veths: dict[str, int]) -> dict:  # fmt: skip
         port_id = int(port["id"])
         ref = port["container"]
-        iface = self.port_interfaces(self.ovs.snapshot()).get(port_id)
+        iface = self.port_interfaces(snap).get(port_id)
         try:
             container = self.runtimes.resolve(ref)
         except ContainerNotFound as e:
@@ -207,25 +223,40 @@ class Reconciler:
         except ContainerError as e:
             raise PortError(e.code, str(e)) from None
 
-        side = netdev.inspect_port(port_id, container.netns, port["mac"])
-        static_ip = None if port.get("dhcp") else port.get("ip")
-        if side is None:
-            side = self._wire(port, container, iface, static_ip, mtu)
+        host_name = names.host_port_name(port_id)
+        key = (port["mac"], port.get("ip"), netdev.netns_id(container.netns),
+               host_veths.get(host_name))  # fmt: skip
+        cached = self._verified.get(port_id)
+        if cached and cached[0] == key and iface is not None and iface.ofport:
+            side = cached[1]  # nothing that could break it changed since it was checked
         else:
-            if static_ip and static_ip not in side.ipv4:
-                netdev.add_address(container.netns, side.ifname, static_ip)
+            self._verified.pop(port_id, None)
+            side = netdev.inspect_port(port_id, container.netns, port["mac"])
+            static_ip = None if port.get("dhcp") else port.get("ip")
+            if side is None:
+                side = self._wire(port, container, iface, static_ip, mtu)
+                iface = None
+            else:
+                if static_ip and static_ip not in side.ipv4:
+                    netdev.add_address(container.netns, side.ifname, static_ip)
+                    side.ipv4.append(static_ip)
+                if iface is None or not iface.ofport:
+                    self._attach(port, container, side.ifname)
+                    iface = None
+            if iface is None:
+                iface = self.port_interfaces(self.ovs.snapshot()).get(port_id)
             if iface is None or not iface.ofport:
-                self._attach(port, container, side.ifname)
-        iface = self.port_interfaces(self.ovs.snapshot()).get(port_id)
-        if iface is None or not iface.ofport:
-            raise PortError("ovs_error", f"OVS gave no ofport to lp{port_id}: "
-                                         f"{(iface.error if iface else None) or 'unknown'}")
+                raise PortError("ovs_error", f"OVS gave no ofport to {host_name}: "
+                                             f"{(iface.error if iface else None) or 'unknown'}")
+            key = (*key[:3], netdev.ifindex(host_name))
+            self._verified[port_id] = (key, side)
         out: dict = {"ofport": iface.ofport, "mtu": mtu}
         if port.get("dhcp"):
             lease = side.ipv4[0] if side.ipv4 else None
             if lease is None and port.get("state") == "active":
                 try:
                     lease = dhcp.obtain_lease(container.netns, side.ifname)
+                    side.ipv4.append(lease)
                 except dhcp.DhcpError as e:
                     out["error"] = {"code": "dhcp_failed", "message": f"{container.name}: {e}"}
             out["lease"] = lease
