@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from hostagent import hostprep, names, netdev
+from hostagent import hostprep, lock, names, netdev
 from hostagent.client import ApiError, Client, ControllerUnreachable, backoff_wait, controller_url
 from hostagent.containers import Runtimes, matches
 from hostagent.ovs import Ovs, OvsError
@@ -269,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     if not names.valid_host_id(host_id):
         print(f"loris-hostagent: invalid host id {host_id!r}: use 1-63 letters, digits, "
               "'_', '.', '-' (--host-id)", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        lock.acquire(ovs_from_args(args.ovsdb, args.ovs_rundir))
+    except lock.AgentRunning as e:
+        print(f"loris-hostagent: {e}; stop it first", file=sys.stderr)
         return 2
     if args.apply:
         return apply_once(args, host_id)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hostagent import hostprep, names
+from hostagent import hostprep, lock, names
 from hostagent.agent import default_host_id, ovs_from_args
 from hostagent.client import ApiError, Client, ControllerUnreachable, controller_url
 from hostagent.containers import ContainerError, Runtimes, matches
@@ -116,6 +116,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
+    ovs = ovs_from_args(args.ovsdb, args.ovs_rundir)
+    running = lock.holder(ovs)
+    if running:
+        raise CliError(f"{running}: stop it first, it would re-create at once what cleanup "
+                       "removes")  # fmt: skip
     client = Client(args.controller)
     deregistered, unreachable = "", ""
     try:
@@ -127,7 +132,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         deregistered = f"host {args.host} was not registered"
     except ControllerUnreachable as e:
         unreachable = str(e)
-    report = hostprep.cleanup_host(ovs_from_args(args.ovsdb, args.ovs_rundir))
+    report = hostprep.cleanup_host(ovs)
     local = (f"removed bridges {', '.join(report.bridges) or 'none'}, "
              f"{len(report.veths)} container veth(s)")  # fmt: skip
     if args.json:

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from lab import Lab
+from lab.core import venv_bin
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -125,6 +126,15 @@ def test_removed_container_leaves_no_flow_behind(lab):
              10, "its OVS port removed")  # fmt: skip
     assert f"lp{port['id']}" not in lab.run("h2", ["ip", "-br", "link"]).stdout
     assert ping(lab, "a1", "10.7.0.2")
+
+
+def test_one_agent_per_open_vswitch(lab):
+    h1 = lab.host("h1")
+    r = lab.run(h1, [venv_bin() / "loris-hostagent", "--host-id", "h1", "--tunnel-ip",
+                     h1.tunnel_ip, "--ovsdb", h1.ovsdb, "--ovs-rundir", h1.rundir],
+                check=False, timeout=20)  # fmt: skip
+    assert r.returncode == 2
+    assert f"loris-hostagent (pid {lab.processes['agent-h1'].pid}) is running" in r.stderr
 
 
 def test_agent_restart_loses_no_packet_and_rewires_nothing(lab):

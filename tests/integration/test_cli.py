@@ -202,6 +202,10 @@ def test_disconnect(lab):
 
 
 def test_cleanup_leaves_no_trace_and_the_others_keep_working(lab):
+    # A running agent would re-create everything at once: cleanup refuses and changes nothing.
+    r = loris(lab, "h3", "cleanup", ok=False)
+    assert f"loris-hostagent (pid {lab.processes['agent-h3'].pid}) is running" in r.stderr
+    assert "h3" in [h["id"] for h in json.loads(loris(lab, "h1", "status", "--json").stdout)]
     lab.processes["agent-h3"].stop()
     r = loris(lab, "h3", "cleanup")
     assert "host h3 deregistered" in r.stdout
