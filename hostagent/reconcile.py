@@ -214,11 +214,11 @@ class Reconciler:
             self._container_missing(port, iface, e)
             raise PortError(e.code, str(e)) from None
         except ContainerNotRunning as e:
-            if iface and iface.ofport and port.get("state") != "pending":
-                # A stopped container keeps its port (and ofport): `docker start` brings
-                # it back on the Docker event without anyone acting.
-                return {"ofport": iface.ofport, "mtu": mtu}
-            self._drop_local(port_id, iface)
+            self._verified.pop(port_id, None)
+            if iface is None or port.get("state") == "pending":
+                self._drop_local(port_id, iface)
+            # else: a stopped container keeps its OVS port (and so its pinned ofport);
+            # `docker start` brings it back on the Docker event without anyone acting.
             raise PortError(e.code, str(e)) from None
         except ContainerError as e:
             raise PortError(e.code, str(e)) from None

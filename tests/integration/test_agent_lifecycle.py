@@ -106,6 +106,19 @@ def test_restarted_container_comes_back_reachable(lab):
         (before["id"], before["ofport"], before["mac"], "active")
 
 
+def test_stopped_container_shows_an_error_and_comes_back_when_started(lab):
+    a2 = lab.container("a2")
+    before = ports(lab)[a2.name]
+    a2.stop()
+    wait_for(lambda: (ports(lab)[a2.name].get("error") or {}).get("code")
+             == "container_not_running", 10, "the stopped container reported")  # fmt: skip
+    assert f"container {a2.name} is not running" in lab.loris("h1", "ports").stdout
+    a2.restart()  # `docker restart` of a stopped container starts it
+    wait_rewired(lab, "a2", before)
+    wait_for(lambda: ports(lab)[a2.name]["error"] is None, 10, "the error cleared")
+    assert ports(lab)[a2.name]["ofport"] == before["ofport"]
+
+
 def test_removed_container_leaves_no_flow_behind(lab):
     a3 = lab.container("a3")
     r = lab.loris("h2", "connect", a3.name, "10.7.0.3/24", "7", "--json")
