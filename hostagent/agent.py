@@ -64,7 +64,8 @@ class Agent:
         self.desired: dict | None = None
         self._reported: dict | None = None
         self._reported_at = 0.0
-        self._pending_deletes: set[int] = set()
+        self._pending_deletes: set[int] = set()  # ports whose container was removed
+        self._deletes_lock = threading.Lock()  # Docker-event thread and worker both retry
         self.registered = False
         self.reconciler = Reconciler(
             ovs, self.runtimes, host_id, tunnel_ip, tunnel_type, container_ifname,
@@ -191,6 +192,10 @@ class Agent:
         self._retry_deletes()
 
     def _retry_deletes(self) -> None:
+        with self._deletes_lock:
+            self._retry_deletes_locked()
+
+    def _retry_deletes_locked(self) -> None:
         for port_id in sorted(self._pending_deletes):
             try:
                 self.client.delete_port(port_id)

@@ -110,6 +110,7 @@ class Runtimes:
 
         def run() -> None:
             delay = 0.5
+            warned = False
             while not stop.is_set():
                 try:
                     client = docker.APIClient(base_url=self._docker_url) if self._docker_url \
@@ -118,7 +119,7 @@ class Runtimes:
                         decode=True,
                         filters={"type": "container", "event": ["start", "die", "destroy"]},
                     )
-                    delay = 0.5
+                    delay, warned = 0.5, False
                     for ev in stream:
                         if stop.is_set():
                             break
@@ -132,7 +133,10 @@ class Runtimes:
                 except Exception as e:  # the engine restarted or is not there yet
                     if stop.is_set():
                         break
-                    log.warning("Docker events unavailable (%s); retrying", e)
+                    # Once per outage: a host without Docker would otherwise log forever.
+                    (log.debug if warned else log.warning)(
+                        "Docker events unavailable (%s); retrying", e)
+                    warned = True
                 stop.wait(delay * (1 + random.random()))
                 delay = min(delay * 2, 30.0)
 
