@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ import webob
 import webob.dec
 
 from controller import openapi, validate
+from controller.auth import PUBLIC_ROUTES, Authenticator, Principal, authorize_host
 from controller.errors import ApiError, bad_request
 from controller.service import Service
 
@@ -31,16 +33,25 @@ def _json_response(status: int, body: Any) -> webob.Response:
     if status == 204:
         return webob.Response(status=204)
     payload = (json.dumps(body, indent=None, separators=(",", ":")) + "\n").encode()
-    return webob.Response(status=status, body=payload, content_type="application/json",
+    resp = webob.Response(status=status, body=payload, content_type="application/json",
                           charset="utf-8")
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="loris"'
+    return resp
 
 
 class Api:
-    """The WSGI application. `Api(service, max_body)(environ, start_response)`."""
+    """The WSGI application. `Api(service, max_body, auth)(environ, start_response)`.
 
-    def __init__(self, service: Service, max_body: int = 64 * 1024) -> None:
+    With `auth` (the controller always passes one) every route but the public ones needs a
+    bearer token, and an agent's token only works for its own host (controller/auth.py).
+    Without it the API is open: only for in-process tests of the API's logic."""
+
+    def __init__(self, service: Service, max_body: int = 64 * 1024,
+                 auth: Authenticator | None = None) -> None:
         self.service = service
         self.max_body = max_body
+        self.auth = auth
         self.mapper = routes.Mapper()
         self._routes: dict[str, dict[str, Handler]] = {}
         r = self._route
@@ -49,6 +60,7 @@ class Api:
         r("/v1/openapi.json", GET=self.openapi)
         r("/v1/hosts", GET=self.list_hosts, POST=self.register_host)
         r("/v1/hosts/{host_id}", GET=self.show_host, DELETE=self.remove_host)
+        r("/v1/hosts/{host_id}/token", POST=self.issue_token)
         r("/v1/hosts/{host_id}/desired", GET=self.desired)
         r("/v1/hosts/{host_id}/actual", PUT=self.actual)
         r("/v1/pods", GET=self.list_pods, POST=self.create_pod)
@@ -69,15 +81,22 @@ class Api:
     def __call__(self, req: webob.Request) -> webob.Response:
         try:
             match = self.mapper.match(req.path_info)
-            if match is None:
+            path = match.pop("path") if match is not None else None
+            who = None
+            if self.auth is not None and path not in PUBLIC_ROUTES:
+                # before anything else: an anonymous caller learns nothing, not even 404s
+                who = self.auth.authenticate(req.headers.get("Authorization"))
+            req.environ["loris.principal"] = who
+            if path is None:
                 raise ApiError(404, "not_found", f"no such resource {req.path_info}; see "
                                                  "GET /v1/openapi.json")
-            path = match.pop("path")
             handler = self._routes[path].get(req.method)
             if handler is None:
                 allowed = ", ".join(sorted(self._routes[path]))
                 raise ApiError(405, "method_not_allowed",
                                f"{req.method} is not allowed on {path} (allowed: {allowed})")
+            if who is not None:
+                self.auth.authorize_route(who, req.method, path, match)
             status, body = handler(req, match)
             return _json_response(status, body)
         except ApiError as e:
@@ -105,6 +124,10 @@ class Api:
         return validate.parse_json(raw)
 
     @staticmethod
+    def _principal(req: webob.Request) -> Principal | None:
+        return req.environ.get("loris.principal")
+
+    @staticmethod
     def _no_body(req: webob.Request) -> None:
         if req.content_length:
             raise bad_request(f"{req.method} {req.path} takes no body")
@@ -129,6 +152,7 @@ class Api:
     def register_host(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
         reg = validate.host_registration(self._body(req))
+        authorize_host(self._principal(req), reg.id, "registering it")
         view, created = self.service.register_host(reg)
         return (201 if created else 200), view
 
@@ -141,6 +165,14 @@ class Api:
         self._no_body(req)
         self.service.remove_host(validate.host_id_param(args["host_id"]))
         return 204, None
+
+    def issue_token(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        self._no_body(req)
+        host_id = validate.host_id_param(args["host_id"])
+        if self.auth is None:
+            raise ApiError(404, "not_found", "this controller runs without authentication")
+        return 200, {"host": host_id, "token": self.auth.agent_token(host_id)}
 
     def desired(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         q = validate.query(req.GET, ("since", "wait"))
@@ -198,19 +230,46 @@ class Api:
     def disconnect(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
         self._no_body(req)
-        self.service.disconnect(validate.port_id_param(args["port_id"]))
+        port_id = validate.port_id_param(args["port_id"])
+        who = self._principal(req)
+        if who is not None and who.role != "operator":
+            authorize_host(who, self.service.show_port(port_id)["host"],
+                           f"deleting port {port_id}")
+        self.service.disconnect(port_id)
         return 204, None
 
 
-def make_server(app: Callable, host: str, port: int) -> Any:
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The REST server's TLS context (TLS 1.2+); raises with the file's name if unusable."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"REST TLS certificate {cert} / key {key} unusable: {e}") from None
+    return ctx
+
+
+def make_server(app: Callable, host: str, port: int, tls: ssl.SSLContext | None = None) -> Any:
     """A bound server for `app` (call `.serve_forever()`): os-ken's hub.WSGIServer when the
     hub has one, else threaded wsgiref (os-ken 4.x native hub). Binding here, not in the
-    serving thread, makes a busy port fail the controller's start-up loudly."""
+    serving thread, makes a busy port fail the controller's start-up loudly.
+
+    With `tls` the listening socket is wrapped: every connection is TLS, a plain one fails
+    its handshake. The handshake runs in the connection's own thread (not in accept), so a
+    client that stalls it holds up nobody else."""
     from os_ken.lib import hub
 
+    scheme = "https" if tls else "http"
     if hasattr(hub, "WSGIServer"):
-        LOG.info("REST API listening on %s:%d", host, port)
-        return hub.WSGIServer((host, port), app)
+        LOG.info("REST API listening on %s://%s:%d", scheme, host, port)
+        server = hub.WSGIServer((host, port), app)
+        if tls:
+            # eventlet's green SSL socket accepts without handshaking (it happens on the
+            # first read, in the request's green thread)
+            server.server = tls.wrap_socket(server.server, server_side=True,
+                                            do_handshake_on_connect=False)
+        return server
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
     from wsgiref.simple_server import make_server as wsgiref_server
@@ -222,5 +281,9 @@ def make_server(app: Callable, host: str, port: int) -> Any:
         def log_message(self, format: str, *args: Any) -> None:   # noqa: A002 (wsgiref's name)
             LOG.debug("%s " + format, self.address_string(), *args)
 
-    LOG.info("REST API listening on %s:%d (threaded wsgiref)", host, port)
-    return wsgiref_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
+    LOG.info("REST API listening on %s://%s:%d (threaded wsgiref)", scheme, host, port)
+    server = wsgiref_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
+    if tls:
+        server.socket = tls.wrap_socket(server.socket, server_side=True,
+                                        do_handshake_on_connect=False)
+    return server

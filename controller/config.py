@@ -27,6 +27,10 @@ class Settings:
     dhcp_rate: float = 5.0               # LORIS_DHCP_RATE: DHCP packets/s per port (burst 10)
     max_body: int = 64 * 1024            # LORIS_MAX_BODY: bytes of a REST request body
     long_poll_max: float = 60.0          # cap of ?wait= on the desired-state long poll
+    credentials: str = ""                # LORIS_CREDENTIALS: token files; "" = <db dir>/credentials
+    api_cert: str = ""                   # LORIS_API_CERT: serve REST over TLS with this cert...
+    api_key: str = ""                    # LORIS_API_KEY: ...and this key
+    openflow_tls: bool = False           # switches connect with ssl: (os-ken's --ctl-* options)
 
     @property
     def api_host(self) -> str:
@@ -46,6 +50,9 @@ _ENV = {
     "dhcp_lease_time": "LORIS_DHCP_LEASE_TIME",
     "dhcp_rate": "LORIS_DHCP_RATE",
     "max_body": "LORIS_MAX_BODY",
+    "credentials": "LORIS_CREDENTIALS",
+    "api_cert": "LORIS_API_CERT",
+    "api_key": "LORIS_API_KEY",
 }
 
 
@@ -78,4 +85,7 @@ def load(env: Mapping[str, str] | None = None, section: Mapping[str, object] | N
             raise ValueError(f"setting {f.name}={raw!r} must be a {kind.__name__}") from None
     settings = Settings(**values)
     split_listen(settings.api_listen)     # fail at start-up, not at the first request
+    if bool(settings.api_cert) != bool(settings.api_key):
+        raise ValueError("REST over TLS needs both api_cert and api_key (LORIS_API_CERT, "
+                         "LORIS_API_KEY)")
     return settings

@@ -34,7 +34,7 @@ from os_ken.controller.handler import (  # noqa: E402
 from os_ken.lib import hub  # noqa: E402
 from os_ken.ofproto import ofproto_v1_3  # noqa: E402
 
-from controller import config, wiring  # noqa: E402
+from controller import auth, config, wiring  # noqa: E402
 
 LOG = logging.getLogger("loris.app")
 CONF = cfg.CONF
@@ -67,10 +67,18 @@ class LorisApp(app_manager.OSKenApp):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         section = {o.dest: getattr(CONF.loris, o.dest) for o in _OPTS}
-        settings = config.load(section=section,
-                               openflow_port=CONF.ofp_tcp_listen_port or
-                               config.DEFAULT_OPENFLOW_PORT)
-        self.parts = wiring.build(settings, hub.spawn, hub.Queue, hub.QueueEmpty)
+        # os-ken serves OpenFlow over TLS (and then only over TLS) when given a key and cert
+        tls = bool(getattr(CONF, "ctl_privkey", None) and getattr(CONF, "ctl_cert", None))
+        if tls and not getattr(CONF, "ca_certs", None):
+            raise ValueError("OpenFlow over TLS needs --ca-certs too: without it any switch "
+                             "could connect")
+        port = CONF.ofp_ssl_listen_port if tls else CONF.ofp_tcp_listen_port
+        settings = config.load(section=section, openflow_port=port or
+                               config.DEFAULT_OPENFLOW_PORT, openflow_tls=tls)
+        credentials = auth.credentials_dir(settings.db, settings.credentials)
+        self.parts = wiring.build(settings, hub.spawn, hub.Queue, hub.QueueEmpty,
+                                  auth.load_or_create(credentials))
+        LOG.info("credentials in %s", credentials)
         self.dhcp_queue = hub.Queue(DHCP_QUEUE)
         self.api_server = None
 
@@ -78,9 +86,11 @@ class LorisApp(app_manager.OSKenApp):
         thread = super().start()
         parts = self.parts
         parts.service.recover()
-        from controller.api import make_server
+        from controller.api import make_server, tls_context
+        tls = (tls_context(parts.settings.api_cert, parts.settings.api_key)
+               if parts.settings.api_cert else None)
         self.api_server = make_server(parts.api, parts.settings.api_host,
-                                      parts.settings.api_port)
+                                      parts.settings.api_port, tls)
         self.threads.append(hub.spawn(self._serve_api))
         self.threads.append(hub.spawn(self._dhcp_worker))
         LOG.info("Loris controller up: REST %s, OpenFlow port %d, store %s",
@@ -110,11 +120,27 @@ class LorisApp(app_manager.OSKenApp):
     def _state_change(self, ev) -> None:
         dp = ev.datapath
         if ev.state == MAIN_DISPATCHER:
+            if self.parts.settings.openflow_tls and not self._switch_identity_ok(dp):
+                dp.close()
+                return
             self.parts.switches.connected(dp)
             self.parts.service.switch_connected(dp.id)
         elif ev.state == DEAD_DISPATCHER and dp.id is not None:
             if self.parts.switches.disconnected(dp):
                 self.parts.service.switch_disconnected(dp.id)
+
+    def _switch_identity_ok(self, dp) -> bool:
+        """Over TLS a switch is who its certificate says: a host's bridges only."""
+        try:
+            cn = auth.common_name(dp.socket.getpeercert())
+        except (AttributeError, ValueError, OSError):
+            cn = None
+        owner = self.parts.service.dpids.get(dp.id, (None, None))[0]
+        if auth.switch_may_claim(cn, dp.id, owner):
+            return True
+        LOG.warning("datapath %#018x refused: its certificate (CN %s) belongs to another host "
+                    "than the one that owns this datapath id (%s)", dp.id, cn, owner)
+        return False
 
     @set_ev_cls([ofp_event.EventOFPBarrierReply, ofp_event.EventOFPFlowStatsReply,
                  ofp_event.EventONFBundleCtrlMsg], MAIN_DISPATCHER)

@@ -85,6 +85,7 @@ SCHEMAS: dict = {
         "ports": {"type": "integer", "description": "number of ports on the host"},
         "openflow": _obj({
             "port": {"type": "integer"},
+            "tls": {"type": "boolean", "description": "switches connect with ssl: targets"},
             "bridges": _obj({"br-int": _ref("OpenFlowBridge"),
                              "br-tun": _ref("OpenFlowBridge")}),
         }, ["port"]),
@@ -159,6 +160,8 @@ SCHEMAS: dict = {
             "error": _ref("ApiError"),
         }), "description": "port id (decimal string) -> what the agent made of it"},
     }, ["version"]),
+    "AgentToken": _obj({"host": _ref("HostId"), "token": {"type": "string"}},
+                       ["host", "token"]),
     "Health": _obj({"status": {"type": "string"}}),
     "Version": _obj({"version": {"type": "string"}, "api": {"type": "string"},
                      "os_ken": {"type": "string"}}),
@@ -181,6 +184,8 @@ _ERR = _ref("Error")
 
 def _errors(*codes: int) -> dict:
     text = {400: "malformed request (JSON, types, unknown or missing fields)",
+            401: "no valid credentials (Authorization: Bearer <token>)",
+            403: "these credentials may not do this (an agent acts for its own host only)",
             404: "no such object", 409: "conflicts with the current state",
             413: "body larger than the limit (64 KiB)",
             422: "a value is not acceptable", 503: "agent, switch or store not ready in time"}
@@ -227,6 +232,13 @@ PATHS: dict = {
                 "responses": {"200": _resp("host", _ref("Host")), **_errors(400, 404, 422)}},
         "delete": {"summary": "remove a host and all its ports",
                    "responses": {"204": _resp("removed"), **_errors(400, 404, 422)}},
+    },
+    "/v1/hosts/{host_id}/token": {
+        "parameters": [_HOST],
+        "post": {"summary": "issue the agent token of a host (operator only; the host need not "
+                            "be registered yet)",
+                 "responses": {"200": _resp("the token", _ref("AgentToken")),
+                               **_errors(400, 422)}},
     },
     "/v1/hosts/{host_id}/desired": {
         "parameters": [_HOST],
@@ -286,9 +298,15 @@ PATHS: dict = {
 }
 
 
-for _ops in PATHS.values():
+PUBLIC = ("/v1/health", "/v1/openapi.json")      # controller/auth.py PUBLIC_ROUTES
+
+for _path, _ops in PATHS.items():
     for _name, _op in _ops.items():
         if _name != "parameters":
+            if _path in PUBLIC:
+                _op["security"] = []
+            else:
+                _op["responses"].update(_errors(401, 403))
             _op["responses"]["default"] = _resp("unexpected error (500); see the controller log",
                                                 _ERR)
 
@@ -301,5 +319,8 @@ def document() -> dict:
                  "description": "Pods, container ports, hosts, and the host-agent protocol. "
                                 "Every error is {\"error\": {\"code\", \"message\"}}."},
         "paths": PATHS,
-        "components": {"schemas": SCHEMAS},
+        "security": [{"bearer": []}],
+        "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {
+            "type": "http", "scheme": "bearer",
+            "description": "the operator token, or a host's agent token (docs/security.md)"}}},
     })

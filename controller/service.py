@@ -104,7 +104,8 @@ class Service:
 
     def _host_view(self, tx: Tx, host: Host) -> dict:
         return views.host(host, tx.tunnels(host.id), len(tx.ports(host_id=host.id)),
-                          self.switches, self.board, self.settings.openflow_port)
+                          self.switches, self.board, self.settings.openflow_port,
+                          self.settings.openflow_tls)
 
     def list_hosts(self) -> list[dict]:
         with self.store.tx() as tx:

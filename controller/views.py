@@ -26,7 +26,7 @@ def pod(p: Pod, ports: int, members: list[Port] | None = None) -> dict:
 
 
 def host(h: Host, tunnels: dict[str, int], ports: int, switches: Switches | None,
-         board: AgentBoard, openflow_port: int) -> dict:
+         board: AgentBoard, openflow_port: int, openflow_tls: bool = False) -> dict:
     bridges = {}
     for bridge in validate.BRIDGES:
         dpid = h.dpid(bridge)
@@ -40,6 +40,6 @@ def host(h: Host, tunnels: dict[str, int], ports: int, switches: Switches | None
         "desired_version": h.desired_version, "actual_version": h.actual_version,
         "agent": {"last_seen": board.last_seen.get(h.id), "polling": board.polling(h.id)},
         "ports": ports,
-        "openflow": {"port": openflow_port, "bridges": bridges},
+        "openflow": {"port": openflow_port, "tls": openflow_tls, "bridges": bridges},
         "registered_at": h.registered_at,
     }
