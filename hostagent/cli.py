@@ -84,7 +84,7 @@ def check_ip_argument(text: str) -> str:
     try:
         ipaddress.IPv4Interface(text)
     except ValueError:
-        raise CliError(f"{text!r} is not an address like 10.7.0.5/24, nor 'dhcp'") from None
+        raise CliError(f"{text!r} is not an address like 198.18.135.5/24, nor 'dhcp'") from None
     if "/" not in text:
         raise CliError(f"{text!r} needs a prefix length, e.g. {text}/24")
     return text

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import socket
+import ssl
 import threading
 import urllib.error
 import urllib.parse
@@ -13,6 +14,9 @@ import urllib.request
 from typing import Any
 
 DEFAULT_CONTROLLER = "http://127.0.0.1:8780"
+# Where the controller keeps its operator token (docs/security.md): the CLI's default on the
+# controller machine itself.
+DEFAULT_OPERATOR_TOKEN_FILE = "/var/lib/loris/credentials/operator.token"
 
 
 class ApiError(RuntimeError):
@@ -39,10 +43,52 @@ def controller_url(given: str | None) -> str:
     return url.rstrip("/")
 
 
+class CredentialsError(RuntimeError):
+    """A token or CA file that cannot be used."""
+
+
+def token_file_from(given: str | None, default: str | None = None) -> str | None:
+    """The token file to use: `--token-file`, else LORIS_TOKEN_FILE, else `default` if it
+    exists (None: use LORIS_TOKEN, or no token)."""
+    path = given or os.environ.get("LORIS_TOKEN_FILE")
+    if path:
+        return path
+    if os.environ.get("LORIS_TOKEN"):
+        return None
+    return default if default and os.access(default, os.R_OK) else None
+
+
+def read_token(token_file: str | None) -> str | None:
+    """The bearer token from `token_file`, else from LORIS_TOKEN, else None."""
+    if token_file:
+        try:
+            with open(token_file) as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise CredentialsError(f"cannot read token file {token_file}: {e.strerror}") from None
+        if not token:
+            raise CredentialsError(f"token file {token_file} is empty")
+        return token
+    return os.environ.get("LORIS_TOKEN", "").strip() or None
+
+
 class Client:
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+    """`token_file` is read at every request, so a replaced token is used without a restart;
+    `ca_cert` verifies an https controller (default: the system's CAs)."""
+
+    def __init__(self, base_url: str, timeout: float = 30.0, token_file: str | None = None,
+                 ca_cert: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.token_file = token_file
+        self.ca_cert = ca_cert if ca_cert is not None else os.environ.get("LORIS_CA_CERT")
+        self._tls: ssl.SSLContext | None = None
+        if self.base_url.startswith("https://"):
+            try:
+                self._tls = ssl.create_default_context(cafile=self.ca_cert or None)
+            except (OSError, ssl.SSLError) as e:
+                raise CredentialsError(f"cannot load CA certificate {self.ca_cert}: {e}") \
+                    from None
 
     @property
     def hostname(self) -> str:
@@ -68,13 +114,22 @@ class Client:
         req.add_header("Accept", "application/json")
         if data is not None:
             req.add_header("Content-Type", "application/json")
+        token = read_token(self.token_file)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout,
+                                        context=self._tls) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
             raise _api_error(e) from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
+            if isinstance(reason, ssl.SSLError):
+                raise ControllerUnreachable(
+                    f"TLS with controller {self.base_url} failed ({reason}); is its "
+                    "certificate signed by the CA given with --ca-cert / LORIS_CA_CERT, "
+                    "for this address?") from None
             raise ControllerUnreachable(
                 f"controller {self.base_url} unreachable ({reason}); is it running? "
                 "(set --controller or LORIS_CONTROLLER)"
@@ -91,6 +146,9 @@ class Client:
             query["since"] = since
         return self.request("GET", f"/v1/hosts/{_q(host_id)}/desired", query=query,
                             timeout=wait + 15)  # fmt: skip
+
+    def agent_token(self, host_id: str) -> dict:
+        return self.request("POST", f"/v1/hosts/{_q(host_id)}/token")
 
     def put_actual(self, host_id: str, actual: dict) -> Any:
         return self.request("PUT", f"/v1/hosts/{_q(host_id)}/actual", actual)

@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+from helpers import loss, wait_for
 
 from lab import Lab
 from lab.core import venv_bin
@@ -25,17 +26,10 @@ def lab():
         for short, host in (("a1", "h1"), ("a2", "h2"), ("a3", "h2")):
             lab.add_container(host, short)
         assert lab.loris("h1", "cluster", "198.18.0.11", "198.18.0.12").returncode == 0
-        for short, host, ip in (("a1", "h1", "10.7.0.1/24"), ("a2", "h2", "10.7.0.2/24")):
+        for short, host, ip in (("a1", "h1", "198.18.135.1/24"), ("a2", "h2", "198.18.135.2/24")):
             r = lab.loris(host, "connect", lab.container(short).name, ip, "7")
             assert r.returncode == 0, r.stderr
         yield lab
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not within {timeout:g}s"
-        time.sleep(0.2)
 
 
 def ping(lab, src: str, ip: str, wait: int = 1) -> bool:
@@ -57,12 +51,6 @@ def wiring(lab, short: str) -> tuple:
     host = json.loads(lab.run(c.host.name, ["ip", "-j", "link", "show", f"lp{port_id}"]).stdout)
     row = lab.ovs(c.host.name).vsctl("get", "Interface", f"lp{port_id}", "_uuid", "ofport")
     return inside, host[0]["ifindex"], row
-
-
-def loss(output: str) -> int:
-    m = re.search(r"(\d+)% packet loss", output)
-    assert m, output
-    return int(m.group(1))
 
 
 def continuous_ping(lab, src: str, ip: str, count: int) -> subprocess.Popen:
@@ -121,7 +109,7 @@ def test_stopped_container_shows_an_error_and_comes_back_when_started(lab):
 
 def test_removed_container_leaves_no_flow_behind(lab):
     a3 = lab.container("a3")
-    r = lab.loris("h2", "connect", a3.name, "10.7.0.3/24", "7", "--json")
+    r = lab.loris("h2", "connect", a3.name, "198.18.135.3/24", "7", "--json")
     assert r.returncode == 0, r.stderr
     port = json.loads(r.stdout)
     mac = port["mac"]
@@ -129,7 +117,7 @@ def test_removed_container_leaves_no_flow_behind(lab):
     def flows_mentioning() -> list[str]:
         return [f for h in ("h1", "h2") for b in ("br-int", "br-tun")
                 for f in lab.ovs(h).dump_flows(b, stats=False)
-                if mac in f or "10.7.0.3" in f]  # fmt: skip
+                if mac in f or "198.18.135.3" in f]  # fmt: skip
 
     assert flows_mentioning(), "the port's flows were never installed"
     lab.remove_container("a3")
@@ -137,8 +125,9 @@ def test_removed_container_leaves_no_flow_behind(lab):
     wait_for(lambda: not flows_mentioning(), 10, "its flows removed everywhere")
     wait_for(lambda: f"lp{port['id']}" not in lab.ovs("h2").vsctl("list-ports", "br-int").split(),
              10, "its OVS port removed")  # fmt: skip
-    assert f"lp{port['id']}" not in lab.run("h2", ["ip", "-br", "link"]).stdout
-    assert ping(lab, "a1", "10.7.0.2")
+    wait_for(lambda: f"lp{port['id']}" not in lab.run("h2", ["ip", "-br", "link"]).stdout,
+             10, "its veth removed")  # fmt: skip
+    assert ping(lab, "a1", "198.18.135.2")
 
 
 def test_one_agent_per_open_vswitch(lab):
@@ -152,7 +141,7 @@ def test_one_agent_per_open_vswitch(lab):
 
 def test_agent_restart_loses_no_packet_and_rewires_nothing(lab):
     before = wiring(lab, "a1")
-    pinger = continuous_ping(lab, "a1", "10.7.0.2", count=50)
+    pinger = continuous_ping(lab, "a1", "198.18.135.2", count=50)
     time.sleep(0.5)
     assert lab.processes["agent-h1"].stop() == 0  # SIGTERM: a clean, prompt exit
     lab.start_agent("h1")
@@ -177,7 +166,7 @@ def test_restart_missed_while_the_agent_was_down_is_repaired_at_start(lab):
 def test_controller_away_traffic_and_repairs_go_on(lab):
     port = ports(lab)[lab.container("a2").name]
     lab.processes["controller"].stop()
-    assert ping(lab, "a1", "10.7.0.2")  # OVS keeps its flows (secure fail mode)
+    assert ping(lab, "a1", "198.18.135.2")  # OVS keeps its flows (secure fail mode)
     # The agent repairs a restarted container from the desired state it last had.
     lab.container("a2").restart()
     wait_rewired(lab, "a2", port)
@@ -190,16 +179,16 @@ def test_controller_away_traffic_and_repairs_go_on(lab):
                                     lab.loris("h1", "status").stdout)) == 2, 40,
              "both agents and all bridges back with the restarted controller")  # fmt: skip
     lab.add_container("h1", "a4")
-    r = lab.loris("h1", "connect", lab.container("a4").name, "10.7.0.4/24", "7")
+    r = lab.loris("h1", "connect", lab.container("a4").name, "198.18.135.4/24", "7")
     assert r.returncode == 0, r.stderr
-    assert ping(lab, "a4", "10.7.0.2")
+    assert ping(lab, "a4", "198.18.135.2")
 
 
 def test_netns_container(lab):
     n1 = lab.add_container("h1", "n1", kind="netns")
-    r = lab.loris("h1", "connect", n1.name, "10.7.0.5/24", "7")
+    r = lab.loris("h1", "connect", n1.name, "198.18.135.5/24", "7")
     assert r.returncode == 0, r.stderr
-    assert ping(lab, "a2", "10.7.0.5")
+    assert ping(lab, "a2", "198.18.135.5")
     r = lab.loris("h1", "disconnect", n1.name)
     assert r.returncode == 0, r.stderr
     assert lab.run(n1, ["ip", "link", "show", "eth1"], check=False).returncode != 0

@@ -89,8 +89,8 @@ def apply(lab: Lab, state: dict, host: str = "h1") -> dict:
 
 
 def two_ports(lab: Lab) -> list[dict]:
-    return [port(5, lab.container("c1").name, MAC_C1, "10.7.0.5/24"),
-            port(6, lab.container("n1").name, MAC_N1, "10.7.0.6/24")]  # fmt: skip
+    return [port(5, lab.container("c1").name, MAC_C1, "198.18.135.5/24"),
+            port(6, lab.container("n1").name, MAC_N1, "198.18.135.6/24")]  # fmt: skip
 
 
 def eth(lab: Lab, container: str, ifname: str = "eth1") -> dict | None:
@@ -139,14 +139,14 @@ def test_init_prepares_the_host_and_is_idempotent(lab):
 
 
 def test_ports_wired_into_docker_and_netns_containers(lab):
-    ports = [*two_ports(lab), port(7, "web9", "02:00:00:07:00:07", "10.7.0.7/24")]
+    ports = [*two_ports(lab), port(7, "web9", "02:00:00:07:00:07", "198.18.135.7/24")]
     actual = apply(lab, desired(lab, ports))
     assert actual["patch"] == {"br-int": 1, "br-tun": 1}
     assert actual["ports"]["7"] == {"error": {"code": "container_not_found",
                                               "message": "container web9 not found"}}
     mtu = 1500 - 50
     rows = ovs_rows(lab, "h1")
-    for pid, cname, mac, ip in ((5, "c1", MAC_C1, "10.7.0.5"), (6, "n1", MAC_N1, "10.7.0.6")):
+    for pid, cname, mac, ip in ((5, "c1", MAC_C1, "198.18.135.5"), (6, "n1", MAC_N1, "198.18.135.6")):
         rep = actual["ports"][str(pid)]
         assert rep["mtu"] == mtu
         iface = rows["Interface"][f"lp{pid}"]
@@ -177,16 +177,16 @@ def test_wired_ports_carry_traffic(lab):
     # No controller here: a NORMAL flow stands in for Loris's pipeline on br-int.
     lab.ovs("h1").ofctl("add-flow", "br-int", "priority=1,actions=NORMAL")
     try:
-        assert ping(lab, "c1", "10.7.0.6", count=2)
-        assert ping(lab, "n1", "10.7.0.5")
+        assert ping(lab, "c1", "198.18.135.6", count=2)
+        assert ping(lab, "n1", "198.18.135.5")
     finally:
         lab.ovs("h1").ofctl("del-flows", "br-int")
 
 
 def test_second_pod_gets_eth2_and_a_bad_mac_rolls_back(lab):
     c1 = lab.container("c1").name
-    ports = [*two_ports(lab), port(8, c1, "02:00:00:08:00:08", "10.8.0.8/24", pod=8),
-             port(9, c1, "01:00:5e:00:00:09", "10.9.0.9/24", pod=9)]  # multicast MAC
+    ports = [*two_ports(lab), port(8, c1, "02:00:00:08:00:08", "198.18.136.8/24", pod=8),
+             port(9, c1, "01:00:5e:00:00:09", "198.18.137.9/24", pod=9)]  # multicast MAC
     actual = apply(lab, desired(lab, ports))
     assert actual["ports"]["8"]["ofport"] > 0
     e = eth(lab, "c1", "eth2")
@@ -215,10 +215,10 @@ def test_restarted_container_is_rewired_with_its_ofport(lab):
     assert after == before  # same ofports
     e = eth(lab, "c1")
     assert e["address"] == MAC_C1
-    assert [a["local"] for a in e["addr_info"] if a["family"] == "inet"] == ["10.7.0.5"]
+    assert [a["local"] for a in e["addr_info"] if a["family"] == "inet"] == ["198.18.135.5"]
     lab.ovs("h1").ofctl("add-flow", "br-int", "priority=1,actions=NORMAL")
     try:
-        assert ping(lab, "c1", "10.7.0.6", count=2)
+        assert ping(lab, "c1", "198.18.135.6", count=2)
     finally:
         lab.ovs("h1").ofctl("del-flows", "br-int")
 
@@ -226,7 +226,7 @@ def test_restarted_container_is_rewired_with_its_ofport(lab):
 def test_dhcp_port_runs_a_real_client_once_active(lab):
     # A real DHCP server (busybox udhcpd) in n1 stands in for the controller's responder.
     conf = lab.dir / "udhcpd.conf"
-    conf.write_text(f"start 10.7.0.50\nend 10.7.0.59\ninterface eth1\n"
+    conf.write_text(f"start 198.18.135.50\nend 198.18.135.59\ninterface eth1\n"
                     f"option subnet 255.255.255.0\nlease_file {lab.dir}/udhcpd.leases\n"
                     f"pidfile {lab.dir}/udhcpd.pid\n")  # fmt: skip
     (lab.dir / "udhcpd.leases").touch()
@@ -240,11 +240,11 @@ def test_dhcp_port_runs_a_real_client_once_active(lab):
         dhcp_port["state"] = "active"
         actual = apply(lab, desired(lab, [*two_ports(lab), dhcp_port]))
         lease = actual["ports"]["10"]["lease"]
-        assert lease.startswith("10.7.0.5") and lease.endswith("/24"), actual
+        assert lease.startswith("198.18.135.5") and lease.endswith("/24"), actual
         e = eth(lab, "d1")
         assert [f"{a['local']}/{a['prefixlen']}" for a in e["addr_info"]
                 if a["family"] == "inet"] == [lease]  # fmt: skip
-        assert ping(lab, "d1", "10.7.0.6")
+        assert ping(lab, "d1", "198.18.135.6")
         # The lease is on the interface: the next pass reports it without asking again.
         server.terminate()
         server.wait(timeout=10)

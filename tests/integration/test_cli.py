@@ -94,17 +94,17 @@ def test_cluster_waits_until_every_host_is_meshed(lab):
 
 
 def test_connect_static_addresses(lab):
-    r = loris(lab, "h1", "connect", name(lab, "c1"), "10.7.0.1/24", "7")
-    assert "ip 10.7.0.1/24" in r.stdout and "pod 7" in r.stdout
+    r = loris(lab, "h1", "connect", name(lab, "c1"), "198.18.135.1/24", "7")
+    assert "ip 198.18.135.1/24" in r.stdout and "pod 7" in r.stdout
     mac2 = "02:00:00:00:07:02"
-    port2 = json.loads(loris(lab, "h2", "connect", name(lab, "c2"), "10.7.0.2/24", "7",
+    port2 = json.loads(loris(lab, "h2", "connect", name(lab, "c2"), "198.18.135.2/24", "7",
                              "--mac", mac2, "--json").stdout)  # fmt: skip
     assert port2["mac"] == mac2 and port2["state"] == "active" and port2["host"] == "h2"
-    loris(lab, "h3", "connect", name(lab, "c3"), "10.7.0.3/24", "8")  # another pod
+    loris(lab, "h3", "connect", name(lab, "c3"), "198.18.135.3/24", "8")  # another pod
     # connect returned: reachable at once, across hosts, and pods are isolated.
-    assert ping(lab, "c1", "10.7.0.2")
-    assert ping(lab, "c2", "10.7.0.1")
-    assert not ping(lab, "c1", "10.7.0.3", wait=1)
+    assert ping(lab, "c1", "198.18.135.2")
+    assert ping(lab, "c2", "198.18.135.1")
+    assert not ping(lab, "c1", "198.18.135.3", wait=1)
     e = eth1(lab, "c2")
     assert e["address"] == mac2 and e["mtu"] == 1450
 
@@ -116,7 +116,7 @@ def test_tcp_across_hosts_with_full_size_segments(lab):
     server = c1.popen(["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"])
     try:
         want = c1.exec(["busybox", "md5sum", "/www/blob"]).stdout.split()[0]
-        got = c2.exec(["sh", "-c", "busybox wget -q -O - http://10.7.0.1:8080/blob | "
+        got = c2.exec(["sh", "-c", "busybox wget -q -O - http://198.18.135.1:8080/blob | "
                        "busybox md5sum"], timeout=30).stdout.split()[0]  # fmt: skip
         assert got == want
     finally:
@@ -125,22 +125,22 @@ def test_tcp_across_hosts_with_full_size_segments(lab):
 
 
 def test_connect_errors_are_one_line_and_change_nothing(lab):
-    status, _ = lab.api("POST", "/v1/pods", {"id": 9, "subnet": "10.9.0.0/24"})
+    status, _ = lab.api("POST", "/v1/pods", {"id": 9, "subnet": "198.18.137.0/24"})
     assert status == 201
     before_ports = ports_json(lab)
     before_ovs = lab.ovs("h1").vsctl("--columns=name", "list", "Interface")
     c1_mac = eth1(lab, "c1")["address"]
     c4 = name(lab, "c4")
     cases = [
-        (["web9", "10.7.0.9/24", "7"], "container web9 not found"),
+        (["web9", "198.18.135.9/24", "7"], "container web9 not found"),
         ([c4, "10.7.0/24", "7"], "not an address"),
-        ([c4, "10.7.0.300/24", "7"], "not an address"),
-        ([c4, "10.8.0.5/24", "9"], "not in pod 9's subnet 10.9.0.0/24"),
-        ([c4, "10.7.0.1/24", "7"], f"IP 10.7.0.1 already used by {name(lab, 'c1')} in pod 7"),
-        ([c4, "10.7.0.4/24", "7", "--mac", c1_mac],
+        ([c4, "198.18.135.300/24", "7"], "not an address"),
+        ([c4, "198.18.136.5/24", "9"], "not in pod 9's subnet 198.18.137.0/24"),
+        ([c4, "198.18.135.1/24", "7"], f"IP 198.18.135.1 already used by {name(lab, 'c1')} in pod 7"),
+        ([c4, "198.18.135.4/24", "7", "--mac", c1_mac],
          f"MAC {c1_mac} already used by {name(lab, 'c1')} in pod 7"),
-        ([c4, "10.7.0.4/24", "seven"], "not a pod id"),
-        ([c4, "10.7.0.4/24", "7", "--controller", "http://198.19.0.1:9"], "unreachable"),
+        ([c4, "198.18.135.4/24", "seven"], "not a pod id"),
+        ([c4, "198.18.135.4/24", "7", "--controller", "http://198.19.0.1:9"], "unreachable"),
     ]  # fmt: skip
     for args, message in cases:
         r = loris(lab, "h1", "connect", *args, ok=False)
@@ -153,14 +153,14 @@ def test_connect_errors_are_one_line_and_change_nothing(lab):
 
 def test_connect_dhcp(lab):
     r = loris(lab, "h1", "connect", name(lab, "c4"), "dhcp", "9")
-    assert "ip 10.9.0.2/24" in r.stdout  # .1 is the pod's DHCP server
+    assert "ip 198.18.137.2/24" in r.stdout  # .1 is the pod's DHCP server
     port5 = json.loads(loris(lab, "h2", "connect", name(lab, "c5"), "dhcp", "9",
                              "--json").stdout)  # fmt: skip
-    assert port5["lease"] == "10.9.0.3/24" and port5["dhcp"] is True
+    assert port5["lease"] == "198.18.137.3/24" and port5["dhcp"] is True
     addrs = [a["local"] for a in eth1(lab, "c5")["addr_info"] if a["family"] == "inet"]
-    assert addrs == ["10.9.0.3"]
-    assert ping(lab, "c4", "10.9.0.3")
-    assert not ping(lab, "c4", "10.7.0.2", wait=1)
+    assert addrs == ["198.18.137.3"]
+    assert ping(lab, "c4", "198.18.137.3")
+    assert not ping(lab, "c4", "198.18.135.2", wait=1)
 
 
 def test_status_pods_and_ports_tables(lab):
@@ -175,12 +175,12 @@ def test_status_pods_and_ports_tables(lab):
 
     pods = loris(lab, "h1", "pods").stdout
     row9 = next(r for r in pods.splitlines() if r.startswith("9 "))
-    assert row9.split() == ["9", "-", "10.9.0.0/24", "10", "2", "10.9.0.1"]
+    assert row9.split() == ["9", "-", "198.18.137.0/24", "10", "2", "198.18.137.1"]
     assert {p["id"] for p in json.loads(loris(lab, "h1", "pods", "--json").stdout)} >= {0, 7, 8, 9}
 
     ports = loris(lab, "h1", "ports").stdout
     row = next(r for r in ports.splitlines() if name(lab, "c2") in r)
-    assert row.split()[2:8] == ["7", "10.7.0.2/24", "02:00:00:00:07:02", "h2", "active", "2"]
+    assert row.split()[2:8] == ["7", "198.18.135.2/24", "02:00:00:00:07:02", "h2", "active", "2"]
     only9 = json.loads(loris(lab, "h1", "ports", "--pod", "9", "--json").stdout)
     assert sorted(p["container"] for p in only9) == [name(lab, "c4"), name(lab, "c5")]
 
@@ -190,7 +190,7 @@ def test_disconnect(lab):
     assert "disconnected from pod 9" in r.stdout
     assert eth1(lab, "c5") is None
     assert name(lab, "c5") not in [p["container"] for p in ports_json(lab)]
-    assert not ping(lab, "c4", "10.9.0.3", wait=1)
+    assert not ping(lab, "c4", "198.18.137.3", wait=1)
     r = loris(lab, "h2", "disconnect", name(lab, "c5"), ok=False)
     assert "is not connected on host h2" in r.stderr
     r = loris(lab, "h1", "disconnect", name(lab, "c4"), "7", ok=False)  # c4 is in pod 9
@@ -219,7 +219,7 @@ def test_cleanup_leaves_no_trace_and_the_others_keep_working(lab):
     while "lt-c612000d" in lab.ovs("h1").vsctl("list-ports", "br-tun"):
         assert time.monotonic() < deadline, "h1 kept its tunnel to the removed h3"
         time.sleep(0.2)
-    assert ping(lab, "c1", "10.7.0.2")
+    assert ping(lab, "c1", "198.18.135.2")
     r = loris(lab, "h3", "cleanup")
     assert "host h3 was not registered" in r.stdout
     assert host_view(lab, "h3") == lab.before["h3"]
