@@ -13,6 +13,7 @@ import signal
 import time
 
 import pytest
+from helpers import SYNC_TIMEOUT, wait_all_synced
 
 from lab import Lab
 
@@ -20,7 +21,6 @@ pytestmark = [pytest.mark.integration]
 
 STATIC = {"a": ("h1", "198.18.135.5/24"), "b": ("h2", "198.18.135.6/24"),
           "c": ("h3", "198.18.135.7/24")}
-SYNC_TIMEOUT = 30
 
 
 @pytest.fixture(scope="module")
@@ -34,20 +34,6 @@ def lab():
             host = {"d": "h3", "e": "h2", "f": "h1", "g": "h2"}.get(name) or STATIC[name][0]
             lab.add_container(host, name, kind="netns")
         yield lab
-
-
-def wait_all_synced(lab: Lab, since: float = 0.0) -> list[dict]:
-    """Every host registered, both bridges connected (after `since`) and reconciled."""
-    deadline = time.monotonic() + SYNC_TIMEOUT
-    while True:
-        status, hosts = lab.api("GET", "/v1/hosts")
-        bridges = [b for h in hosts for b in h["openflow"]["bridges"].values()] \
-            if status == 200 else []
-        if len(bridges) == 2 * len(lab.hosts) and all(
-                b["connected"] and b["synced"] and b["since"] > since for b in bridges):
-            return hosts
-        assert time.monotonic() < deadline, f"hosts not synced: {status} {hosts}"
-        time.sleep(0.2)
 
 
 def connect(lab: Lab, name: str, ip: str, pod: int, host: str | None = None,

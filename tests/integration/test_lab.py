@@ -4,7 +4,6 @@ Docker and bare-namespace containers, and a teardown that leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import transfer
 
 from lab import CommandError, Lab, LabError, cleanup, procs
 from lab.core import REPO_ROOT, venv_bin
@@ -50,28 +50,6 @@ def ping(src, dst_ip: str, count: int = 3) -> str:
     assert f"{count} packets received" in res.stdout, (
         f"{src.name} -> {dst_ip}: {res.stdout}{res.stderr}")
     return res.stdout
-
-
-def transfer(sender, receiver, receiver_ip: str, size: int, port: int = 5001) -> float:
-    """Send `size` random bytes with busybox nc; assert they arrive intact (md5)."""
-    payload = os.urandom(size)
-    server = receiver.popen(["busybox", "sh", "-c", f"busybox nc -l -p {port} | busybox md5sum"])
-    try:
-        deadline = time.monotonic() + 10
-        while f":{port} " not in receiver.exec(["busybox", "netstat", "-ltn"]).stdout:
-            assert server.poll() is None, server.stderr.read().decode()
-            assert time.monotonic() < deadline, f"nc on {receiver.name} is not listening"
-            time.sleep(0.05)
-        started = time.monotonic()
-        sender.exec(["busybox", "nc", receiver_ip, str(port)], input=payload, timeout=120)
-        elapsed = time.monotonic() - started
-        out, err = server.communicate(timeout=30)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-    assert out.decode().split()[0] == hashlib.md5(payload).hexdigest(), err.decode()
-    return elapsed
 
 
 def root_links() -> str:
