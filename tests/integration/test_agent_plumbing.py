@@ -146,7 +146,8 @@ def test_ports_wired_into_docker_and_netns_containers(lab):
                                               "message": "container web9 not found"}}
     mtu = 1500 - 50
     rows = ovs_rows(lab, "h1")
-    for pid, cname, mac, ip in ((5, "c1", MAC_C1, "198.18.135.5"), (6, "n1", MAC_N1, "198.18.135.6")):
+    for pid, cname, mac, ip in ((5, "c1", MAC_C1, "198.18.135.5"),
+                                (6, "n1", MAC_N1, "198.18.135.6")):
         rep = actual["ports"][str(pid)]
         assert rep["mtu"] == mtu
         iface = rows["Interface"][f"lp{pid}"]

@@ -314,7 +314,8 @@ def test_dhcp_flows_send_whole_packets():
 def from_tunnel(fabric, host: str, peer: str, key: int, dst: str) -> set[str]:
     tun_port = fabric.topo.hosts[host].tunnel_ofports[peer]
     pkt = {"eth_src": "02:00:00:00:00:77", "eth_dst": dst, "eth_type": 0x0800,
-           "ipv4_src": "198.18.135.77", "ipv4_dst": "198.18.135.13", "ip_proto": 6, "tunnel_id": key}
+           "ipv4_src": "198.18.135.77", "ipv4_dst": "198.18.135.13", "ip_proto": 6,
+           "tunnel_id": key}
     return names(fabric.send(host, tun_port, pkt, bridge="br-tun").port_ids())
 
 

@@ -123,7 +123,8 @@ def test_command_line_traces_a_packet_across_hosts(tmp_path, capsys):
     }
     packet = {"host": "h1", "in_port": 10,
               "packet": {"eth_src": "02:00:00:00:00:01", "eth_dst": "02:00:00:00:00:02",
-                         "eth_type": 2048, "ipv4_src": "198.18.135.11", "ipv4_dst": "198.18.135.12"}}
+                         "eth_type": 2048, "ipv4_src": "198.18.135.11",
+                         "ipv4_dst": "198.18.135.12"}}
     (tmp_path / "topo.json").write_text(json.dumps(topo))
     (tmp_path / "pkt.json").write_text(json.dumps(packet))
     assert main([str(tmp_path / "topo.json"), str(tmp_path / "pkt.json")]) == 0
