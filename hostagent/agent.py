@@ -18,8 +18,17 @@ import sys
 import threading
 import time
 
-from hostagent import hostprep, lock, names, netdev
-from hostagent.client import ApiError, Client, ControllerUnreachable, backoff_wait, controller_url
+from hostagent import hostprep, lock, names, netdev, pki
+from hostagent.client import (
+    ApiError,
+    Client,
+    ControllerUnreachable,
+    CredentialsError,
+    backoff_wait,
+    controller_url,
+    read_token,
+    token_file_from,
+)
 from hostagent.containers import Runtimes, matches
 from hostagent.ovs import Ovs, OvsError
 from hostagent.reconcile import Reconciler
@@ -50,8 +59,10 @@ class Agent:
         container_ifname: str = "eth1",
         openflow: str | None = None,
         runtimes: Runtimes | None = None,
+        switch_tls: tuple[str, str, str] | None = None,
     ) -> None:
         self.client = client
+        self.switch_tls = switch_tls  # (key, cert, CA) for OpenFlow over TLS
         self.ovs = ovs
         self.host_id = host_id
         self.tunnel_ip = tunnel_ip
@@ -82,9 +93,16 @@ class Agent:
             "id": self.host_id, "tunnel_ip": self.tunnel_ip, "tunnel_type": self.tunnel_type,
             "dpids": {b: f"0x{names.dpid_hex(d)}" for b, d in dpids.items()},
         })  # fmt: skip
-        port = ((reply or {}).get("openflow") or {}).get("port") or names.DEFAULT_OPENFLOW_PORT
+        openflow = (reply or {}).get("openflow") or {}
+        port = openflow.get("port") or names.DEFAULT_OPENFLOW_PORT
+        if openflow.get("tls") and not self.switch_tls:
+            raise CredentialsError("the controller takes OpenFlow over TLS only: give "
+                                   "--switch-cert, --switch-key and --ca-cert")
+        if self.switch_tls:
+            pki.configure_ovs(self.ovs, *self.switch_tls)
         if not self.openflow:
-            self.openflow = f"tcp:{self.client.controller_ip()}:{port}"
+            scheme = "ssl" if openflow.get("tls") else "tcp"
+            self.openflow = f"{scheme}:{self.client.controller_ip()}:{port}"
         hostprep.set_controller(self.ovs, self.openflow)
         self.registered = True
         log.info("registered as %s (tunnel %s %s), OpenFlow %s",
@@ -135,12 +153,15 @@ class Agent:
                                 self.host_id)
                     self.registered = False
                     self.desired = None
+                elif e.status in (401, 403):
+                    log.error("controller refused our credentials: %s (check --token-file / "
+                              "LORIS_TOKEN: it must be this host's agent token)", e.message)
                 else:
                     log.error("controller refused: %s (%s)", e.message, e.code)
                 backoff_wait(self.stop, attempt)
                 attempt += 1
-            except OvsError as e:
-                log.error("OVS: %s", e)
+            except (OvsError, CredentialsError, pki.PkiError) as e:
+                log.error("%s", e)
                 backoff_wait(self.stop, attempt)
                 attempt += 1
 
@@ -224,6 +245,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--container-ifname", default="eth1", help="interface name in containers")
     p.add_argument("--openflow", help="OpenFlow controller target override, e.g. tcp:IP:6653")
     p.add_argument("--docker-url", help="Docker engine URL (default: DOCKER_HOST or the socket)")
+    p.add_argument("--token-file", help="this host's agent token (LORIS_TOKEN_FILE; or the "
+                   "token itself in LORIS_TOKEN); get it with `loris token HOST`")
+    p.add_argument("--ca-cert", help="CA certificate that signed the controller's (https "
+                   "controller URL and OpenFlow over TLS; LORIS_CA_CERT)")
+    p.add_argument("--switch-cert", help="this host's certificate for OpenFlow over TLS "
+                   "(LORIS_SWITCH_CERT)")
+    p.add_argument("--switch-key", help="its private key (LORIS_SWITCH_KEY)")
     p.add_argument("--apply", metavar="FILE", help="no controller: prepare the host, apply "
                    "the desired state in FILE (JSON as GET .../desired returns it; - for "
                    "stdin), print the actual state and exit (troubleshooting, tests)")
@@ -282,7 +310,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.apply:
         return apply_once(args, host_id)
-    client = Client(controller_url(args.controller))
+    token_file = token_file_from(args.token_file)
+    switch_cert = args.switch_cert or os.environ.get("LORIS_SWITCH_CERT")
+    switch_key = args.switch_key or os.environ.get("LORIS_SWITCH_KEY")
+    ca_cert = args.ca_cert or os.environ.get("LORIS_CA_CERT")
+    try:
+        if not read_token(token_file):
+            raise CredentialsError("no credentials: give this host's agent token with "
+                                   "--token-file or LORIS_TOKEN (the operator gets it with "
+                                   f"`loris token {host_id}`)")
+        if bool(switch_cert) != bool(switch_key) or (switch_cert and not ca_cert):
+            raise CredentialsError("OpenFlow over TLS needs --switch-cert, --switch-key and "
+                                   "--ca-cert together")
+        client = Client(controller_url(args.controller), token_file=token_file,
+                        ca_cert=ca_cert)
+    except CredentialsError as e:
+        print(f"loris-hostagent: {e}", file=sys.stderr)
+        return 2
     tunnel_ip = args.tunnel_ip
     if not tunnel_ip:
         try:
@@ -296,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     agent = Agent(client, ovs_from_args(args.ovsdb, args.ovs_rundir), host_id, tunnel_ip,
                   args.tunnel_type, args.container_ifname, args.openflow,
-                  Runtimes(args.docker_url))  # fmt: skip
+                  Runtimes(args.docker_url),
+                  (switch_key, switch_cert, ca_cert) if switch_cert else None)  # fmt: skip
 
     def stop(_sig: int, _frame: object) -> None:
         agent.stop.set()

@@ -14,9 +14,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hostagent import hostprep, lock, names
+from hostagent import hostprep, lock, names, pki
 from hostagent.agent import default_host_id, ovs_from_args
-from hostagent.client import ApiError, Client, ControllerUnreachable, controller_url
+from hostagent.client import (
+    DEFAULT_OPERATOR_TOKEN_FILE,
+    ApiError,
+    Client,
+    ControllerUnreachable,
+    controller_url,
+    token_file_from,
+)
 from hostagent.containers import ContainerError, Runtimes, matches
 from hostagent.ovs import OvsError
 from hostagent.tables import ago, table
@@ -95,11 +102,48 @@ def port_address(port: dict) -> str:
 
 
 # ------------------------------------------------------------------ commands
+def _client(args: argparse.Namespace) -> Client:
+    """A client with the operator's credentials: --token-file, LORIS_TOKEN_FILE, LORIS_TOKEN,
+    else the controller's own token file when run on the controller machine."""
+    return Client(args.controller, token_file=token_file_from(
+        args.token_file, DEFAULT_OPERATOR_TOKEN_FILE), ca_cert=args.ca_cert)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    if not names.valid_host_id(args.for_host):
+        raise CliError(f"invalid host id {args.for_host!r}: use 1-63 letters, digits, '_', '.', "
+                       "'-'")  # fmt: skip
+    reply = _client(args).agent_token(args.for_host)
+    if args.json:
+        _print_json(reply)
+    else:
+        print(reply["token"])
+    return 0
+
+
+def cmd_pki_init(args: argparse.Namespace) -> int:
+    made = pki.init(args.dir, args.controller_ip, args.controller_name, args.hosts, args.days)
+    return _print_made(args, made)
+
+
+def cmd_pki_host(args: argparse.Namespace) -> int:
+    return _print_made(args, pki.add_hosts(args.dir, args.hosts, args.days))
+
+
+def _print_made(args: argparse.Namespace, made: list) -> int:
+    if args.json:
+        _print_json([str(p) for p in made])
+    else:
+        for p in made:
+            print(p)
+    return 0
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     ovs = ovs_from_args(args.ovsdb, args.ovs_rundir)
     target = args.openflow
     if not target and args.controller_given:
-        target = f"tcp:{Client(args.controller).controller_ip()}:{names.DEFAULT_OPENFLOW_PORT}"
+        target = f"tcp:{_client(args).controller_ip()}:{names.DEFAULT_OPENFLOW_PORT}"
     patch = hostprep.prepare_host(ovs, args.host, target)
     dpids = names.dpids(args.host)
     out = {"host": args.host, "datapath_type": hostprep.datapath_type(),
@@ -121,7 +165,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     if running:
         raise CliError(f"{running}: stop it first, it would re-create at once what cleanup "
                        "removes")  # fmt: skip
-    client = Client(args.controller)
+    client = _client(args)
     deregistered, unreachable = "", ""
     try:
         client.delete_host(args.host)
@@ -147,7 +191,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    client = Client(args.controller)
+    client = _client(args)
     for ip in args.ips:
         try:
             ipaddress.IPv4Address(ip)
@@ -186,7 +230,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    client = Client(args.controller)
+    client = _client(args)
     body: dict = {"host": args.host, "container": args.container,
                   "ip": check_ip_argument(args.ip)}  # fmt: skip
     pod = parse_pod(args.pod)
@@ -205,7 +249,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
 
 
 def cmd_disconnect(args: argparse.Namespace) -> int:
-    client = Client(args.controller)
+    client = _client(args)
     pod = parse_pod(args.pod)
     ports = client.ports(host=args.host, pod=pod)
     mine = [p for p in ports if _designates(args.container, p["container"])]
@@ -243,7 +287,7 @@ def _designates(given: str, stored: str) -> bool:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    hosts = Client(args.controller).hosts()
+    hosts = _client(args).hosts()
     if args.json:
         _print_json(hosts)
         return 0
@@ -254,7 +298,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_pods(args: argparse.Namespace) -> int:
-    pods = Client(args.controller).pods()
+    pods = _client(args).pods()
     if args.json:
         _print_json(pods)
         return 0
@@ -268,7 +312,7 @@ def cmd_pods(args: argparse.Namespace) -> int:
 
 
 def cmd_ports(args: argparse.Namespace) -> int:
-    ports = Client(args.controller).ports(pod=parse_pod(args.pod), host=args.filter_host)
+    ports = _client(args).ports(pod=parse_pod(args.pod), host=args.filter_host)
     if args.json:
         _print_json(ports)
         return 0
@@ -327,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "default http://127.0.0.1:8780)")  # fmt: skip
     common.add_argument("--host", help="this host's id (LORIS_HOST; default the hostname)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--token-file", help="operator token file (LORIS_TOKEN_FILE, or the "
+                        f"token in LORIS_TOKEN; default {DEFAULT_OPERATOR_TOKEN_FILE})")
+    common.add_argument("--ca-cert", help="CA certificate to verify an https controller "
+                        "(LORIS_CA_CERT)")  # fmt: skip
     ovs_opts = argparse.ArgumentParser(add_help=False)
     ovs_opts.add_argument("--ovsdb", help="OVSDB socket, e.g. unix:/run/openvswitch/db.sock "
                           "(LORIS_OVSDB)")  # fmt: skip
@@ -367,11 +415,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pod", help="only this pod")
     s.add_argument("--on-host", dest="filter_host", help="only ports of this host")
     s.set_defaults(func=cmd_ports)
+    s = sub.add_parser("token", parents=[common],
+                       help="print the agent token of a host (needs the operator token)")
+    s.add_argument("for_host", metavar="HOST", help="host id")
+    s.set_defaults(func=cmd_token)
+    s = sub.add_parser("pki", help="make certificates for TLS (CA, controller, hosts)")
+    pki_sub = s.add_subparsers(dest="pki_command", required=True, metavar="PKI_COMMAND")
+    days = argparse.ArgumentParser(add_help=False)
+    days.add_argument("--days", type=int, default=pki.DAYS, help="validity (default %(default)s)")
+    days.add_argument("--json", action="store_true", help="machine-readable output")
+    s = pki_sub.add_parser("init", parents=[days], help="new CA, controller and host certificates")
+    s.add_argument("dir", help="directory for the files (must not hold a CA yet)")
+    s.add_argument("--controller-ip", action="append", default=[], metavar="IP",
+                   help="an address clients use to reach the controller (repeatable)")
+    s.add_argument("--controller-name", action="append", default=[], metavar="NAME",
+                   help="a DNS name of the controller (repeatable)")
+    s.add_argument("--host", dest="hosts", action="append", default=[], metavar="ID",
+                   help="a host to make a switch certificate for (repeatable)")
+    s.set_defaults(func=cmd_pki_init)
+    s = pki_sub.add_parser("host", parents=[days], help="switch certificates for more hosts")
+    s.add_argument("dir", help="the directory of `loris pki init`")
+    s.add_argument("hosts", nargs="+", metavar="ID")
+    s.set_defaults(func=cmd_pki_host)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "pki":       # local files only: no controller, no host id
+        try:
+            return args.func(args)
+        except pki.PkiError as e:
+            _fail("pki", str(e))
+            return 1
     args.controller_given = bool(args.controller or os.environ.get("LORIS_CONTROLLER"))
     args.controller = controller_url(args.controller)
     args.host = args.host or default_host_id()
@@ -383,7 +459,11 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, ControllerUnreachable, OvsError) as e:
         _fail(args.command, str(e))
     except ApiError as e:
-        _fail(args.command, e.message)
+        hint = ""
+        if e.status in (401, 403):
+            hint = (" (the CLI needs the operator token: --token-file, LORIS_TOKEN_FILE or "
+                    "LORIS_TOKEN)")
+        _fail(args.command, e.message + hint)
     except KeyboardInterrupt:
         _fail(args.command, "interrupted")
     return 1

@@ -43,8 +43,8 @@ def controller_url(given: str | None) -> str:
     return url.rstrip("/")
 
 
-class CredentialsError(RuntimeError):
-    """A token or CA file that cannot be used."""
+class CredentialsError(ControllerUnreachable):
+    """A token or CA file that cannot be used (the controller cannot be talked to either)."""
 
 
 def token_file_from(given: str | None, default: str | None = None) -> str | None:

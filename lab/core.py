@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -126,6 +127,7 @@ class Lab:
         self._lock = threading.Lock()
         self.up_seconds: float | None = None
         self._phy_mac: dict[str, str] = {}
+        self.tls = False              # the controller serves REST and OpenFlow over TLS
 
     # ----- life cycle -------------------------------------------------------------------
 
@@ -571,13 +573,20 @@ class Lab:
         return cap
 
     def api(self, method: str, path: str, body: Any = None,
-            timeout: float = 30) -> tuple[int, Any]:
-        """HTTP to the controller (198.19.0.1:8780) from inside the control namespace.
+            timeout: float = 30, token: str | bool = True) -> tuple[int, Any]:
+        """HTTP to the controller (198.19.0.1:8780) from inside the control namespace, as the
+        operator (`token=True`: the controller's operator token, once it made one), without
+        credentials (`token=False`) or with the given token; over TLS when `lab.tls`.
 
         Returns (status, parsed JSON body); a body that is not JSON comes back as text,
         an empty body as None."""
-        conn = _NetnsHTTPConnection(self.netns_path("ctl"), CONTROL_IP, API_PORT, timeout)
+        conn = _NetnsHTTPConnection(self.netns_path("ctl"), CONTROL_IP, API_PORT, timeout,
+                                    self.pki_dir / "ca.pem" if self.tls else None)
         headers = {"Accept": "application/json"}
+        if token is True:
+            token = self.operator_token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -626,16 +635,70 @@ class Lab:
 
     @property
     def controller_url(self) -> str:
-        return f"http://{CONTROL_IP}:{API_PORT}"
+        return f"{'https' if self.tls else 'http'}://{CONTROL_IP}:{API_PORT}"
+
+    # Credentials (docs/security.md): the controller makes them in <lab dir>/credentials on
+    # its first start; the lab's helpers pass them on, so tests need not think about them.
+    @property
+    def credentials_dir(self) -> Path:
+        return self.dir / "credentials"
+
+    @property
+    def operator_token_file(self) -> Path:
+        return self.credentials_dir / "operator.token"
+
+    @property
+    def pki_dir(self) -> Path:
+        """CA, controller and host certificates (`loris pki init`) of a TLS lab."""
+        return self.dir / "pki"
+
+    def operator_token(self) -> str | None:
+        try:
+            return self.operator_token_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def agent_token_file(self, host: Host | str | int) -> Path:
+        """<lab dir>/tokens/<host>.token (0600): the host's agent token, issued by the
+        controller's own admin command (works before the controller first starts too)."""
+        h = self.host(host)
+        path = self.dir / "tokens" / f"{h.name}.token"
+        if not path.exists():
+            r = run([venv_bin() / "python", "-m", "controller.auth", "token", h.name,
+                     "--credentials", self.credentials_dir], cwd=REPO_ROOT)
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(r.stdout)
+        return path
+
+    def _ensure_pki(self) -> None:
+        if not (self.pki_dir / "ca.pem").exists():
+            run([venv_bin() / "loris", "pki", "init", self.pki_dir, "--controller-ip",
+                 CONTROL_IP, *[a for h in self.hosts for a in ("--host", h.name)]])
 
     def start_controller(self, extra_env: Mapping[str, str] | None = None, wait: bool = True,
-                         timeout: float = 30) -> LabProcess:
+                         timeout: float = 30, tls: bool | None = None) -> LabProcess:
         """osken-manager controller/loris_app.py in the control namespace (cwd: repo root),
-        state in <lab dir>/loris.db; waits for the REST API unless wait=False."""
+        state in <lab dir>/loris.db; waits for the REST API unless wait=False. With
+        `tls=True` REST and OpenFlow run over TLS only, with the certificates of
+        `lab.pki_dir` (made on first use); None keeps the lab's mode (a restart)."""
+        if tls is not None:
+            self.tls = tls
         env = {"LORIS_DB": str(self.dir / "loris.db"),
-               "LORIS_API_LISTEN": f"0.0.0.0:{API_PORT}", **(extra_env or {})}
-        argv = [venv_bin() / "osken-manager", REPO_ROOT / "controller" / "loris_app.py",
-                "--ofp-tcp-listen-port", str(OPENFLOW_PORT)]
+               "LORIS_API_LISTEN": f"0.0.0.0:{API_PORT}"}
+        argv = [venv_bin() / "osken-manager", REPO_ROOT / "controller" / "loris_app.py"]
+        if self.tls:
+            self._ensure_pki()
+            pki = self.pki_dir
+            env.update(LORIS_API_CERT=str(pki / "controller.pem"),
+                       LORIS_API_KEY=str(pki / "controller.key"))
+            argv += ["--ofp-ssl-listen-port", str(OPENFLOW_PORT),
+                     "--ctl-privkey", pki / "controller.key", "--ctl-cert", pki / "controller.pem",
+                     "--ca-certs", pki / "ca.pem"]
+        else:
+            argv += ["--ofp-tcp-listen-port", str(OPENFLOW_PORT)]
+        env.update(extra_env or {})
         proc = self.start_process("controller", argv, netns="ctl", env=env, cwd=REPO_ROOT)
         if wait:
             self.wait_api(timeout, proc)
@@ -646,14 +709,24 @@ class Lab:
         h = self.host(host)
         argv = [venv_bin() / "loris-hostagent", "--controller", self.controller_url,
                 "--host-id", h.name, "--tunnel-ip", h.tunnel_ip, "--tunnel-type", self.tunnel,
-                "--ovsdb", h.ovsdb, "--ovs-rundir", h.rundir, *extra_args]
+                "--ovsdb", h.ovsdb, "--ovs-rundir", h.rundir,
+                "--token-file", self.agent_token_file(h)]
+        if self.tls:
+            argv += ["--ca-cert", self.pki_dir / "ca.pem",
+                     "--switch-cert", self.pki_dir / "hosts" / f"{h.name}.pem",
+                     "--switch-key", self.pki_dir / "hosts" / f"{h.name}.key"]
+        argv += extra_args
         return self.start_process(f"agent-{h.name}", argv, netns=h)
 
     def loris_env(self, host: Host | str | int) -> dict[str, str]:
         """What a user's shell on `host` would export for the `loris` CLI."""
         h = self.host(host)
-        return {"LORIS_CONTROLLER": self.controller_url, "LORIS_HOST": h.name,
-                "LORIS_OVSDB": h.ovsdb, "LORIS_OVS_RUNDIR": str(h.rundir)}
+        env = {"LORIS_CONTROLLER": self.controller_url, "LORIS_HOST": h.name,
+               "LORIS_OVSDB": h.ovsdb, "LORIS_OVS_RUNDIR": str(h.rundir),
+               "LORIS_TOKEN_FILE": str(self.operator_token_file)}
+        if self.tls:
+            env["LORIS_CA_CERT"] = str(self.pki_dir / "ca.pem")
+        return env
 
     def loris(self, host: Host | str | int, *args: str, check: bool = False,
               timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -693,11 +766,14 @@ class Lab:
 
 
 class _NetnsHTTPConnection(http.client.HTTPConnection):
-    """An HTTP connection whose socket lives in another network namespace."""
+    """An HTTP connection whose socket lives in another network namespace; TLS (verified
+    with `ca_file`) when one is given."""
 
-    def __init__(self, netns_path: str, host: str, port: int, timeout: float) -> None:
+    def __init__(self, netns_path: str, host: str, port: int, timeout: float,
+                 ca_file: Path | None = None) -> None:
         super().__init__(host, port, timeout=timeout)
         self._netns_path = netns_path
+        self._tls = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
 
     def connect(self) -> None:
         sock = procs.socket_in_netns(self._netns_path)
@@ -708,6 +784,8 @@ class _NetnsHTTPConnection(http.client.HTTPConnection):
             sock.close()
             raise
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._tls is not None:
+            sock = self._tls.wrap_socket(sock, server_hostname=self.host)
         self.sock = sock
 
 
