@@ -250,6 +250,30 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     return ctx
 
 
+def _serve_tls(server: Any) -> None:
+    """hub.WSGIServer.serve_forever over a TLS listening socket: each connection's handshake
+    runs first in its own green thread, and a failed one (a plain-HTTP client, a client
+    that does not trust our certificate) is logged in one line, not as a traceback."""
+    import eventlet.wsgi
+    from os_ken.lib.hub import LoggingWrapper
+
+    class _TlsProtocol(eventlet.wsgi.HttpProtocol):
+        def handle(self) -> None:
+            try:
+                self.request.do_handshake()
+            except (ssl.SSLError, OSError) as e:
+                LOG.info("TLS handshake with %s failed: %s", self.client_address[0], e)
+                self.close_connection = True
+                return
+            try:
+                super().handle()
+            except ssl.SSLError as e:
+                LOG.info("TLS connection with %s: %s", self.client_address[0], e)
+                self.close_connection = True
+
+    eventlet.wsgi.server(server.server, server.handle, LoggingWrapper(), protocol=_TlsProtocol)
+
+
 def make_server(app: Callable, host: str, port: int, tls: ssl.SSLContext | None = None) -> Any:
     """A bound server for `app` (call `.serve_forever()`): os-ken's hub.WSGIServer when the
     hub has one, else threaded wsgiref (os-ken 4.x native hub). Binding here, not in the
@@ -265,10 +289,11 @@ def make_server(app: Callable, host: str, port: int, tls: ssl.SSLContext | None 
         LOG.info("REST API listening on %s://%s:%d", scheme, host, port)
         server = hub.WSGIServer((host, port), app)
         if tls:
-            # eventlet's green SSL socket accepts without handshaking (it happens on the
-            # first read, in the request's green thread)
+            # eventlet's green SSL socket accepts without handshaking; _serve_tls does it in
+            # the connection's green thread
             server.server = tls.wrap_socket(server.server, server_side=True,
                                             do_handshake_on_connect=False)
+            server.serve_forever = lambda: _serve_tls(server)
         return server
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
