@@ -1,0 +1,535 @@
+"""Acceptance suite: Loris as a user runs it, end to end.
+
+Three simulated hosts, the controller, one `loris-hostagent` per host, Docker containers in
+pods 7 and 8 and in the global pod 0, connected with the `loris` CLI; checked with pings,
+captures, neighbour tables, flow dumps and the REST API. The class runs once over VXLAN and
+once over GRE, each on ONE lab that its tests share and build on, in order: what a test
+leaves (a DHCP container, a removed container, a cleaned-up h3) is what the next one expects.
+
+Every container of every pod has an address in the same /24, on purpose: a frame that
+crossed pods would be delivered on-link, so isolation rests on the flows alone.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import pytest
+from helpers import ping_counts, transfer, wait_all_synced, wait_for
+
+from flows import Kind, parse_cookie
+from lab import Lab
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+SUBNET = "198.18.135.0/24"
+PREFIX = "198.18.135."
+# short name, host, pod, last byte of the address. Pods 7 and 8 share SUBNET (pods may reuse
+# addresses: they never see each other); the global pod 0 has no subnet.
+LAYOUT = [("a1", "h1", 7, 11), ("a2", "h1", 7, 12), ("a3", "h2", 7, 13),
+          ("b1", "h1", 8, 21), ("b2", "h2", 8, 22), ("b3", "h3", 8, 23),
+          ("g1", "h2", 0, 31), ("g2", "h3", 0, 32)]  # fmt: skip
+DHCP_SERVER = {7: ("198.18.135.1", "0a:4c:00:00:00:08")}  # first usable address, key 8
+FAKE_MAC = "02:00:00:00:66:66"
+FREE_IP = PREFIX + "99"
+
+
+@dataclass
+class Member:
+    short: str
+    host: str
+    pod: int
+    ip: str          # bare address
+    mac: str = ""
+    port_id: int = 0
+    name: str = ""   # the Docker container's name
+
+
+class Net:
+    """The lab plus who is where."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.members: dict[str, Member] = {}
+        self.pristine_h3: dict = {}
+
+    def __getitem__(self, short: str) -> Member:
+        return self.members[short]
+
+    def container(self, m: Member | str):
+        return self.lab.container(m if isinstance(m, str) else m.short)
+
+    def alive(self) -> list[Member]:
+        return list(self.members.values())
+
+
+@pytest.fixture(scope="module")
+def net(lab3: Lab) -> Net:
+    lab = lab3
+    n = Net(lab)
+    n.pristine_h3 = host_view(lab, "h3")
+    lab.start_controller()
+    for h in lab.hosts:
+        lab.start_agent(h)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda s: lab.add_container(s[1], s[0]), LAYOUT))
+    r = lab.loris("h1", "cluster", *(h.tunnel_ip for h in lab.hosts), "--timeout", "30")
+    assert r.returncode == 0, r.stderr
+    for pod in (7, 8):
+        status, body = lab.api("POST", "/v1/pods", {"id": pod, "subnet": SUBNET})
+        assert status == 201, body
+    for short, host, pod, last in LAYOUT:
+        m = Member(short, host, pod, PREFIX + str(last), name=lab.container(short).name)
+        port = connect(lab, m, f"{m.ip}/24", str(pod))
+        m.mac, m.port_id = port["mac"], port["id"]
+        n.members[short] = m
+    return n
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def connect(lab: Lab, m: Member, address: str, pod: str, *extra: str) -> dict:
+    r = lab.loris(m.host, "connect", m.name, address, pod, *extra, "--json")
+    assert r.returncode == 0, f"loris connect {m.short}: {r.stderr}"
+    return json.loads(r.stdout)
+
+
+def host_view(lab: Lab, host: str) -> dict:
+    """What Loris may add to a host: its links and OVS bridges."""
+    links = json.loads(lab.run(host, ["ip", "-j", "link"]).stdout)
+    return {"links": sorted(link["ifname"] for link in links),
+            "bridges": sorted(lab.ovs(host).bridges())}  # fmt: skip
+
+
+def ping_many(net: Net, src: Member, ips: list[str], count: int = 2,
+              wait: int = 2) -> dict[str, int]:
+    """Ping every address from `src` at once (one `docker exec`); replies per address."""
+    if not ips:
+        return {}
+    script = " ".join(
+        f'(r=$(busybox ping -q -c {count} -i 0.2 -W {wait} {ip} 2>&1 | '
+        f"busybox grep -o '[0-9]* packets received'); echo \"{ip} ${{r%% *}}\") &"
+        for ip in ips) + " wait"
+    out = net.container(src).exec(["sh", "-c", script], timeout=30 + 2 * count).stdout
+    got = {}
+    for line in out.splitlines():
+        ip, _, n = line.partition(" ")
+        got[ip] = int(n or 0)
+    assert set(got) == set(ips), out
+    return got
+
+
+def in_parallel(fn, items):
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        return list(pool.map(fn, items))
+
+
+def neigh(net: Net, m: Member, ip: str) -> str:
+    """`m`'s neighbour entry for `ip` ('' if none)."""
+    return net.lab.run(net.container(m), ["ip", "neigh", "show", ip, "dev", "eth1"]).stdout.strip()
+
+
+def flush_neighbours(net: Net, members: list[Member]) -> None:
+    for m in members:
+        net.lab.run(net.container(m), ["ip", "neigh", "flush", "dev", "eth1", "nud", "all"])
+
+
+def eth1(net: Net, m: Member) -> dict | None:
+    r = net.lab.run(net.container(m), ["ip", "-j", "addr", "show", "dev", "eth1"], check=False)
+    return json.loads(r.stdout)[0] if r.returncode == 0 else None
+
+
+def inet(e: dict | None) -> list[str]:
+    return [a["local"] for a in (e or {}).get("addr_info", []) if a["family"] == "inet"]
+
+
+def ports(lab: Lab) -> dict[str, dict]:
+    status, body = lab.api("GET", "/v1/ports")
+    assert status == 200, body
+    return {p["container"]: p for p in body}
+
+
+def loris_flows(lab: Lab, host: str, bridge: str) -> list[str]:
+    """The Loris flows of a bridge, without counters (comparable over time)."""
+    return sorted(f for f in lab.ovs(host).dump_flows(bridge, stats=False)
+                  if f.startswith("cookie=0x4c"))  # fmt: skip
+
+
+def all_loris_flows(lab: Lab) -> dict[tuple[str, str], list[str]]:
+    return {(h.name, b): loris_flows(lab, h.name, b)
+            for h in lab.hosts for b in ("br-int", "br-tun")}  # fmt: skip
+
+
+def cookie_of(flow: str) -> tuple[Kind, int, int] | None:
+    """(kind, object id, digest) of a Loris flow line, None for any other flow."""
+    m = re.search(r"cookie=(0x[0-9a-f]+)", flow)
+    return parse_cookie(int(m.group(1), 16)) if m else None
+
+
+def flows_of_port(lab: Lab, hosts: list[str], port_id: int, mac: str) -> list[str]:
+    """Flows whose cookie names the port (kinds PORT and MEMBER) or that mention its MAC,
+    as '<host> <bridge>: <flow>'."""
+    found = []
+    for host in hosts:
+        for bridge in ("br-int", "br-tun"):
+            for f in lab.ovs(host).dump_flows(bridge, stats=False):
+                cookie = cookie_of(f)
+                if (cookie and cookie[0] in (Kind.PORT, Kind.MEMBER) and cookie[1] == port_id) \
+                        or mac in f:
+                    found.append(f"{host} {bridge}: {f}")
+    return found
+
+
+def n_packets(lab: Lab, host: str, bridge: str, predicate) -> int:
+    total = 0
+    for f in lab.ovs(host).dump_flows(bridge):
+        if predicate(f):
+            total += int(re.search(r"n_packets=(\d+)", f).group(1))
+    return total
+
+
+def responder_hits(net: Net, asker: Member, target: Member) -> int:
+    """Packets matched by the ARP-responder flow for `target` on `asker`'s host."""
+    def is_answer(f: str) -> bool:
+        cookie = cookie_of(f)
+        return cookie is not None and cookie[:2] == (Kind.MEMBER, target.port_id) and \
+            f"arp_tpa={target.ip}," in f and "table=10," in f
+    return n_packets(net.lab, asker.host, "br-int", is_answer)
+
+
+def inbound_filter(own_macs: list[str]) -> str:
+    """tcpdump filter: frames on a container's eth1 that were not sent by any of these MACs."""
+    return "not (" + " or ".join(f"ether src {mac}" for mac in own_macs) + ")"
+
+
+def start_ping(net: Net, name: str, src: Member, dst: Member):
+    """A continuous ping (iputils, 0.2 s apart) from src to dst, as a lab process."""
+    return net.lab.start_process(name, ["ping", "-i", "0.2", "-W", "1", "-c", "600", dst.ip],
+                                 netns=net.container(src))
+
+
+def stop_ping(proc) -> tuple[int, int]:
+    proc.signal(signal.SIGINT)
+    proc.wait(10)
+    return ping_counts(proc.log_text())
+
+
+def send_arp_reply(net: Net, attacker: Member, eth_dst: str, claimed_ip: str, target: Member,
+                   count: int = 3) -> None:
+    """A crafted unicast ARP reply from `attacker`'s eth1: '`claimed_ip` is at <attacker's
+    MAC>', addressed to `target` (raw socket, from inside the attacker's namespace)."""
+    code = (
+        "import socket, sys\n"
+        "mac = lambda s: bytes.fromhex(s.replace(':', ''))\n"
+        "src, dst, spa, tpa, n = sys.argv[1:]\n"
+        "f = mac(dst) + mac(src) + b'\\x08\\x06' + bytes.fromhex('0001080006040002')\n"
+        "f += mac(src) + socket.inet_aton(spa) + mac(dst) + socket.inet_aton(tpa)\n"
+        "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n"
+        "s.bind(('eth1', 0))\n"
+        "for _ in range(int(n)): s.send(f.ljust(60, b'\\0'))\n")
+    net.lab.run(net.container(attacker), [sys.executable, "-c", code, attacker.mac, eth_dst,
+                                          claimed_ip, target.ip, str(count)])
+
+
+# -------------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("lab3", ["vxlan", "gre"], indirect=True)
+class TestAcceptance:
+    def test_every_pair_in_a_pod_pings_both_ways(self, net: Net) -> None:
+        by_pod: dict[int, list[Member]] = {}
+        for m in net.alive():
+            by_pod.setdefault(m.pod, []).append(m)
+        results = in_parallel(
+            lambda m: (m, ping_many(net, m, [o.ip for o in by_pod[m.pod] if o is not m])),
+            net.alive())
+        failed = [f"{m.short}->{ip} ({n}/2)" for m, got in results for ip, n in got.items()
+                  if n != 2]
+        assert not failed, f"same-pod pings lost: {failed}"
+        # same host and across hosts were both covered
+        assert any(a.host == b.host for p in by_pod.values() for a in p for b in p if a is not b)
+
+    def test_10mb_tcp_across_hosts_arrives_intact(self, net: Net) -> None:
+        mtu = net.lab.inner_mtu
+        assert eth1(net, net["a1"])["mtu"] == mtu and eth1(net, net["a3"])["mtu"] == mtu
+        # A wrong MTU or checksum offload stalls or corrupts full-size segments.
+        transfer(net.container("a1"), net.container("a3"), net["a3"].ip, 10 * 1024 * 1024)
+
+    def test_pods_are_isolated(self, net: Net) -> None:
+        """No container reaches another pod's, even with the target's MAC forced into its
+        neighbour table (so unicast frames are sent); a capture on every target sees nothing
+        from another pod."""
+        members = net.alive()
+        caps = {m.short: net.lab.capture(net.container(m), "eth1", inbound_filter(
+            [o.mac for o in members if o.pod == m.pod])) for m in members}
+        others = {m.short: [o for o in members if o.pod != m.pod] for m in members}
+        for m in members:  # the host's `ip` in the container's namespace (busybox has no -batch)
+            batch = "".join(f"neigh replace {o.ip} lladdr {o.mac} dev eth1 nud permanent\n"
+                            for o in others[m.short])
+            net.lab.run(net.container(m), ["ip", "-batch", "-"], input=batch)
+        try:
+            forced = in_parallel(lambda m: (m, ping_many(
+                net, m, [o.ip for o in others[m.short]], count=1, wait=1)), members)
+        finally:
+            flush_neighbours(net, members)
+        resolved = in_parallel(lambda m: (m, ping_many(
+            net, m, [o.ip for o in others[m.short]], count=1, wait=1)), members)
+        # a pod-wide broadcast stays in its pod too
+        # (iputils ping: busybox's cannot ping a broadcast address)
+        net.lab.run(net.container("a1"), ["ping", "-b", "-c", "2", "-i", "0.2", "-W", "1",
+                                          PREFIX + "255"], check=False)  # fmt: skip
+        reached = [f"{m.short}->{ip}" for m, got in forced + resolved
+                   for ip, n in got.items() if n]
+        seen = {short: cap.stop() for short, cap in caps.items()}
+        assert not reached, f"reached across pods: {reached}"
+        leaked = {short: res.lines for short, res in seen.items() if res.count}
+        assert not leaked, f"frames from other pods arrived: {leaked}"
+        same_host = [(m.short, o.short) for m in members for o in others[m.short]
+                     if o.host == m.host]
+        assert same_host  # both cases (same host, across hosts) were tried
+
+    def test_no_arp_broadcast_crosses_the_underlay(self, net: Net) -> None:
+        lab = net.lab
+        pairs = [(net["a1"], net["a3"]), (net["b1"], net["b3"]), (net["g2"], net["g1"]),
+                 (net["b3"], net["b2"])]
+        members = net.alive()
+        flush_neighbours(net, members)
+        hits_before = {(a.short, t.short): responder_hits(net, a, t) for a, t in pairs}
+        tunnel = "udp port 4789" if lab.tunnel == "vxlan" else "ip proto 47"
+        cap = lab.capture("ul", "br0", tunnel)
+        arping = in_parallel(lambda p: net.container(p[0]).exec(
+            ["busybox", "arping", "-c", "2", "-w", "2", "-I", "eth1", p[1].ip],
+            check=False).stdout, pairs)  # fmt: skip
+        flush_neighbours(net, members)
+        first = in_parallel(lambda p: ping_many(net, p[0], [p[1].ip], count=1), pairs)
+        result = cap.stop()
+        for (asker, target), out in zip(pairs, arping, strict=True):
+            assert f"Unicast reply from {target.ip} [{target.mac}]" in out, out
+            assert responder_hits(net, asker, target) >= \
+                hits_before[(asker.short, target.short)] + 2, (asker.short, target.short)
+        assert all(got == {p[1].ip: 1} for p, got in zip(pairs, first, strict=True)), first
+        # Every packet captured is a tunnel packet between hosts (unicast, IPv4): "ARP" and
+        # the broadcast MAC can only come from an inner frame.
+        assert any("ICMP echo request" in line for line in result.lines), \
+            f"the capture saw no encapsulated ping: {result.lines}"
+        arp = [line for line in result.lines if "ARP" in line or "ff:ff:ff:ff:ff:ff" in line]
+        assert not arp, f"ARP or broadcast over the underlay: {arp}"
+        for asker, target in pairs:
+            assert target.mac in neigh(net, asker, target.ip)
+
+    def test_dhcp_address_from_the_pod_subnet_served_by_the_controller(self, net: Net) -> None:
+        lab = net.lab
+        c = lab.add_container("h3", "d1")
+        d1 = Member("d1", "h3", 7, "", name=c.name)
+        r = lab.loris("h3", "connect", d1.name, "dhcp", "7")
+        assert r.returncode == 0, r.stderr
+        port = ports(lab)[d1.name]
+        d1.ip, d1.mac, d1.port_id = port["lease"].split("/")[0], port["mac"], port["id"]
+        assert f"ip {port['lease']}" in r.stdout and port["dhcp"] and port["state"] == "active"
+        assert port["lease"].endswith("/24") and d1.ip.startswith(PREFIX)
+        assert d1.ip not in [m.ip for m in net.alive() if m.pod == 7] + [DHCP_SERVER[7][0]]
+        assert inet(eth1(net, d1)) == [d1.ip]
+        net.members["d1"] = d1
+        # Ask again by hand: the controller answers, as the pod's DHCP server.
+        server_ip, server_mac = DHCP_SERVER[7]
+        cap = lab.capture(c, "eth1", "udp port 67 or udp port 68")
+        out = c.exec(["busybox", "udhcpc", "-i", "eth1", "-n", "-q", "-t", "3", "-T", "1",
+                      "-s", "/bin/true"], check=False)  # fmt: skip
+        replies = [line for line in cap.stop().lines if f"{server_ip}.67 >" in line]
+        assert f"lease of {d1.ip} obtained from {server_ip}" in out.stdout + out.stderr, out
+        assert replies and all(line.split()[1] == server_mac for line in replies), replies
+        got = ping_many(net, d1, [m.ip for m in net.alive() if m.pod == 7 and m is not d1])
+        assert all(n == 2 for n in got.values()), got
+        assert ping_many(net, d1, [net["b3"].ip], count=1, wait=1) == {net["b3"].ip: 0}
+
+    def test_spoofed_mac_or_ip_reaches_nobody(self, net: Net) -> None:
+        lab, a1, a2, a3 = net.lab, net["a1"], net["a2"], net["a3"]
+        c = net.container(a1)
+
+        def attack(bpf: str, victims: list[Member]) -> None:
+            """a1 pings the victims (their MACs forced into its neighbour table, so it sends
+            unicast frames at once); nothing arrives, a capture on each victim says so."""
+            caps = [lab.capture(net.container(v), "eth1", bpf) for v in victims]
+            batch = "".join(f"neigh replace {v.ip} lladdr {v.mac} dev eth1 nud permanent\n"
+                            for v in victims)
+            lab.run(c, ["ip", "-batch", "-"], input=batch)
+            got = ping_many(net, a1, [v.ip for v in victims], count=2, wait=1)
+            seen = [cap.stop() for cap in caps]
+            assert got == {v.ip: 0 for v in victims}, (bpf, got)
+            assert not any(s.count for s in seen), (bpf, [s.lines for s in seen])
+
+        def use_address(ip: str) -> None:
+            c.exec(["ip", "addr", "flush", "dev", "eth1"])
+            c.exec(["ip", "addr", "add", f"{ip}/24", "dev", "eth1"])
+
+        try:
+            c.exec(["ip", "link", "set", "eth1", "address", FAKE_MAC])
+            attack(f"ether src {FAKE_MAC}", [a2, a3])
+            c.exec(["ip", "link", "set", "eth1", "address", a1.mac])
+            # a free address, then the address of a container on the same host, then the
+            # address of one on another host (each towards the other victim)
+            for ip, victims in ((FREE_IP, [a2, a3]), (a3.ip, [a2]), (a2.ip, [a3])):
+                use_address(ip)
+                attack(f"host {ip} and ether src {a1.mac}", victims)
+        finally:
+            c.exec(["ip", "link", "set", "eth1", "address", a1.mac])
+            use_address(a1.ip)
+            flush_neighbours(net, [a1])
+        got = ping_many(net, a1, [a2.ip, a3.ip])
+        assert got == {a2.ip: 2, a3.ip: 2}, f"a1 not back with its own identity: {got}"
+
+    def test_spoofed_arp_poisons_nobody(self, net: Net) -> None:
+        """a1 claims a3's address towards a2 (same host) and a2's towards a3 (across hosts):
+        gratuitous requests, broadcast replies (busybox arping -U/-A) and crafted unicast
+        replies. The victims, who already know the real owners, keep the right MACs."""
+        lab, a1, a2, a3 = net.lab, net["a1"], net["a2"], net["a3"]
+        c = net.container(a1)
+        assert ping_many(net, a2, [a3.ip]) == {a3.ip: 2}   # both have live entries that a
+        assert ping_many(net, a3, [a2.ip]) == {a2.ip: 2}   # poisoning would overwrite
+        time.sleep(1.1)  # past the kernel's ARP locktime (1 s), so an update would be taken
+        caps = {v.short: lab.capture(net.container(v), "eth1", f"arp and ether src {a1.mac}")
+                for v in (a2, a3)}
+        try:
+            for claimed, victim in ((a3.ip, a2), (a2.ip, a3)):
+                c.exec(["ip", "addr", "add", f"{claimed}/32", "dev", "eth1"])
+                for mode in ("-U", "-A"):
+                    c.exec(["busybox", "arping", mode, "-c", "2", "-w", "1", "-I", "eth1",
+                            "-s", claimed, victim.ip], check=False)  # fmt: skip
+                send_arp_reply(net, a1, victim.mac, claimed, victim)
+                c.exec(["ip", "addr", "del", f"{claimed}/32", "dev", "eth1"])
+        finally:
+            for claimed in (a2.ip, a3.ip):
+                c.exec(["ip", "addr", "del", f"{claimed}/32", "dev", "eth1"], check=False)
+        seen = {short: cap.stop() for short, cap in caps.items()}
+        assert not any(s.count for s in seen.values()), {k: s.lines for k, s in seen.items()}
+        assert a3.mac in neigh(net, a2, a3.ip), neigh(net, a2, a3.ip)
+        assert a2.mac in neigh(net, a3, a2.ip), neigh(net, a3, a2.ip)
+        assert ping_many(net, a2, [a3.ip]) == {a3.ip: 2}
+        assert ping_many(net, a3, [a2.ip]) == {a2.ip: 2}
+
+    def test_duplicates_in_a_pod_are_refused_and_change_nothing(self, net: Net) -> None:
+        lab, a1 = net.lab, net["a1"]
+        x1 = Member("x1", "h1", 8, PREFIX + "24", name=lab.add_container("h1", "x1").name)
+        ports_before, flows_before = ports(lab), all_loris_flows(lab)
+        ifaces_before = lab.ovs("h1").vsctl("list-ifaces", "br-int")
+        for args, message in (
+                ([a1.ip + "/24", "7"], f"IP {a1.ip} already used by {a1.name} in pod 7"),
+                ([PREFIX + "14/24", "7", "--mac", a1.mac],
+                 f"MAC {a1.mac} already used by {a1.name} in pod 7")):
+            r = lab.loris("h1", "connect", x1.name, *args)
+            assert r.returncode == 1, r.stdout
+            assert r.stderr.strip().splitlines() == [f"loris connect: {message}"], r.stderr
+        assert ports(lab) == ports_before
+        assert all_loris_flows(lab) == flows_before
+        assert lab.ovs("h1").vsctl("list-ifaces", "br-int") == ifaces_before
+        assert eth1(net, x1) is None
+        # The same MAC in another pod is fine, even on the same host as its first owner.
+        port = connect(lab, x1, x1.ip + "/24", "8", "--mac", a1.mac)
+        x1.mac, x1.port_id = port["mac"], port["id"]
+        assert x1.mac == a1.mac
+        net.members["x1"] = x1
+        cap = lab.capture(net.container(a1), "eth1", "icmp")
+        pod8 = [m for m in net.alive() if m.pod == 8 and m is not x1]
+        assert ping_many(net, x1, [m.ip for m in pod8]) == {m.ip: 2 for m in pod8}
+        assert ping_many(net, net["b2"], [x1.ip]) == {x1.ip: 2}
+        assert cap.stop().count == 0  # x1's traffic never went to a1
+        assert ping_many(net, net["a3"], [a1.ip]) == {a1.ip: 2}
+        assert net["a1"].mac in neigh(net, net["a3"], a1.ip)
+
+    def test_restarted_container_is_reachable_again_with_the_same_ip_and_mac(
+            self, net: Net) -> None:
+        b2 = net["b2"]
+        before = ports(net.lab)[b2.name]
+        net.container(b2).restart()
+        # The old namespace may outlive the restart for a while (the kernel destroys it
+        # asynchronously): look at eth1 in the new one.
+        wait_for(lambda: (e := eth1(net, b2)) is not None and e["address"] == b2.mac
+                 and inet(e) == [b2.ip], 20, "eth1 of b2 re-made")  # fmt: skip
+        wait_for(lambda: ping_many(net, net["b1"], [b2.ip], count=1, wait=1)[b2.ip] == 1,
+                 15, "b2 reachable again")  # fmt: skip
+        assert ping_many(net, b2, [net["b3"].ip, net["b1"].ip]) == \
+            {net["b3"].ip: 2, net["b1"].ip: 2}
+        after = ports(net.lab)[b2.name]
+        assert (after["id"], after["ip"], after["mac"], after["ofport"], after["state"]) == \
+            (before["id"], before["ip"], before["mac"], before["ofport"], "active")
+
+    def test_removed_container_leaves_no_flow_on_any_bridge(self, net: Net) -> None:
+        lab, b3 = net.lab, net["b3"]
+        hosts = [h.name for h in lab.hosts]
+        before = flows_of_port(lab, hosts, b3.port_id, b3.mac)
+        # its own host's br-int (port flows), the others' br-int (ARP answer) and br-tun
+        # (unicast into the tunnel to h3)
+        assert {f.split(":")[0] for f in before} == {"h1 br-int", "h1 br-tun", "h2 br-int",
+                                                     "h2 br-tun", "h3 br-int"}, before
+        lab.remove_container("b3")
+        del net.members["b3"]
+        wait_for(lambda: b3.name not in ports(lab), 15, "the removed container's port deleted")
+        wait_for(lambda: not flows_of_port(lab, hosts, b3.port_id, b3.mac), 10,
+                 "its flows gone from every bridge")  # fmt: skip
+        wait_for(lambda: f"lp{b3.port_id}" not in lab.ovs("h3").vsctl("list-ifaces", "br-int"),
+                 10, "its OVS port removed")  # fmt: skip
+        assert f"lp{b3.port_id}" not in lab.run("h3", ["ip", "-br", "link"]).stdout
+        assert b3.name not in lab.loris("h1", "ports").stdout
+        assert ping_many(net, net["b1"], [net["b2"].ip]) == {net["b2"].ip: 2}
+
+    def test_controller_restart_loses_no_packet(self, net: Net) -> None:
+        lab = net.lab
+        ports_before, flows_before = ports(lab), all_loris_flows(lab)
+        pinger = start_ping(net, "ping-ctl", net["a1"], net["a3"])
+        time.sleep(1)
+        lab.processes["controller"].stop()
+        time.sleep(2)  # traffic flows on without it (fail_mode=secure)
+        restarted = time.time()
+        lab.start_controller()
+        wait_all_synced(lab, since=restarted)
+        time.sleep(1)
+        sent, received = stop_ping(pinger)
+        assert sent >= 15 and received == sent, pinger.log_tail(5)
+        assert ports(lab) == ports_before
+        assert all_loris_flows(lab) == flows_before
+
+    def test_agent_restart_loses_no_packet(self, net: Net) -> None:
+        lab = net.lab
+        flows_before = all_loris_flows(lab)
+        pinger = start_ping(net, "ping-agent", net["a3"], net["a1"])
+        time.sleep(1)
+        assert lab.processes["agent-h1"].stop() == 0
+        restarted = time.time()
+        lab.start_agent("h1")
+
+        def agent_back() -> bool:
+            h1 = lab.api("GET", "/v1/hosts/h1")[1]
+            return h1["agent"]["polling"] and h1["agent"]["last_seen"] > restarted and \
+                h1["actual_version"] == h1["desired_version"]
+        wait_for(agent_back, 20, "agent h1 back and in sync")
+        time.sleep(1)
+        sent, received = stop_ping(pinger)
+        assert sent >= 10 and received == sent, pinger.log_tail(5)
+        assert all_loris_flows(lab) == flows_before
+
+    def test_cleanup_removes_loris_from_one_host_and_the_others_keep_working(
+            self, net: Net) -> None:
+        lab = net.lab
+        lab.processes["agent-h3"].stop()
+        r = lab.loris("h3", "cleanup")
+        assert r.returncode == 0 and "host h3 deregistered" in r.stdout, r.stderr
+        assert host_view(lab, "h3") == net.pristine_h3  # no bridge, veth or tunnel port
+        ovs = lab.ovs("h3")
+        assert "loris" not in ovs.vsctl("--columns=name,external_ids", "list", "Interface")
+        for m in [m for m in net.alive() if m.host == "h3"]:
+            assert eth1(net, m) is None, m.short
+        status = json.loads(lab.loris("h1", "status", "--json").stdout)
+        assert sorted(h["id"] for h in status) == ["h1", "h2"]
+        assert not [p for p in ports(lab).values() if p["host"] == "h3"]
+        for host in ("h1", "h2"):
+            wait_for(lambda h=host: "lt-c612000d" not in lab.ovs(h).vsctl("list-ports", "br-tun"),
+                     10, f"{host} dropping its tunnel to h3")  # fmt: skip
+        assert ping_many(net, net["a1"], [net["a3"].ip]) == {net["a3"].ip: 2}
+        assert ping_many(net, net["b2"], [net["b1"].ip]) == {net["b1"].ip: 2}
