@@ -93,8 +93,10 @@ class Api:
             handler = self._routes[path].get(req.method)
             if handler is None:
                 allowed = ", ".join(sorted(self._routes[path]))
-                raise ApiError(405, "method_not_allowed",
-                               f"{req.method} is not allowed on {path} (allowed: {allowed})")
+                e = ApiError(405, "method_not_allowed",
+                             f"{req.method} is not allowed on {path} (allowed: {allowed})")
+                e.allow = allowed          # the Allow header RFC 9110 requires on a 405
+                raise e
             if who is not None:
                 self.auth.authorize_route(who, req.method, path, match)
             status, body = handler(req, match)
@@ -106,7 +108,10 @@ class Api:
             else:
                 LOG.info("%s %s -> %d %s: %s", req.method, req.path_qs, e.status, e.code,
                          e.message)
-            return _json_response(e.status, e.to_json())
+            resp = _json_response(e.status, e.to_json())
+            if getattr(e, "allow", None):
+                resp.headers["Allow"] = e.allow
+            return resp
         except Exception:
             LOG.exception("%s %s failed", req.method, req.path_qs)
             return _json_response(500, {"error": {"code": "internal", "message":

@@ -25,8 +25,11 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _obj(props: dict, required: list[str] | tuple = (), closed: bool = True) -> dict:
+def _obj(props: dict, required: list[str] | tuple = (), closed: bool = True,
+         examples: list[dict] | None = None) -> dict:
     out: dict = {"type": "object", "properties": props}
+    if examples:
+        out["examples"] = examples
     if required:
         out["required"] = list(required)
     if closed:
@@ -59,7 +62,9 @@ SCHEMAS: dict = {
                       "description": "IPv4 address of the host's tunnel endpoint"},
         "tunnel_type": {"type": "string", "enum": ["vxlan", "gre"]},
         "dpids": _obj({"br-int": _ref("Dpid"), "br-tun": _ref("Dpid")}, ["br-int", "br-tun"]),
-    }, ["id", "tunnel_ip", "tunnel_type", "dpids"]),
+    }, ["id", "tunnel_ip", "tunnel_type", "dpids"], examples=[
+        {"id": "h1", "tunnel_ip": "198.18.0.11", "tunnel_type": "vxlan",
+         "dpids": {"br-int": "0x000133112ee14ee4", "br-tun": "0x000233112ee14ee4"}}]),
     "OpenFlowBridge": _obj({
         "dpid": _ref("Dpid"),
         "connected": {"type": "boolean"},
@@ -97,7 +102,7 @@ SCHEMAS: dict = {
                  "x-hint": "a pod name is 1-64 letters, digits, spaces or _ . : -"},
         "subnet": {"type": "string", "maxLength": 18,
                    "description": "IPv4 CIDR, e.g. 10.7.0.0/24 (prefix 1..30); enables DHCP"},
-    }, ["id"]),
+    }, ["id"], examples=[{"id": 7, "name": "web", "subnet": "198.18.135.0/24"}]),
     "Pod": _obj({
         "id": _ref("PodId"),
         "name": _nullable_str,
@@ -120,7 +125,9 @@ SCHEMAS: dict = {
                               "pod's subnet by DHCP"},
         "mac": _ref("Mac"),
         "pod": _ref("PodId"),
-    }, ["host", "container", "ip"]),
+    }, ["host", "container", "ip"], examples=[
+        {"host": "h1", "container": "web1", "ip": "198.18.135.5/24", "pod": 7},
+        {"host": "h1", "container": "web2", "ip": "dhcp", "pod": 7}]),
     "Port": _obj({
         "id": _ref("PortId"),
         "host": _ref("HostId"),
@@ -152,13 +159,15 @@ SCHEMAS: dict = {
         "patch": _obj({"br-int": {"oneOf": [{"type": "null"}, _ofport]},
                        "br-tun": {"oneOf": [{"type": "null"}, _ofport]}}),
         "tunnels": {"type": "object", "additionalProperties": _ofport,
+                    "propertyNames": {"pattern": HOST_ID_PATTERN},
                     "description": "peer host id -> ofport of its lt- port on br-tun"},
         "ports": {"type": "object", "additionalProperties": _obj({
             "ofport": _ofport,
             "mtu": {"type": "integer", "minimum": 68, "maximum": 65535},
             "lease": {"type": ["string", "null"], "maxLength": 18},
             "error": _ref("ApiError"),
-        }), "description": "port id (decimal string) -> what the agent made of it"},
+        }), "propertyNames": {"pattern": r"^[1-9][0-9]{0,7}$"},
+            "description": "port id (decimal string) -> what the agent made of it"},
     }, ["version"]),
     "AgentToken": _obj({"host": _ref("HostId"), "token": {"type": "string"}},
                        ["host", "token"]),
@@ -244,7 +253,7 @@ PATHS: dict = {
         "parameters": [_HOST],
         "get": {"summary": "agent long poll: desired state of the host",
                 "parameters": [
-                    _query("since", {"type": "integer", "minimum": 0},
+                    _query("since", {"type": "integer", "minimum": 0, "maximum": 2**62},
                            "the version the agent has; returns at once if it differs"),
                     _query("wait", {"type": "number", "minimum": 0, "maximum": 60},
                            "seconds to wait for a newer version (default 0)")],

@@ -3,7 +3,7 @@
 The schemas in openapi.py are the single source of truth: the server validates requests
 with them and publishes them in /v1/openapi.json, so the document cannot drift from what is
 accepted. Supported keywords: type, properties, required, additionalProperties (false or a
-schema), items, enum, minimum, maximum, minLength, maxLength, pattern, oneOf, $ref to
+schema), propertyNames, items, enum, minimum, maximum, minLength, maxLength, pattern, oneOf, $ref to
 #/components/schemas/..., nullable via type lists.
 
 Structural problems (wrong type, unknown or missing field) are 400; a value outside its
@@ -101,6 +101,10 @@ def _check_object(value: dict, schema: Mapping, components: Mapping, where: str)
     for key in schema.get("required", ()):
         if key not in value:
             raise bad_request(f"{where} is missing the required field {key!r}")
+    names = schema.get("propertyNames")
+    if names is not None:
+        for key in value:
+            check(key, names, components, f"{where} key {_short(key)}")
     for key, item in value.items():
         sub = props.get(key)
         if sub is None and isinstance(extra, Mapping):

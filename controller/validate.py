@@ -29,12 +29,19 @@ def parse_json(body: bytes) -> object:
     if not body:
         raise bad_request("the request needs a JSON body")
     try:
-        return json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"), parse_float=_json_number)
     except UnicodeDecodeError:
         raise bad_request("the body is not UTF-8 encoded JSON") from None
     except json.JSONDecodeError as e:
         raise bad_request(f"the body is not valid JSON: {e.msg} at line {e.lineno} "
                           f"column {e.colno}") from None
+
+
+def _json_number(text: str) -> int | float:
+    """A JSON number with a fraction or exponent: an integer if it has no fractional part
+    (JSON Schema's `integer` is the mathematical one, so 7.0 and 7e0 are integers)."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
 
 
 def check_schema(value: object, name: str) -> None:
@@ -196,7 +203,7 @@ def actual_report(body: object) -> ActualReport:
             schema.check(peer, openapi.SCHEMAS["HostId"], where=f"'tunnels' key {peer!r}")
     ports: dict[int, PortReport] = {}
     for key, rep in (body.get("ports") or {}).items():
-        if not key.isdigit() or not 1 <= int(key) <= MAX_PORT_ID:
+        if not (key.isascii() and key.isdigit()) or not 1 <= int(key) <= MAX_PORT_ID:
             raise invalid(f"'ports' key {key!r} must be a port id 1..{MAX_PORT_ID} in decimal")
         err = rep.get("error")
         lease = rep.get("lease")
@@ -211,7 +218,9 @@ def actual_report(body: object) -> ActualReport:
 
 def int_param(text: str, name: str, low: int, high: int) -> int:
     """An integer from a URL path or query; 400 when it is not one, 422 when out of range."""
-    if not (text.isdigit() or (text[:1] == "-" and text[1:].isdigit())) or len(text) > 12:
+    digits = text[1:] if text[:1] == "-" else text
+    # ASCII only: str.isdigit() and int() also take other scripts' digits ("٥" is 5)
+    if not (digits.isascii() and digits.isdigit()) or len(text) > len(str(high)) + 2:
         raise bad_request(f"{name} {text!r} must be an integer {low}..{high}")
     value = int(text)
     if not low <= value <= high:
