@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -298,18 +299,54 @@ class Lab:
         ovs = self.ovs(host)
         ovs.vsctl("--no-wait", "init", "--", "set", "Open_vSwitch", ".",
                   f"external_ids:system-id={host.netns}", f"external_ids:hostname={host.name}")
-        vs = self.start_process(f"{host.name}-ovs-vswitchd",
-                                ovs_vswitchd_argv(host, self.netdev), netns=host, env=env)
-        wait_for_pidfile_ctl(host, "ovs-vswitchd", vs.pid, lambda: vs.alive)
+        self._start_vswitchd(host)
         if self.netdev:
             self._phy_mac[host.name] = mac = random_mac()
             ovs.vsctl("add-br", "br-phy", "--", "set", "bridge", "br-phy",
                       "datapath_type=netdev", f"other-config:hwaddr=\"{mac}\"",
                       "--", "add-port", "br-phy", "eth0")
-            run(["ip", "-n", host.netns, "-batch", "-"],
-                input=f"addr add {host.tunnel_ip}/{UNDERLAY_PREFIXLEN} dev br-phy\n"
-                      f"link set br-phy up\n")
+            self._address_br_phy(host)
         self._wait_tunnel_route(host)
+
+    def _start_vswitchd(self, host: Host) -> LabProcess:
+        vs = self.start_process(f"{host.name}-ovs-vswitchd",
+                                ovs_vswitchd_argv(host, self.netdev), netns=host,
+                                env=ovs_env(host))
+        wait_for_pidfile_ctl(host, "ovs-vswitchd", vs.pid, lambda: vs.alive)
+        return vs
+
+    def _address_br_phy(self, host: Host, timeout: float = 10) -> None:
+        """Put the tunnel IP on br-phy, the userspace bridge's tap device (which
+        ovs-vswitchd creates once it has read its database)."""
+        deadline = time.monotonic() + timeout
+        while run(["ip", "-n", host.netns, "link", "show", "br-phy"], check=False).returncode:
+            if time.monotonic() > deadline:
+                raise LabError(f"{host.name}: ovs-vswitchd made no br-phy device within "
+                               f"{timeout:g}s")
+            time.sleep(0.05)
+        run(["ip", "-n", host.netns, "-batch", "-"],
+            input=f"addr replace {host.tunnel_ip}/{UNDERLAY_PREFIXLEN} dev br-phy\n"
+                  f"link set br-phy up\n")
+
+    def restart_vswitchd(self, host: Host | str | int,
+                         sig: int = signal.SIGKILL) -> LabProcess:
+        """Crash (SIGKILL by default) the host's ovs-vswitchd and start it again as up()
+        did. Its database (bridges, ports, requested ofports) survives, its flows do not.
+        With the userspace datapath br-phy's tap device died with the daemon: its tunnel IP
+        and the peers' underlay MACs are put back, as up() left them."""
+        h = self.host(host)
+        old = self.processes[f"{h.name}-ovs-vswitchd"]
+        old.signal(sig)
+        old.wait(10)
+        vs = self._start_vswitchd(h)
+        if self.netdev:
+            self._address_br_phy(h)
+            for peer in self.hosts:
+                if peer is not h:
+                    self.ovs(h).appctl("tnl/neigh/set", "br-phy", peer.tunnel_ip,
+                                       self._phy_mac[peer.name])
+        self._wait_tunnel_route(h)
+        return vs
 
     def _seed_tunnel_neighbours(self) -> None:
         """Tell each userspace datapath the underlay MAC of every peer.
