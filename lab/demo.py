@@ -137,14 +137,24 @@ def run_demo(lab: Lab) -> int:
                    if "arp_op=1" in line and "IN_PORT" in line.upper())
         say(f"  {h.name}: ARP requests answered by br-int's responder flows: {hits}")
 
-    step("Isolation: a capture on db1's eth1 while every other pod pings it")
+    step("Isolation: every other pod sends frames straight to db1's MAC; a capture on db1")
     db1 = next(m for m in members if m.short == "db1")
+    outsiders = [m for m in members if m.pod != db1.pod]
+    # Pods have their own subnets, so a plain ping would not even leave the container: give
+    # each outsider an on-link route and db1's MAC, so it really sends unicast frames.
+    forced = f"route replace {db1.ip}/32 dev eth1\n" \
+             f"neigh replace {db1.ip} lladdr {db1.mac} dev eth1 nud permanent\n"
+    for m in outsiders:
+        lab.run(lab.container(m.short), ["ip", "-batch", "-"], input=forced)
     cap = lab.capture(lab.container("db1"), "eth1", "icmp")
-    for m in members:
-        if m.pod != db1.pod:
-            ping(lab, m, db1)
+    for m in outsiders:
+        ping(lab, m, db1)
     seen = cap.stop()
-    say(f"  ICMP packets that reached db1 from other pods: {seen.count}")
+    for m in outsiders:
+        lab.run(lab.container(m.short), ["ip", "route", "del", f"{db1.ip}/32", "dev", "eth1"])
+        lab.run(lab.container(m.short), ["ip", "neigh", "del", db1.ip, "dev", "eth1"])
+    say(f"  {len(outsiders)} containers of other pods sent ICMP to {db1.ip} ({db1.mac}); "
+        f"packets that reached db1: {seen.count}")
 
     step("Result")
     if wrong or arp_on_wire or seen.count:
