@@ -1,7 +1,7 @@
 """Benchmark of flows/: computing a host's flows, and the cost of one added port.
 
-    python -m bench.bench_flows            # 10, 1,000 and 10,000 ports
-    python -m bench.bench_flows smoke      # tiny, for the test suite
+    python -m bench flows [--size smoke]   # as part of the common runner
+    python -m bench.bench_flows [smoke]    # this table only
 
 The network: 10 hosts, pods of up to 100 ports, every pod spread over every host, so one
 host's pods hold all N ports. For each N it measures, in the same run:
@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 import time
 
+from bench.common import Figure, Result
 from flows import HostSpec, PodSpec, PortSpec, Topology, diff, flatten, host_flows, to_ofctl
 
 HOSTS = 10
@@ -111,12 +112,29 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(size: str = "full") -> list[dict]:
+def run(size: str = "full", session: object = None) -> Result:
+    """The runner's entry point: the rows as figures against their same-run baselines."""
+    rows = main(size, echo=False)
+    result = Result("flows", size, details={"rows": rows})
+    for row in rows:
+        n = row["ports"]
+        result.add(
+            Figure(f"compute all flows of a host, {n:,} ports ({row['flows_h0']:,} flows)",
+                   row["compute_all_ms"], "ms", row["render_ms"], "ofctl text of those flows"),
+            Figure(f"+1 port: recompute its pod and diff, {n:,} ports", row["incremental_ms"],
+                   "ms", row["naive_ms"], "every host in full", ("<=", 1.0),
+                   note=f"{row['flows_changed']} flows on {row['hosts_touched']} hosts"))
+    return result
+
+
+def main(size: str = "full", echo: bool = True) -> list[dict]:
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     rows = [measure(n, repeat=1 if size == "smoke" else 3) for n in SIZES[size]]
-    print(f"flows/ benchmark: {HOSTS} hosts, pods of up to {PORTS_PER_POD} ports on every host")
-    print(table(rows))
+    if echo:
+        print(f"flows/ benchmark: {HOSTS} hosts, pods of up to {PORTS_PER_POD} ports on every "
+              "host")
+        print(table(rows))
     return rows
 
 
