@@ -29,6 +29,7 @@ from hostagent.ovs import OvsError
 from hostagent.tables import ago, table
 
 CONNECT_TIMEOUT_S = 90.0
+PROBE_TIMEOUT_S = 5.0  # a controller that is up answers /v1/health in milliseconds
 
 
 class CliError(Exception):
@@ -229,8 +230,24 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _answering(client: Client) -> None:
+    """Fail fast on a controller that is stopped or hung: it still accepts TCP connections
+    (the kernel does), so a connect would wait CONNECT_TIMEOUT_S for nothing, and the request
+    would sit in the socket queue and be carried out when the controller runs again,
+    after we reported a failure. A short health probe first avoids both."""
+    try:
+        client.request("GET", "/v1/health", timeout=PROBE_TIMEOUT_S)
+    except ControllerUnreachable as e:
+        if "timed out" not in str(e):
+            raise
+        raise CliError(f"controller {client.base_url} is not answering (no reply within "
+                       f"{PROBE_TIMEOUT_S:g} s; is it stopped or overloaded?); nothing was "
+                       "changed") from None
+
+
 def cmd_connect(args: argparse.Namespace) -> int:
     client = _client(args)
+    _answering(client)
     body: dict = {"host": args.host, "container": args.container,
                   "ip": check_ip_argument(args.ip)}  # fmt: skip
     pod = parse_pod(args.pod)
@@ -250,6 +267,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
 
 def cmd_disconnect(args: argparse.Namespace) -> int:
     client = _client(args)
+    _answering(client)
     pod = parse_pod(args.pod)
     ports = client.ports(host=args.host, pod=pod)
     mine = [p for p in ports if _designates(args.container, p["container"])]
