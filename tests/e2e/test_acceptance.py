@@ -419,8 +419,10 @@ class TestAcceptance:
         x1 = Member("x1", "h1", 8, PREFIX + "24", name=lab.add_container("h1", "x1").name)
         ports_before, flows_before = ports(lab), all_loris_flows(lab)
         ifaces_before = lab.ovs("h1").vsctl("list-ifaces", "br-int")
+        d1 = net["d1"]  # an address leased by DHCP is taken just the same
         for args, message in (
                 ([a1.ip + "/24", "7"], f"IP {a1.ip} already used by {a1.name} in pod 7"),
+                ([d1.ip + "/24", "7"], f"IP {d1.ip} already used by {d1.name} in pod 7"),
                 ([PREFIX + "14/24", "7", "--mac", a1.mac],
                  f"MAC {a1.mac} already used by {a1.name} in pod 7")):
             r = lab.loris("h1", "connect", x1.name, *args)
@@ -443,22 +445,27 @@ class TestAcceptance:
         assert ping_many(net, net["a3"], [a1.ip]) == {a1.ip: 2}
         assert net["a1"].mac in neigh(net, net["a3"], a1.ip)
 
-    def test_restarted_container_is_reachable_again_with_the_same_ip_and_mac(
+    def test_restarted_containers_are_reachable_again_with_the_same_ip_and_mac(
             self, net: Net) -> None:
-        b2 = net["b2"]
-        before = ports(net.lab)[b2.name]
-        net.container(b2).restart()
-        # The old namespace may outlive the restart for a while (the kernel destroys it
-        # asynchronously): look at eth1 in the new one.
-        wait_for(lambda: (e := eth1(net, b2)) is not None and e["address"] == b2.mac
-                 and inet(e) == [b2.ip], 20, "eth1 of b2 re-made")  # fmt: skip
-        wait_for(lambda: ping_many(net, net["b1"], [b2.ip], count=1, wait=1)[b2.ip] == 1,
-                 15, "b2 reachable again")  # fmt: skip
-        assert ping_many(net, b2, [net["b3"].ip, net["b1"].ip]) == \
-            {net["b3"].ip: 2, net["b1"].ip: 2}
-        after = ports(net.lab)[b2.name]
-        assert (after["id"], after["ip"], after["mac"], after["ofport"], after["state"]) == \
-            (before["id"], before["ip"], before["mac"], before["ofport"], "active")
+        """b2 (static) and d1 (DHCP) restart: nobody acts, both come back as they were."""
+        restarted = [net["b2"], net["d1"]]
+        before = {m.short: ports(net.lab)[m.name] for m in restarted}
+        in_parallel(lambda m: net.container(m).restart(), restarted)
+        for m in restarted:
+            # The old namespace may outlive the restart for a while (the kernel destroys it
+            # asynchronously): look at eth1 in the new one.
+            wait_for(lambda m=m: (e := eth1(net, m)) is not None and e["address"] == m.mac
+                     and inet(e) == [m.ip], 20, f"eth1 of {m.short} re-made")  # fmt: skip
+        peers = {"b2": [net["b1"], net["x1"]], "d1": [net["a1"], net["a3"]]}
+        for m in restarted:
+            wait_for(lambda m=m: ping_many(net, peers[m.short][0], [m.ip], count=1,
+                                           wait=1)[m.ip] == 1, 15, f"{m.short} reachable again")
+            assert ping_many(net, m, [p.ip for p in peers[m.short]]) == \
+                {p.ip: 2 for p in peers[m.short]}
+            after = ports(net.lab)[m.name]
+            keys = ("id", "ip", "mac", "ofport", "lease")
+            assert [after[k] for k in keys] == [before[m.short][k] for k in keys]
+            assert after["state"] == "active" and after["error"] is None
 
     def test_removed_container_leaves_no_flow_on_any_bridge(self, net: Net) -> None:
         lab, b3 = net.lab, net["b3"]
@@ -476,6 +483,15 @@ class TestAcceptance:
         wait_for(lambda: f"lp{b3.port_id}" not in lab.ovs("h3").vsctl("list-ifaces", "br-int"),
                  10, "its OVS port removed")  # fmt: skip
         assert f"lp{b3.port_id}" not in lab.run("h3", ["ip", "-br", "link"]).stdout
+        # b3 was pod 8's last member on h3: h3 keeps nothing of pod 8, and the other hosts
+        # no longer flood pod 8's broadcasts to h3.
+        assert not [f for b in ("br-int", "br-tun") for f in loris_flows(lab, "h3", b)
+                    if cookie_of(f)[:2] == (Kind.POD, 8)]  # fmt: skip
+        for host in ("h1", "h2"):
+            to_h3 = lab.ovs(host).vsctl("get", "Interface", "lt-c612000d", "ofport").strip()
+            flood = [f for f in loris_flows(lab, host, "br-tun")
+                     if cookie_of(f)[:2] == (Kind.POD, 8) and "table=10," in f]
+            assert flood and not [f for f in flood if re.search(rf"output:{to_h3}\b", f)], flood
         assert b3.name not in lab.loris("h1", "ports").stdout
         assert ping_many(net, net["b1"], [net["b2"].ip]) == {net["b2"].ip: 2}
 
