@@ -17,6 +17,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from hostagent import names
+from hostagent.faults import pause_point
 
 
 class NetdevError(RuntimeError):
@@ -148,6 +149,7 @@ def create_port(
                 idx = ns.link_lookup(ifname=temp_name)[0]
                 with _step(f"setting name {final}, MAC {mac}, MTU {mtu}"):
                     ns.link("set", index=idx, ifname=final, address=mac, mtu=mtu)
+                pause_point("container_named")
                 if ip:
                     with _step(f"adding address {ip}"):
                         _add_address(ns, idx, ip)

@@ -20,6 +20,7 @@ from hostagent.containers import (
     ContainerNotRunning,
     Runtimes,
 )
+from hostagent.faults import pause_point
 from hostagent.ovs import Interface, Ovs, OvsError, Snapshot, kv
 
 log = logging.getLogger(__name__)
@@ -289,11 +290,13 @@ class Reconciler:
         log.info("wiring port %s into %s (%s)", port_id, container.name, container.netns)
         ifname = netdev.create_port(port_id, container.netns, self.container_ifname,
                                     port["mac"], ip, mtu)  # fmt: skip
+        pause_point("veth_created")
         try:
             self._attach(port, container, ifname, pinned=pinned)
         except Exception:
             self._drop_local(port_id, self.port_interfaces(self.ovs.snapshot()).get(port_id))
             raise
+        pause_point("ovs_attached")
         side = netdev.inspect_port(port_id, container.netns, port["mac"])
         if side is None:
             self._drop_local(port_id, self.port_interfaces(self.ovs.snapshot()).get(port_id))

@@ -741,7 +741,8 @@ class Lab:
             self.wait_api(timeout, proc)
         return proc
 
-    def start_agent(self, host: Host | str | int, extra_args: Sequence[str] = ()) -> LabProcess:
+    def start_agent(self, host: Host | str | int, extra_args: Sequence[str] = (),
+                    extra_env: Mapping[str, str] | None = None) -> LabProcess:
         """loris-hostagent in the host's namespace, as process `agent-<host>`."""
         h = self.host(host)
         argv = [venv_bin() / "loris-hostagent", "--controller", self.controller_url,
@@ -753,7 +754,7 @@ class Lab:
                      "--switch-cert", self.pki_dir / "hosts" / f"{h.name}.pem",
                      "--switch-key", self.pki_dir / "hosts" / f"{h.name}.key"]
         argv += extra_args
-        return self.start_process(f"agent-{h.name}", argv, netns=h)
+        return self.start_process(f"agent-{h.name}", argv, netns=h, env=extra_env)
 
     def loris_env(self, host: Host | str | int) -> dict[str, str]:
         """What a user's shell on `host` would export for the `loris` CLI."""
