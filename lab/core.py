@@ -760,8 +760,9 @@ class Lab:
         """What a user's shell on `host` would export for the `loris` CLI."""
         h = self.host(host)
         env = {"LORIS_CONTROLLER": self.controller_url, "LORIS_HOST": h.name,
-               "LORIS_OVSDB": h.ovsdb, "LORIS_OVS_RUNDIR": str(h.rundir),
-               "LORIS_TOKEN_FILE": str(self.operator_token_file)}
+               "LORIS_OVSDB": h.ovsdb, "LORIS_OVS_RUNDIR": str(h.rundir)}
+        if self.operator_token_file.exists():     # once the controller has made it
+            env["LORIS_TOKEN_FILE"] = str(self.operator_token_file)
         if self.tls:
             env["LORIS_CA_CERT"] = str(self.pki_dir / "ca.pem")
         return env
