@@ -237,6 +237,20 @@ class LorisLab:
     def controller_rss(self) -> float:
         return rss_mib(self.controller_pid)
 
+    def wait_idle(self, window: float = 0.3, busy: float = 0.05, timeout: float = 120) -> None:
+        """Wait until the controller used less than `busy` of a core over `window` seconds:
+        what it does after answering (checking, logging) must not land in the next
+        measurement."""
+        deadline = time.monotonic() + timeout
+        cpu = self.controller_cpu()
+        while time.monotonic() < deadline:
+            time.sleep(window)
+            now = self.controller_cpu()
+            if now - cpu < busy * window:
+                return
+            cpu = now
+        raise TimeoutError(f"the controller stayed busy for {timeout:g} s")
+
     @property
     def controller_log(self) -> Path:
         return self.lab.dir / "logs" / "controller.log"

@@ -4,14 +4,20 @@ One worker thread per host does all blocking OpenFlow work for that host's two b
 REST handlers and os-ken event handlers only enqueue jobs. A job names the sections of the
 host that may have changed (section None = base pipeline, <pod id> = one pod) or asks for a
 full reconcile of a bridge (after it connected). The worker drains every queued job at once,
-reads one consistent snapshot of the store, computes only the named sections with
-`host_flows(topo, host, pods=[...])`, diffs them against the shadow of what it installed on
-that datapath, and sends only the difference as one atomic bundle.
+reads one consistent snapshot of the part of the store those sections depend on (the hosts
+and the named pods: the cost of a job follows the pods it touches, not the network's size),
+computes only the named sections with `host_flows(topo, host, pods=[...])`, diffs them
+against the shadow of what it installed on that datapath, and sends only the difference as
+one atomic bundle.
 
 After a (re)connect there is no trustworthy shadow: the worker dumps the Loris flows
 (cookie marker), adds what is missing and deletes-strict what is stale, in one atomic
-bundle, so traffic using flows that stay is never interrupted. Any failure drops the
-shadow; the next job for that bridge reconciles from a dump again.
+bundle, so traffic using flows that stay is never interrupted. A bridge that had flows
+before gets exactly those back first (kept per datapath across disconnects, their flow-mods
+already serialized), then the flows recomputed from the store as a difference: a switch that
+lost 20,000 flows has them again in about the time the switch needs to take them. Any
+failure drops the shadow; the next job for that bridge reconciles from a dump and a full
+recomputation.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 from controller import topology
 from controller.store import Store
 from controller.switches import FULL_MASK, OpenFlowError, Switches, serialized
-from flows import BRIDGES, Flow, diff, flatten, host_flows, to_flowmod, to_ofctl
+from flows import BRIDGES, Flow, HostFlows, diff, host_flows, to_flowmod, to_ofctl
 
 LOG = logging.getLogger("loris.programmer")
 
@@ -90,6 +96,9 @@ class Programmer:
         self._lock = threading.Lock()
         # dpid -> (datapath object it is valid for, {section: flows on that bridge})
         self._shadow: dict[int, tuple[Any, dict[int | None, frozenset[Flow]]]] = {}
+        # dpid -> the flows last installed there, by section, kept across disconnects: a
+        # bridge that reconnects gets them back before anything is recomputed
+        self._last: dict[int, dict[int | None, frozenset[Flow]]] = {}
         # Flow -> its OFPFC_ADD flow-mod, serialized: building and serializing os-ken
         # messages costs ~0.3 ms a flow, far more than sending the bytes
         self._wire: dict[Flow, bytes] = {}
@@ -165,26 +174,26 @@ class Programmer:
     def _run(self, host_id: str, jobs: list[_Job]) -> dict[str, str]:
         for dpid in (d for job in jobs for d in job.clear):
             self._shadow.pop(dpid, None)
+            self._last.pop(dpid, None)
             dp = self.switches.datapath(dpid)
             if dp is not None:
                 try:
                     self.switches.delete_all_loris_flows(dp)
                 except OpenFlowError as e:
                     LOG.warning("clearing the flows of %#018x (%s left): %s", dpid, host_id, e)
-        with self.store.tx() as tx:
-            topo, hosts = topology.build(tx)
-        host = hosts.get(host_id)
-        if host is None or host_id not in topo.hosts:
-            return {b: NOT_REGISTERED for b in BRIDGES}
         full = any(j.sections is None for j in jobs)
         sections: set[int | None] = set()
         for job in jobs:
             sections |= job.sections or set()
         full = full or None in sections
         sync = set().union(*(j.sync for j in jobs))
-        everything = None          # host_flows for every section, computed at most once
-        partial = None
+        with self.store.tx() as tx:
+            host = tx.host(host_id)
+        if host is None:
+            return {b: NOT_REGISTERED for b in BRIDGES}
+        desired = _Desired(self.store, host_id, sections)
         result: dict[str, str] = {}
+        work: list[tuple[str, Any, Callable[[], None]]] = []
         for bridge in BRIDGES:
             dpid = host.dpid(bridge)
             dp = self.switches.datapath(dpid)
@@ -193,28 +202,58 @@ class Programmer:
                 result[bridge] = NOT_CONNECTED
                 continue
             shadow = self._shadow.get(dpid)
-            try:
-                if shadow is None or shadow[0] is not dp or bridge in sync:
-                    everything = everything or host_flows(topo, host_id)
-                    self._reconcile(dp, host_id, bridge, everything)
-                elif full:
-                    everything = everything or host_flows(topo, host_id)
-                    self._apply(dp, host_id, bridge, shadow[1], everything,
-                                set(shadow[1]) | set(everything))
-                else:
-                    partial = partial or host_flows(topo, host_id, pods=sorted(sections))
-                    self._apply(dp, host_id, bridge, shadow[1], partial, sections)
-                result[bridge] = OK
-            except OpenFlowError as e:
-                self._shadow.pop(dpid, None)      # unknown now: reconcile from a dump next time
-                self.switches.bridge_status(dpid).synced = False
-                self.switches.record_error(dpid, None, None, str(e), None)
-                result[bridge] = str(e)
+            last = self._last.get(dpid)
+            if shadow is None or shadow[0] is not dp or bridge in sync:
+                if last is None:
+                    work.append((bridge, dp, partial(self._reconcile_from_store, dp, host_id,
+                                                     bridge, desired)))
+                    continue
+                # What the bridge last had goes back at once, before anything is computed
+                # (for any bridge of the host); the store's truth follows as a difference.
+                if not self._guarded(result, bridge, dp, partial(self._reconcile, dp,
+                                                                 host_id, bridge, last)):
+                    continue
+                work.append((bridge, dp, partial(self._apply_all, dp, host_id, bridge,
+                                                  desired)))
+            elif full:
+                work.append((bridge, dp, partial(self._apply_all, dp, host_id, bridge,
+                                                  desired)))
+            else:
+                work.append((bridge, dp, partial(self._apply_partial, dp, host_id, bridge,
+                                                  desired, sections)))
+        for bridge, dp, step in work:
+            self._guarded(result, bridge, dp, step)
         return result
 
+    def _guarded(self, result: dict[str, str], bridge: str, dp: Any,
+                 step: Callable[[], None]) -> bool:
+        """Run one bridge's step; a failure is that bridge's result, not the job's."""
+        try:
+            step()
+        except _HostGone:
+            result[bridge] = NOT_REGISTERED
+            return False
+        except OpenFlowError as e:
+            self._shadow.pop(dp.id, None)     # unknown now: reconcile from a dump next time
+            self._last.pop(dp.id, None)
+            self.switches.bridge_status(dp.id).synced = False
+            self.switches.record_error(dp.id, None, None, str(e), None)
+            result[bridge] = str(e)
+            return False
+        result[bridge] = OK
+        return True
+
+    def _reconcile_from_store(self, dp: Any, host_id: str, bridge: str,
+                              desired: _Desired) -> None:
+        self._reconcile(dp, host_id, bridge, desired.everything(bridge))
+
+    def _apply_partial(self, dp: Any, host_id: str, bridge: str, desired: _Desired,
+                       sections: set[int | None]) -> None:
+        self._apply(dp, host_id, bridge, self._shadow[dp.id][1], desired.partial(), sections)
+
     def _reconcile(self, dp: Any, host_id: str, bridge: str,
-                   everything: Mapping[int | None, Mapping[str, frozenset[Flow]]]) -> None:
-        desired = flatten(everything).get(bridge, frozenset())
+                   sections: Mapping[int | None, frozenset[Flow]]) -> None:
+        desired = frozenset().union(*sections.values())
         installed = self.switches.dump_loris_flows(dp)
         want = {(f.cookie, f.table, f.priority): f for f in desired}
         have = {(s.cookie, s.table_id, s.priority) for s in installed}
@@ -223,11 +262,18 @@ class Programmer:
         mods = [(self._add_bytes(f, dp), partial(to_ofctl, f)) for f in missing]
         mods += [(_delete_stat(dp, s), partial(_describe_stat, s)) for s in stale]
         self.switches.bundle(dp, mods)
-        self._shadow[dp.id] = (dp, {s: b[bridge] for s, b in everything.items() if b[bridge]})
+        shadow = {s: flows for s, flows in sections.items() if flows}
+        self._shadow[dp.id] = (dp, shadow)
+        self._last[dp.id] = shadow        # the same dict: it follows every later change
         st = self.switches.bridge_status(dp.id)
         st.synced, st.flows = True, len(desired)
         LOG.info("reconciled %s of %s (%#018x): %d added, %d stale deleted, %d kept",
                  bridge, host_id, dp.id, len(missing), len(stale), len(desired) - len(missing))
+
+    def _apply_all(self, dp: Any, host_id: str, bridge: str, desired: _Desired) -> None:
+        everything = desired.everything()
+        shadow = self._shadow[dp.id][1]
+        self._apply(dp, host_id, bridge, shadow, everything, set(shadow) | set(everything))
 
     def _apply(self, dp: Any, host_id: str, bridge: str,
                shadow: dict[int | None, frozenset[Flow]],
@@ -265,11 +311,55 @@ class Programmer:
         if len(self._wire) <= self._wire_limit:
             return
         installed = set()
-        for _dp, sections in list(self._shadow.values()):
+        for sections in list(self._last.values()):
             for flows in sections.values():
                 installed.update(flows)
         self._wire = {f: b for f, b in self._wire.items() if f in installed}
         self._wire_limit = max(MIN_WIRE_CACHE, 2 * len(self._wire))
+
+
+class _HostGone(Exception):
+    """The host was removed from the store while its job ran."""
+
+
+class _Desired:
+    """A host's desired flows, read from the store when first needed and only as much of it
+    as needed: the pods present on the host for every section, the named pods otherwise."""
+
+    def __init__(self, store: Store, host_id: str, sections: set[int | None]) -> None:
+        self.store = store
+        self.host_id = host_id
+        self.pods = {s for s in sections if s is not None}
+        self._sections = sorted(self.pods)
+        self._topo: Any = None
+        self._all_pods = False
+        self._everything: HostFlows | None = None
+        self._partial: HostFlows | None = None
+
+    def _topology(self, all_pods: bool) -> Any:
+        if self._topo is None or (all_pods and not self._all_pods):
+            with self.store.tx() as tx:
+                pods = self.pods | set(tx.local_vlans(self.host_id)) if all_pods else self.pods
+                self._topo, _ = topology.build(tx, pods=pods)
+            self._all_pods = all_pods
+            if self.host_id not in self._topo.hosts:
+                raise _HostGone(self.host_id)
+        return self._topo
+
+    def everything(self, bridge: str | None = None) -> Any:
+        """host_flows for every section; with `bridge`, that bridge's sets by section."""
+        if self._everything is None:
+            self._everything = host_flows(self._topology(all_pods=True), self.host_id)
+        if bridge is None:
+            return self._everything
+        return {s: b[bridge] for s, b in self._everything.items()}
+
+    def partial(self) -> HostFlows:
+        """host_flows for the named pods only."""
+        if self._partial is None:
+            self._partial = host_flows(self._topology(all_pods=False), self.host_id,
+                                       pods=self._sections)
+        return self._partial
 
 
 def _delete_stat(dp: Any, stat: Any) -> Any:

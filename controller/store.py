@@ -291,6 +291,14 @@ class Tx:
             sql += " WHERE " + " AND ".join(where)
         return [_port(r) for r in self._all(sql + " ORDER BY id", args)]
 
+    def ofport_clashes(self) -> list[Port]:
+        """Ports that share their host and ofport with another port, by id: normally none
+        (an agent's inconsistent report). Found by SQLite, so finding none costs no rows."""
+        return [_port(r) for r in self._all(
+            f"SELECT {_PORT_COLUMNS} FROM ports WHERE ofport IS NOT NULL AND "
+            "(host_id, ofport) IN (SELECT host_id, ofport FROM ports WHERE ofport IS NOT NULL "
+            "GROUP BY host_id, ofport HAVING COUNT(*) > 1) ORDER BY id")]
+
     def port(self, port_id: int) -> Port | None:
         row = self._one(f"SELECT {_PORT_COLUMNS} FROM ports WHERE id = ?", (port_id,))
         return _port(row) if row else None

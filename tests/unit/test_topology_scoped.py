@@ -1,0 +1,63 @@
+"""A programming job reads only the pods it needs: the flows come out exactly as from the
+whole topology, for every host and every section, even with an ofport two ports claim."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from controller import topology
+from controller.store import Store
+from flows import host_flows
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "loris.db"))
+    with s.tx() as tx:
+        for i, h in enumerate(("h1", "h2", "h3"), start=1):
+            tx.insert_host(h, f"198.18.0.{10 + i}", "vxlan", i, 100 + i)
+            tx.set_patch(h, 1, 1)
+        for h in ("h1", "h2", "h3"):
+            tx.set_tunnels(h, {p: 2 + j for j, p in enumerate(x for x in ("h1", "h2", "h3")
+                                                               if x != h)})
+        tx.insert_pod(7, None, None)
+        tx.insert_pod(8, None, "198.18.136.0/24")
+        tx.insert_pod(9, None, None)
+        ofport = {"h1": 10, "h2": 10, "h3": 10}
+        placement = [(7, "h1"), (7, "h2"), (7, "h3"), (8, "h1"), (8, "h2"), (9, "h3"),
+                     (7, "h1"), (8, "h3"), (9, "h2"), (9, "h3")]
+        for n, (pod, host) in enumerate(placement, start=1):
+            tx.ensure_local_vlan(host, pod)
+            port = tx.insert_port(host, f"c{n}", pod, f"02:00:00:00:00:{n:02x}",
+                                  ipaddress.IPv4Interface(f"198.18.13{pod - 1}.{n + 1}/24"),
+                                  pod == 8)
+            tx.update_port(port.id, ofport=ofport[host], state="active")
+            ofport[host] += 1
+        # an inconsistent report: port 10 (pod 9 on h3) claims the ofport of port 3 (pod 7)
+        tx.update_port(10, ofport=10)
+    yield s
+    s.close()
+
+
+def test_scoped_build_gives_the_same_flows_as_the_whole_topology(store):
+    with store.tx() as tx:
+        whole, _ = topology.build(tx)
+        assert 10 not in whole.ports and 3 in whole.ports      # the first claimant wins
+        for host in ("h1", "h2", "h3"):
+            everything = host_flows(whole, host)
+            scoped, _ = topology.build(tx, pods=tx.local_vlans(host))
+            assert host_flows(scoped, host) == everything
+            for pod in (7, 8, 9, 42):
+                one, _ = topology.build(tx, pods=[pod])
+                assert host_flows(one, host, pods=[pod]) == host_flows(whole, host, pods=[pod])
+        only9, _ = topology.build(tx, pods=[9])
+        assert sorted(only9.ports) == [6, 9]                    # port 10 still left out
+        assert sorted(only9.pods) == [9]
+
+
+def test_scoped_build_reads_only_the_named_pods(store):
+    with store.tx() as tx:
+        scoped, hosts = topology.build(tx, pods=[8])
+    assert sorted(scoped.ports) == [4, 5, 8] and sorted(hosts) == ["h1", "h2", "h3"]
