@@ -234,7 +234,10 @@ class Reconciler:
             self._verified.pop(port_id, None)
             side = netdev.inspect_port(port_id, container.netns, port["mac"])
             static_ip = None if port.get("dhcp") else port.get("ip")
-            if side is None:
+            if side is None or iface is None:
+                # No veth, or one that never reached OVS: wiring was cut short (agent
+                # killed), and its container end may lack its address, link state or
+                # offload setting. Make it again rather than adopt it.
                 side = self._wire(port, container, iface, static_ip, mtu)
                 iface = None
             else:
