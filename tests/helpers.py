@@ -6,11 +6,13 @@ Import as `from helpers import ...`: pytest puts tests/ on sys.path for its conf
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import time
 from collections.abc import Callable
 
+from flows import Kind, parse_cookie
 from lab import Lab
 
 SYNC_TIMEOUT = 30
@@ -75,3 +77,30 @@ def wait_all_synced(lab: Lab, since: float = 0.0, timeout: float = SYNC_TIMEOUT)
             return hosts
         assert time.monotonic() < deadline, f"hosts not synced: {status} {hosts}"
         time.sleep(0.2)
+
+
+def host_view(lab: Lab, host: str) -> dict:
+    """What Loris may add to a host, to compare before and after: its links and bridges."""
+    links = json.loads(lab.run(host, ["ip", "-j", "link"]).stdout)
+    return {"links": sorted(link["ifname"] for link in links),
+            "bridges": sorted(lab.ovs(host).bridges())}  # fmt: skip
+
+
+def ports_by_container(lab: Lab) -> dict[str, dict]:
+    """GET /v1/ports, keyed by container."""
+    status, body = lab.api("GET", "/v1/ports")
+    assert status == 200, body
+    return {p["container"]: p for p in body}
+
+
+def loris_flows(lab: Lab, host: str, bridge: str) -> list[str]:
+    """The Loris flows of a bridge (cookie marker 0x4c), without counters, sorted: two
+    dumps compare equal when the flows did not change."""
+    return sorted(f for f in lab.ovs(host).dump_flows(bridge, stats=False)
+                  if f.startswith("cookie=0x4c"))  # fmt: skip
+
+
+def cookie_of(flow: str) -> tuple[Kind, int, int] | None:
+    """(kind, object id, digest) of a Loris flow line (docs/pipeline.md), None for others."""
+    m = re.search(r"cookie=(0x[0-9a-f]+)", flow)
+    return parse_cookie(int(m.group(1), 16)) if m else None

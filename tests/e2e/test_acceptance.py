@@ -20,9 +20,18 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from helpers import ping_counts, transfer, wait_all_synced, wait_for
+from helpers import (
+    cookie_of,
+    host_view,
+    loris_flows,
+    ping_counts,
+    ports_by_container,
+    transfer,
+    wait_all_synced,
+    wait_for,
+)
 
-from flows import Kind, parse_cookie
+from flows import Kind
 from lab import Lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
@@ -100,13 +109,6 @@ def connect(lab: Lab, m: Member, address: str, pod: str, *extra: str) -> dict:
     return json.loads(r.stdout)
 
 
-def host_view(lab: Lab, host: str) -> dict:
-    """What Loris may add to a host: its links and OVS bridges."""
-    links = json.loads(lab.run(host, ["ip", "-j", "link"]).stdout)
-    return {"links": sorted(link["ifname"] for link in links),
-            "bridges": sorted(lab.ovs(host).bridges())}  # fmt: skip
-
-
 def ping_many(net: Net, src: Member, ips: list[str], count: int = 2,
               wait: int = 2) -> dict[str, int]:
     """Ping every address from `src` at once (one `docker exec`); replies per address."""
@@ -149,27 +151,9 @@ def inet(e: dict | None) -> list[str]:
     return [a["local"] for a in (e or {}).get("addr_info", []) if a["family"] == "inet"]
 
 
-def ports(lab: Lab) -> dict[str, dict]:
-    status, body = lab.api("GET", "/v1/ports")
-    assert status == 200, body
-    return {p["container"]: p for p in body}
-
-
-def loris_flows(lab: Lab, host: str, bridge: str) -> list[str]:
-    """The Loris flows of a bridge, without counters (comparable over time)."""
-    return sorted(f for f in lab.ovs(host).dump_flows(bridge, stats=False)
-                  if f.startswith("cookie=0x4c"))  # fmt: skip
-
-
 def all_loris_flows(lab: Lab) -> dict[tuple[str, str], list[str]]:
     return {(h.name, b): loris_flows(lab, h.name, b)
             for h in lab.hosts for b in ("br-int", "br-tun")}  # fmt: skip
-
-
-def cookie_of(flow: str) -> tuple[Kind, int, int] | None:
-    """(kind, object id, digest) of a Loris flow line, None for any other flow."""
-    m = re.search(r"cookie=(0x[0-9a-f]+)", flow)
-    return parse_cookie(int(m.group(1), 16)) if m else None
 
 
 def flows_of_port(lab: Lab, hosts: list[str], port_id: int, mac: str) -> list[str]:
@@ -334,7 +318,7 @@ class TestAcceptance:
         d1 = Member("d1", "h3", 7, "", name=c.name)
         r = lab.loris("h3", "connect", d1.name, "dhcp", "7")
         assert r.returncode == 0, r.stderr
-        port = ports(lab)[d1.name]
+        port = ports_by_container(lab)[d1.name]
         d1.ip, d1.mac, d1.port_id = port["lease"].split("/")[0], port["mac"], port["id"]
         assert f"ip {port['lease']}" in r.stdout and port["dhcp"] and port["state"] == "active"
         assert port["lease"].endswith("/24") and d1.ip.startswith(PREFIX)
@@ -421,7 +405,7 @@ class TestAcceptance:
     def test_duplicates_in_a_pod_are_refused_and_change_nothing(self, net: Net) -> None:
         lab, a1 = net.lab, net["a1"]
         x1 = Member("x1", "h1", 8, PREFIX + "24", name=lab.add_container("h1", "x1").name)
-        ports_before, flows_before = ports(lab), all_loris_flows(lab)
+        ports_before, flows_before = ports_by_container(lab), all_loris_flows(lab)
         ifaces_before = lab.ovs("h1").vsctl("list-ifaces", "br-int")
         d1 = net["d1"]  # an address leased by DHCP is taken just the same
         for args, message in (
@@ -432,7 +416,7 @@ class TestAcceptance:
             r = lab.loris("h1", "connect", x1.name, *args)
             assert r.returncode == 1, r.stdout
             assert r.stderr.strip().splitlines() == [f"loris connect: {message}"], r.stderr
-        assert ports(lab) == ports_before
+        assert ports_by_container(lab) == ports_before
         assert all_loris_flows(lab) == flows_before
         assert lab.ovs("h1").vsctl("list-ifaces", "br-int") == ifaces_before
         assert eth1(net, x1) is None
@@ -453,7 +437,7 @@ class TestAcceptance:
             self, net: Net) -> None:
         """b2 (static) and d1 (DHCP) restart: nobody acts, both come back as they were."""
         restarted = [net["b2"], net["d1"]]
-        before = {m.short: ports(net.lab)[m.name] for m in restarted}
+        before = {m.short: ports_by_container(net.lab)[m.name] for m in restarted}
         in_parallel(lambda m: net.container(m).restart(), restarted)
         for m in restarted:
             # The old namespace may outlive the restart for a while (the kernel destroys it
@@ -466,7 +450,7 @@ class TestAcceptance:
                                            wait=1)[m.ip] == 1, 15, f"{m.short} reachable again")
             assert ping_many(net, m, [p.ip for p in peers[m.short]]) == \
                 {p.ip: 2 for p in peers[m.short]}
-            after = ports(net.lab)[m.name]
+            after = ports_by_container(net.lab)[m.name]
             keys = ("id", "ip", "mac", "ofport", "lease")
             assert [after[k] for k in keys] == [before[m.short][k] for k in keys]
             assert after["state"] == "active" and after["error"] is None
@@ -481,7 +465,8 @@ class TestAcceptance:
                                                      "h2 br-tun", "h3 br-int"}, before
         lab.remove_container("b3")
         del net.members["b3"]
-        wait_for(lambda: b3.name not in ports(lab), 15, "the removed container's port deleted")
+        wait_for(lambda: b3.name not in ports_by_container(lab), 15,
+                 "the removed container's port deleted")
         wait_for(lambda: not flows_of_port(lab, hosts, b3.port_id, b3.mac), 10,
                  "its flows gone from every bridge")  # fmt: skip
         wait_for(lambda: f"lp{b3.port_id}" not in lab.ovs("h3").vsctl("list-ifaces", "br-int"),
@@ -501,7 +486,7 @@ class TestAcceptance:
 
     def test_controller_restart_loses_no_packet(self, net: Net) -> None:
         lab = net.lab
-        ports_before, flows_before = ports(lab), all_loris_flows(lab)
+        ports_before, flows_before = ports_by_container(lab), all_loris_flows(lab)
         count = 75  # 15 s: the restart and resynchronisation take about 5
         pinger = start_ping(net, "ping-ctl", net["a1"], net["a3"], count)
         time.sleep(1)
@@ -511,7 +496,7 @@ class TestAcceptance:
         lab.start_controller()
         wait_all_synced(lab, since=restarted)
         finish_ping(pinger, count)
-        assert ports(lab) == ports_before
+        assert ports_by_container(lab) == ports_before
         assert all_loris_flows(lab) == flows_before
 
     def test_agent_restart_loses_no_packet(self, net: Net) -> None:
@@ -545,7 +530,7 @@ class TestAcceptance:
             assert eth1(net, m) is None, m.short
         status = json.loads(lab.loris("h1", "status", "--json").stdout)
         assert sorted(h["id"] for h in status) == ["h1", "h2"]
-        assert not [p for p in ports(lab).values() if p["host"] == "h3"]
+        assert not [p for p in ports_by_container(lab).values() if p["host"] == "h3"]
         for host in ("h1", "h2"):
             wait_for(lambda h=host: "lt-c612000d" not in lab.ovs(h).vsctl("list-ports", "br-tun"),
                      10, f"{host} dropping its tunnel to h3")  # fmt: skip

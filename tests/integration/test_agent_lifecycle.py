@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from helpers import loss, wait_for
+from helpers import loss, ports_by_container, wait_for
 
 from lab import Lab
 from lab.core import venv_bin
@@ -37,16 +37,10 @@ def ping(lab, src: str, ip: str, wait: int = 1) -> bool:
     return r.returncode == 0
 
 
-def ports(lab) -> dict[str, dict]:
-    status, body = lab.api("GET", "/v1/ports")
-    assert status == 200
-    return {p["container"]: p for p in body}
-
-
 def wiring(lab, short: str) -> tuple:
     """What a re-wire would change: the veth ends' ifindexes and the OVS Interface row."""
     c = lab.container(short)
-    port_id = ports(lab)[c.name]["id"]
+    port_id = ports_by_container(lab)[c.name]["id"]
     inside = json.loads(lab.run(c, ["ip", "-j", "link", "show", "eth1"]).stdout)[0]["ifindex"]
     host = json.loads(lab.run(c.host.name, ["ip", "-j", "link", "show", f"lp{port_id}"]).stdout)
     row = lab.ovs(c.host.name).vsctl("get", "Interface", f"lp{port_id}", "_uuid", "ofport")
@@ -86,25 +80,25 @@ def wait_rewired(lab, short: str, port: dict) -> None:
 
 
 def test_restarted_container_comes_back_reachable(lab):
-    before = ports(lab)[lab.container("a2").name]
+    before = ports_by_container(lab)[lab.container("a2").name]
     lab.container("a2").restart()
     wait_rewired(lab, "a2", before)
-    after = ports(lab)[lab.container("a2").name]
+    after = ports_by_container(lab)[lab.container("a2").name]
     assert (after["id"], after["ofport"], after["mac"], after["state"]) == \
         (before["id"], before["ofport"], before["mac"], "active")
 
 
 def test_stopped_container_shows_an_error_and_comes_back_when_started(lab):
     a2 = lab.container("a2")
-    before = ports(lab)[a2.name]
+    before = ports_by_container(lab)[a2.name]
     a2.stop()
-    wait_for(lambda: (ports(lab)[a2.name].get("error") or {}).get("code")
+    wait_for(lambda: (ports_by_container(lab)[a2.name].get("error") or {}).get("code")
              == "container_not_running", 10, "the stopped container reported")  # fmt: skip
     assert f"container {a2.name} is not running" in lab.loris("h1", "ports").stdout
     a2.restart()  # `docker restart` of a stopped container starts it
     wait_rewired(lab, "a2", before)
-    wait_for(lambda: ports(lab)[a2.name]["error"] is None, 10, "the error cleared")
-    assert ports(lab)[a2.name]["ofport"] == before["ofport"]
+    wait_for(lambda: ports_by_container(lab)[a2.name]["error"] is None, 10, "the error cleared")
+    assert ports_by_container(lab)[a2.name]["ofport"] == before["ofport"]
 
 
 def test_removed_container_leaves_no_flow_behind(lab):
@@ -121,7 +115,8 @@ def test_removed_container_leaves_no_flow_behind(lab):
 
     assert flows_mentioning(), "the port's flows were never installed"
     lab.remove_container("a3")
-    wait_for(lambda: a3.name not in ports(lab), 15, "the port of the removed container deleted")
+    wait_for(lambda: a3.name not in ports_by_container(lab), 15,
+             "the port of the removed container deleted")
     wait_for(lambda: not flows_mentioning(), 10, "its flows removed everywhere")
     wait_for(lambda: f"lp{port['id']}" not in lab.ovs("h2").vsctl("list-ports", "br-int").split(),
              10, "its OVS port removed")  # fmt: skip
@@ -147,7 +142,7 @@ def test_agent_restart_loses_no_packet_and_rewires_nothing(lab):
     lab.start_agent("h1")
     out, _ = pinger.communicate(timeout=30)
     assert loss(out) == 0, out
-    wait_for(lambda: (ports(lab)[lab.container("a1").name]["state"] == "active"
+    wait_for(lambda: (ports_by_container(lab)[lab.container("a1").name]["state"] == "active"
                       and "polling" in lab.loris("h1", "status").stdout), 15,
              "agent h1 back")  # fmt: skip
     assert wiring(lab, "a1") == before
@@ -155,7 +150,7 @@ def test_agent_restart_loses_no_packet_and_rewires_nothing(lab):
 
 def test_restart_missed_while_the_agent_was_down_is_repaired_at_start(lab):
     lab.processes["agent-h2"].stop()
-    port = ports(lab)[lab.container("a2").name]
+    port = ports_by_container(lab)[lab.container("a2").name]
     lab.container("a2").restart()
     time.sleep(1)
     assert eth1_of(lab, "a2") is None  # nobody re-made it
@@ -164,7 +159,7 @@ def test_restart_missed_while_the_agent_was_down_is_repaired_at_start(lab):
 
 
 def test_controller_away_traffic_and_repairs_go_on(lab):
-    port = ports(lab)[lab.container("a2").name]
+    port = ports_by_container(lab)[lab.container("a2").name]
     lab.processes["controller"].stop()
     assert ping(lab, "a1", "198.18.135.2")  # OVS keeps its flows (secure fail mode)
     # The agent repairs a restarted container from the desired state it last had.

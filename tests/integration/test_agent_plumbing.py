@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import host_view
 
 from hostagent import names
 from lab import Lab
@@ -29,13 +30,6 @@ def lab():
         lab.add_container("h1", "c1")
         lab.add_container("h1", "n1", kind="netns")
         yield lab
-
-
-def host_view(lab: Lab, host: str) -> dict:
-    """What a host has: its interfaces and its OVS bridges."""
-    links = json.loads(lab.run(host, ["ip", "-j", "link"]).stdout)
-    return {"links": sorted(link["ifname"] for link in links),
-            "bridges": lab.ovs(host).bridges()}  # fmt: skip
 
 
 def ovs_rows(lab: Lab, host: str) -> dict:

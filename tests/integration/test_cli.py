@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import pytest
+from helpers import host_view
 
 from lab.core import venv_bin
 
@@ -29,12 +30,6 @@ def lab(lab3):
     for name, host in (("c1", "h1"), ("c2", "h2"), ("c3", "h3"), ("c4", "h1"), ("c5", "h2")):
         lab.add_container(host, name)
     return lab
-
-
-def host_view(lab, host: str) -> dict:
-    links = json.loads(lab.run(host, ["ip", "-j", "link"]).stdout)
-    return {"links": sorted(link["ifname"] for link in links),
-            "bridges": sorted(lab.ovs(host).bridges())}  # fmt: skip
 
 
 def loris(lab, host: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ import signal
 import time
 
 import pytest
-from helpers import SYNC_TIMEOUT, wait_all_synced
+from helpers import SYNC_TIMEOUT, loris_flows, wait_all_synced
 
 from lab import Lab
 
@@ -47,11 +47,6 @@ def pings(lab: Lab, src: str, dst_ip: str, count: int = 2) -> bool:
     r = lab.run(lab.container(src), ["ping", "-c", str(count), "-i", "0.2", "-W", "1", dst_ip],
                 check=False)
     return r.returncode == 0
-
-
-def loris_flows(lab: Lab, host: str, bridge: str) -> list[str]:
-    return [f for f in lab.ovs(host).dump_flows(bridge, stats=False)
-            if f.startswith("cookie=0x4c")]
 
 
 def container_ports(lab: Lab, host: str) -> list[str]:
