@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS ports (
     UNIQUE (host_id, container)
 );
 CREATE INDEX IF NOT EXISTS ports_host ON ports(host_id);
+CREATE INDEX IF NOT EXISTS ports_host_ofport ON ports(host_id, ofport);
 CREATE TABLE IF NOT EXISTS local_vlans (
     host_id TEXT NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
     pod_id INTEGER NOT NULL,
@@ -291,13 +292,20 @@ class Tx:
             sql += " WHERE " + " AND ".join(where)
         return [_port(r) for r in self._all(sql + " ORDER BY id", args)]
 
-    def ofport_clashes(self) -> list[Port]:
+    def ofport_clashes(self, pods: Iterable[int] | None = None) -> list[Port]:
         """Ports that share their host and ofport with another port, by id: normally none
-        (an agent's inconsistent report). Found by SQLite, so finding none costs no rows."""
+        (an agent's inconsistent report). With `pods`, only the clashes involving a port of
+        those pods. Found by SQLite through an index, so finding none costs no rows."""
+        involved = ("SELECT p.host_id, p.ofport FROM ports p WHERE p.ofport IS NOT NULL "
+                    "AND EXISTS (SELECT 1 FROM ports q WHERE q.host_id = p.host_id "
+                    "AND q.ofport = p.ofport AND q.id != p.id)")
+        args: list = []
+        if pods is not None:
+            args = sorted(set(pods))
+            involved += f" AND p.pod_id IN ({', '.join('?' * len(args))})"
         return [_port(r) for r in self._all(
             f"SELECT {_PORT_COLUMNS} FROM ports WHERE ofport IS NOT NULL AND "
-            "(host_id, ofport) IN (SELECT host_id, ofport FROM ports WHERE ofport IS NOT NULL "
-            "GROUP BY host_id, ofport HAVING COUNT(*) > 1) ORDER BY id")]
+            f"(host_id, ofport) IN ({involved}) ORDER BY id", args)]
 
     def port(self, port_id: int) -> Port | None:
         row = self._one(f"SELECT {_PORT_COLUMNS} FROM ports WHERE id = ?", (port_id,))
@@ -354,9 +362,14 @@ class Tx:
         return dict(self._all("SELECT pod_id, vlan FROM local_vlans WHERE host_id = ?",
                               (host_id,)))
 
-    def all_local_vlans(self) -> dict[str, dict[int, int]]:
+    def all_local_vlans(self, pods: Iterable[int] | None = None) -> dict[str, dict[int, int]]:
+        """host -> {pod: VLAN}, for every pod or only `pods`."""
+        sql, args = "SELECT host_id, pod_id, vlan FROM local_vlans", []
+        if pods is not None:
+            args = sorted(set(pods))
+            sql += f" WHERE pod_id IN ({', '.join('?' * len(args))})"
         out: dict[str, dict[int, int]] = {}
-        for host_id, pod_id, vlan in self._all("SELECT host_id, pod_id, vlan FROM local_vlans"):
+        for host_id, pod_id, vlan in self._all(sql, args):
             out.setdefault(host_id, {})[pod_id] = vlan
         return out
 
@@ -395,7 +408,9 @@ class Store:
         self._conn.execute("PRAGMA foreign_keys = ON")
         if path != ":memory:":
             self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
+            # FULL: every COMMIT syncs the WAL, so an acknowledged write survives a power
+            # loss too (NORMAL survives a process crash only). About 0.3 ms a commit.
+            self._conn.execute("PRAGMA synchronous = FULL")
         self._migrate()
 
     def _migrate(self) -> None:

@@ -67,6 +67,12 @@ def test_state_survives_reopening(tmp_path):
     s.close()
 
 
+def test_commits_are_durable_wal_with_synchronous_full(store):
+    # docs/operations.md: an acknowledged write survives a process kill and a power loss
+    assert store._conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert store._conn.execute("PRAGMA synchronous").fetchone() == (2,)     # FULL
+
+
 def test_versions_never_go_backwards(store):
     with store.tx() as tx:
         _host(tx)
