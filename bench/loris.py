@@ -237,6 +237,19 @@ class LorisLab:
     def controller_rss(self) -> float:
         return rss_mib(self.controller_pid)
 
+    def ovs_pids(self) -> list[int]:
+        """Every host's ovs-vswitchd and ovsdb-server."""
+        return [int((h.rundir / f"{d}.pid").read_text().strip()) for h in self.lab.hosts
+                for d in ("ovs-vswitchd", "ovsdb-server")]
+
+    def agent_pids(self) -> list[int]:
+        return [p.pid for name, p in self.lab.processes.items()
+                if name.startswith("agent-") and p.alive]
+
+    @staticmethod
+    def cpu_of(pids: Sequence[int]) -> float:
+        return sum(cpu_seconds(p) for p in pids)
+
     def wait_idle(self, window: float = 0.3, busy: float = 0.05, timeout: float = 120) -> None:
         """Wait until the controller used less than `busy` of a core over `window` seconds:
         what it does after answering (checking, logging) must not land in the next
@@ -341,12 +354,15 @@ class LorisLab:
             return self.connect(containers[i - start_n], pod_ip(2 + i % BULK_POD_SIZE), pod)
 
         t1 = time.monotonic()
+        ovs0, agents0 = self.cpu_of(self.ovs_pids()), self.cpu_of(self.agent_pids())
         with ThreadPoolExecutor(workers) as pool:
             ports = list(pool.map(connect, range(start_n, total)))
         self.bulk.extend(ports)
         step = {"from": start_n, "to": total, "netns_s": t_netns,
                 "connect_s": time.monotonic() - t1,
                 "controller_cpu_s": self.controller_cpu() - cpu0,
+                "ovs_cpu_s": self.cpu_of(self.ovs_pids()) - ovs0,
+                "agents_cpu_s": self.cpu_of(self.agent_pids()) - agents0,
                 "controller_cpu_total_s": self.controller_cpu(),
                 "controller_rss_mib": self.controller_rss()}
         self.growth.steps.append(step)

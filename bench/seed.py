@@ -67,7 +67,7 @@ def seed(db: Path, hosts: int, ports: Iterable[SimPort]) -> int:
                 if tx.pod(p.pod) is None:
                     tx.insert_pod(p.pod, None, None)
                 tx.ensure_local_vlan(p.host, p.pod)
-                row = tx.insert_port(p.host, f"sim:{p.host}:{p.ip}", p.pod, p.mac,
+                row = tx.insert_port(p.host, f"sim:{p.pod}:{p.mac}", p.pod, p.mac,
                                      ipaddress.IPv4Interface(p.ip), False)
                 tx.update_port(row.id, ofport=next_ofport[p.host], mtu=MTU, state="active")
                 next_ofport[p.host] += 1

@@ -26,9 +26,12 @@ def build(tx: Tx, pods: Iterable[int] | None = None) -> tuple[Topology, dict[str
 
     With `pods`, only those pods and their ports are read: every host's flows for those pods,
     and its base pipeline, come out as from the whole topology."""
+    wanted = None if pods is None else sorted(set(pods))
     hosts = {h.id: h for h in tx.hosts()}
     tunnels = tx.all_tunnels()
-    vlans = tx.all_local_vlans()
+    clashes = tx.ofport_clashes(wanted)
+    vlans = tx.all_local_vlans(None if wanted is None else
+                               set(wanted) | {p.pod_id for p in clashes})
     specs: list[HostSpec] = []
     for h in hosts.values():
         peers: dict[str, int] = {}
@@ -43,10 +46,9 @@ def build(tx: Tx, pods: Iterable[int] | None = None) -> tuple[Topology, dict[str
         except TopologyError as e:
             LOG.warning("host %s left out of the flows: %s", h.id, e)
     known = {s.id for s in specs}
-    if pods is None:
+    if wanted is None:
         pod_rows, port_rows = tx.pods(), tx.ports()
     else:
-        wanted = sorted(set(pods))
         pod_rows = [p for p in map(tx.pod, wanted) if p is not None]
         port_rows = sorted((port for pod_id in wanted for port in tx.ports(pod_id=pod_id)),
                            key=lambda port: port.id)
@@ -64,7 +66,7 @@ def build(tx: Tx, pods: Iterable[int] | None = None) -> tuple[Topology, dict[str
     # an ofport claimed by two ports belongs to the first (by id) that is otherwise fine,
     # whichever pods are being read
     owner: dict[tuple[str, int], int] = {}
-    for port in tx.ofport_clashes():
+    for port in clashes:
         if usable(port) and fits(port):
             owner.setdefault((port.host_id, port.ofport), port.id)
     ports = []
