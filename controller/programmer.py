@@ -39,8 +39,10 @@ LOG = logging.getLogger("loris.programmer")
 
 OK = "ok"
 # Serialized flow-mods are kept for the flows installed somewhere (the same MEMBER flow is
-# on every host of its pod); the cache is pruned to those when it grows past twice that.
-MIN_WIRE_CACHE = 50_000
+# on every host of its pod); the cache is pruned to those when it grows past twice that, or
+# past MIN_WIRE_CACHE on a small cluster. The floor stays small: the entries of flows gone
+# from every bridge are dead weight (about 500 bytes each), and a prune is cheap then.
+MIN_WIRE_CACHE = 4096
 NOT_CONNECTED = "not connected"
 NOT_REGISTERED = "host is not registered"
 Sections = frozenset  # of int | None
