@@ -56,6 +56,7 @@ class Bench:
                                           for i in range(pool)])
         self.addresses = itertools.count(256)
         self.base_ports = itertools.count(1)
+        self.failures: list[dict] = []
 
     def _wait_unwired(self, c, ifname: str = "eth1", timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -65,8 +66,9 @@ class Bench:
                                    "disconnect")
             time.sleep(0.05)
 
-    def _probe(self, pinger_ns: str, ip: str, action) -> tuple[float, float]:
-        """(seconds until the call returned, seconds until the first ping reply)."""
+    def _probe(self, pinger_ns: str, ip: str, action) -> tuple[float, float | None]:
+        """(seconds until the call returned, seconds until the first ping reply or None if
+        none came within REPLY_TIMEOUT)."""
         pinger = Pinger(pinger_ns, ip.split("/")[0]).start()
         try:
             t0 = time.monotonic()
@@ -76,8 +78,23 @@ class Bench:
         finally:
             pinger.stop()
         if replied is None:
-            raise RuntimeError(f"no ping reply from {ip} within {REPLY_TIMEOUT:g} s")
+            self.failures.append(self._diagnose(ip))
+            return t_call, None
         return t_call, replied - t0
+
+    def _diagnose(self, ip: str) -> dict:
+        """What the network looked like when a connect got no ping reply."""
+        lab = self.lab
+        out: dict = {"ip": ip}
+        for h in lab.hosts[:2]:
+            for bridge in (baseline.BRIDGE, "br-int"):
+                r = lab.run(h, ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge],
+                            env=lab.ovs(h).env, check=False)
+                out[f"{h.name} {bridge} flows"] = r.stdout[-4000:]
+            out[f"{h.name} fdb"] = lab.ovs(h).appctl("fdb/show", baseline.BRIDGE, check=False)
+        for c in (self.p, self.pb):
+            out[f"{c.short} neigh"] = lab.run(c, ["ip", "neigh"], check=False).stdout
+        return out
 
     def rest(self) -> tuple[float, float]:
         c, ip = next(self.loris_pool), pod_ip(next(self.addresses))
@@ -135,6 +152,7 @@ def run(size: str = "full", session=None) -> Result:
             samples[n] = rows
             result.details.setdefault("controller_cpu_ms_per_connect", {})[n] = \
                 (ll.controller_cpu() - cpu0) * 1e3 / rest_cli
+        result.details["failures"] = bench.failures
         result.details["samples_s"] = {
             n: {k: [{"call": a, "reply": b} for a, b in v] for k, v in rows.items()}
             for n, rows in samples.items()}
@@ -146,14 +164,19 @@ def run(size: str = "full", session=None) -> Result:
 
 
 def figures(result: Result, samples: dict, cfg: dict) -> None:
+    """A connect whose ping never came back is left out of the percentiles and counted in
+    the note (its diagnostics are in the JSON file's details)."""
     trials = cfg["trials"]
     for n, rows in samples.items():
-        rep = {k: [b for _, b in v] for k, v in rows.items()}
+        rep = {k: [b for _, b in v if b is not None] for k, v in rows.items()}
+        lost = {k: sum(1 for _, b in v if b is None) for k, v in rows.items()}
         base50, base95 = median(rep["base"]), percentile(rep["base"], 95)
         for way, title in (("rest", "REST"), ("cli", "loris connect")):
             result.add(
                 Figure(f"{title} to first ping, p50, {n} ports", median(rep[way]) * 1e3, "ms",
-                       base50 * 1e3, "script p50", ("<=", 1.0), note=f"{trials} connects"),
+                       base50 * 1e3, "script p50", ("<=", 1.0),
+                       note=f"{trials} connects each" + "".join(
+                           f"; {k}: {v} without reply" for k, v in lost.items() if v)),
                 Figure(f"{title} to first ping, p95, {n} ports",
                        percentile(rep[way], 95) * 1e3, "ms", base95 * 1e3, "script p95",
                        ("<=", 1.0)))
@@ -161,14 +184,15 @@ def figures(result: Result, samples: dict, cfg: dict) -> None:
     if len(sizes) > 1:
         small, big = sizes[0], sizes[-1]
         result.add(Figure(f"REST p50 at {big} ports vs at {small} (flat)",
-                          median([b for _, b in samples[big]["rest"]]) * 1e3, "ms",
-                          median([b for _, b in samples[small]["rest"]]) * 1e3,
+                          median([b for _, b in samples[big]["rest"] if b is not None]) * 1e3,
+                          "ms",
+                          median([b for _, b in samples[small]["rest"] if b is not None]) * 1e3,
                           f"p50 at {small}", ("<=", FLAT_TARGET)))
     growth = result.details.get("growth", [])
     if growth:
         total = growth[-1]["to"]
         seconds = sum(s["netns_s"] + s["connect_s"] for s in growth)
-        script = median([b for n in sizes for _, b in samples[n]["base"]])
+        script = median([b for n in sizes for _, b in samples[n]["base"] if b is not None])
         result.add(Figure(f"creating {total} bulk ports (netns + REST, many at a time)",
                           seconds, "s", script * total, "script p50 x ports",
                           note="the baseline wires one port after the other"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import time
 import traceback
@@ -94,6 +95,10 @@ def run_benchmarks(names: Sequence[str], size: str, out: Path | None = None,
     return results, path
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description="Loris benchmarks, each figure a ratio against a "
@@ -105,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="JSON file (default bench/results/<date>.json)")
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     args = parser.parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C: the labs are torn down on the way out
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         results, _ = run_benchmarks(args.names or list(BENCHMARKS), args.size, args.out)
     except ValueError as e:
