@@ -28,7 +28,7 @@ from bench.common import Figure, Result
 from bench.loris import LorisLab
 from bench.seed import SimPort, seed, sim_host, sim_mac
 
-SIZES = {"full": {"members": 20_000, "sim_hosts": 4, "repeat": 3},
+SIZES = {"full": {"members": 20_000, "sim_hosts": 4, "repeat": 5},
          "smoke": {"members": 300, "sim_hosts": 2, "repeat": 1}}
 POD = 200
 TARGET = 0.5                   # at least half of what ovs-ofctl reaches
