@@ -8,21 +8,12 @@ import json
 import os
 import queue
 import stat
-import threading
 
 import pytest
+from test_api import H1, H2, _spawn
 from webob import Request
 
 from controller import auth, config, openapi, schema, wiring
-
-H1 = {"id": "h1", "tunnel_ip": "198.18.0.11", "tunnel_type": "vxlan",
-      "dpids": {"br-int": "0x0001000000000011", "br-tun": "0x0002000000000011"}}
-H2 = {"id": "h2", "tunnel_ip": "198.18.0.12", "tunnel_type": "vxlan",
-      "dpids": {"br-int": "0x0001000000000012", "br-tun": "0x0002000000000012"}}
-
-
-def _spawn(fn, *args):
-    threading.Thread(target=fn, args=args, daemon=True).start()
 
 
 @pytest.fixture
