@@ -27,6 +27,7 @@ import time
 from bench.common import Figure, Result
 from bench.loris import LorisLab
 from bench.seed import SimPort, seed, sim_host, sim_mac
+from flows.contract import BRIDGES
 
 SIZES = {"full": {"members": 20_000, "sim_hosts": 4, "repeat": 5},
          "smoke": {"members": 300, "sim_hosts": 2, "repeat": 1}}
@@ -92,7 +93,7 @@ def run(size: str = "full", session=None) -> Result:
         ll.connect(c, member_ip(cfg["members"]), POD)
         result.details["first_connect_s"] = time.monotonic() - t0
         ll.wait_idle()          # the connect's own work is over before anything is timed
-        for bridge in ("br-int", "br-tun"):
+        for bridge in BRIDGES:
             flows = ovs.dump_flows(bridge, stats=False)
             n = len(flows)
             path = lab.dir / f"{bridge}.flows"

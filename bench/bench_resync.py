@@ -27,9 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from bench.common import Figure, Result
 from bench.loris import LorisLab, flowmods_in, pod_ip
+from flows.contract import BRIDGES
 
 SIZES = {"full": 1_000, "smoke": 6}
-BRIDGES = ("br-int", "br-tun")
 
 
 PING_INTERVAL = 0.01

@@ -15,13 +15,13 @@ in memory while it runs).
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from controller.store import Store
+from flows import contract
 
 SIM_TUNNEL_BASE = 200        # simulated host i has tunnel IP 198.18.0.(200 + i)
 MTU = 1450
@@ -43,9 +43,9 @@ def sim_mac(n: int) -> str:
     return f"02:5e:{n >> 24 & 255:02x}:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}"
 
 
-def _dpid(host: str, bridge: int) -> int:
-    h48 = int(hashlib.sha256(f"bench-sim-{host}".encode()).hexdigest()[:12], 16)
-    return (bridge << 48) | h48
+def _dpids(host: str) -> dict[str, int]:
+    """Datapath ids no real host can have (the design's formula over another name)."""
+    return contract.dpids(f"bench-sim-{host}")
 
 
 def seed(db: Path, hosts: int, ports: Iterable[SimPort]) -> int:
@@ -57,8 +57,10 @@ def seed(db: Path, hosts: int, ports: Iterable[SimPort]) -> int:
             names = [sim_host(i) for i in range(1, hosts + 1)]
             for i, h in enumerate(names, start=1):
                 if tx.host(h) is None:
+                    dpids = _dpids(h)
                     tx.insert_host(h, f"198.18.0.{SIM_TUNNEL_BASE + i}", "vxlan",
-                                   _dpid(h, 1), _dpid(h, 2))
+                                   dpids[contract.INTEGRATION_BRIDGE],
+                                   dpids[contract.TUNNEL_BRIDGE])
                     tx.set_patch(h, 1, 1)
             for h in names:
                 tx.set_tunnels(h, {p: 2 + j for j, p in enumerate(x for x in names if x != h)})

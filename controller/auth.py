@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.errors import ApiError
+from flows import contract
+from flows.contract import HOST_ID
 
 OPERATOR_FILE = "operator.token"
 AGENT_KEY_FILE = "agent.key"
 AGENT_PREFIX = "agent:"
-_HOST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]{1,256}$")       # printable ASCII, no space
 
 PUBLIC_ROUTES = frozenset({"/v1/health", "/v1/openapi.json"})
@@ -83,8 +84,8 @@ class Authenticator:
         return self._operator.decode()
 
     def agent_token(self, host_id: str) -> str:
-        if not _HOST_ID.match(host_id):
-            raise ValueError(f"host id {host_id!r} is not valid")
+        if not HOST_ID.matches(host_id):
+            raise ValueError(HOST_ID.error(host_id))
         return f"{AGENT_PREFIX}{host_id}:{self._mac(host_id)}"
 
     def _mac(self, host_id: str) -> str:
@@ -101,7 +102,7 @@ class Authenticator:
             raise unauthorized(f"malformed Authorization header; {HOW_TO}")
         if token.startswith(AGENT_PREFIX):
             host_id, _, mac = token[len(AGENT_PREFIX):].rpartition(":")
-            if _HOST_ID.match(host_id) and hmac.compare_digest(
+            if HOST_ID.matches(host_id) and hmac.compare_digest(
                     mac.encode(), self._mac(host_id).encode()):
                 return Principal("agent", host_id)
         elif hmac.compare_digest(token.encode(), self._operator):
@@ -139,8 +140,7 @@ def switch_may_claim(cert_host: str | None, dpid: int, owner: str | None) -> boo
         return False
     if owner is not None:
         return owner == cert_host
-    h48 = int(hashlib.sha256(cert_host.encode()).hexdigest()[:12], 16)
-    return dpid in ((0x0001 << 48) | h48, (0x0002 << 48) | h48)
+    return dpid in contract.dpids(cert_host).values()
 
 
 def common_name(peercert: dict | None) -> str | None:

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import copy
 
-from flows.model import MAX_POD_ID, MAX_PORT_ID
+from flows import contract
+from flows.contract import (
+    CONTAINER_REF,
+    DPID_TEXT,
+    HOST_ID,
+    MAC,
+    MAX_OFPORT,
+    MAX_POD_ID,
+    MAX_PORT_ID,
+    POD_NAME,
+)
 
 VERSION = "2.0.0.dev0"
 
-HOST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-CONTAINER_PATTERN = r"^(netns:)?[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
-DPID_PATTERN = r"^0x[0-9a-fA-F]{1,16}$"
-MAC_PATTERN = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$"
 
 
 def _ref(name: str) -> dict:
@@ -37,29 +42,37 @@ def _obj(props: dict, required: list[str] | tuple = (), closed: bool = True,
     return out
 
 
+def _text(rule: contract.Pattern, explain: str | None = None, **more: object) -> dict:
+    """A string schema for one contract rule. `explain` names the validate.py check that
+    tells the user precisely what is wrong when the pattern fails (schema.check)."""
+    out: dict = {"type": "string", "pattern": rule.json, "x-hint": rule.hint, **more}
+    if explain:
+        out["x-explain"] = explain
+    return out
+
+
 _nullable_int = {"type": ["integer", "null"]}
 _nullable_str = {"type": ["string", "null"]}
-_ofport = {"type": "integer", "minimum": 1, "maximum": 0xFEFF}
+_ofport = {"type": "integer", "minimum": 1, "maximum": MAX_OFPORT}
+_DHCP_OR_CIDR = contract.Pattern(
+    "address", f"{contract.IPV4_CIDR.regex}|[dD][hH][cC][pP]",
+    "give an address with its prefix length, e.g. 198.18.135.5/24, or 'dhcp'")
 
 SCHEMAS: dict = {
     "Error": _obj({"error": _obj({"code": {"type": "string"}, "message": {"type": "string"}},
                                  ["code", "message"])}, ["error"]),
-    "HostId": {"type": "string", "pattern": HOST_ID_PATTERN,
-               "x-hint": "a host id is 1-63 characters of letters, digits, '_', '.', '-', "
-                         "starting with a letter or digit"},
+    "HostId": _text(HOST_ID),
     "PodId": {"type": "integer", "minimum": 0, "maximum": MAX_POD_ID,
               "description": "0 is the global pod; tunnel key = pod id + 1"},
     "PortId": {"type": "integer", "minimum": 1, "maximum": MAX_PORT_ID},
-    "Dpid": {"type": "string", "pattern": DPID_PATTERN,
-             "x-hint": "a datapath id is '0x' and 1-16 hex digits"},
-    "Mac": {"type": "string", "pattern": MAC_PATTERN,
-            "x-hint": "a MAC address is six colon-separated hex bytes, e.g. 02:42:0a:07:00:05"},
+    "Dpid": _text(DPID_TEXT),
+    "Mac": _text(MAC),
     "ApiError": _obj({"code": {"type": "string", "maxLength": 64},
                       "message": {"type": "string", "maxLength": 1024}}, ["code", "message"]),
     "HostRegistration": _obj({
         "id": _ref("HostId"),
-        "tunnel_ip": {"type": "string", "maxLength": 15,
-                      "description": "IPv4 address of the host's tunnel endpoint"},
+        "tunnel_ip": _text(contract.IPV4, "ipv4_address", maxLength=15,
+                           description="IPv4 address of the host's tunnel endpoint"),
         "tunnel_type": {"type": "string", "enum": ["vxlan", "gre"]},
         "dpids": _obj({"br-int": _ref("Dpid"), "br-tun": _ref("Dpid")}, ["br-int", "br-tun"]),
     }, ["id", "tunnel_ip", "tunnel_type", "dpids"], examples=[
@@ -94,14 +107,19 @@ SCHEMAS: dict = {
             "bridges": _obj({"br-int": _ref("OpenFlowBridge"),
                              "br-tun": _ref("OpenFlowBridge")}),
         }, ["port"]),
+        "problems": {"type": "array", "description": "rows of this host (or of its pods) "
+                     "left out of the flows, and why", "items": _obj({
+                         "kind": {"type": "string", "enum": ["host", "pod", "port"]},
+                         "id": {"type": ["integer", "string"]},
+                         "pod": _nullable_int, "message": {"type": "string"}})},
         "registered_at": {"type": "number"},
     }),
     "PodCreate": _obj({
         "id": _ref("PodId"),
-        "name": {"type": "string", "pattern": NAME_PATTERN,
-                 "x-hint": "a pod name is 1-64 letters, digits, spaces or _ . : -"},
-        "subnet": {"type": "string", "maxLength": 18,
-                   "description": "IPv4 CIDR, e.g. 10.7.0.0/24 (prefix 1..30); enables DHCP"},
+        "name": _text(POD_NAME),
+        "subnet": _text(contract.IPV4_CIDR, "subnet", maxLength=18,
+                        description="IPv4 CIDR, e.g. 10.7.0.0/24 (prefix 1..30, host bits "
+                                    "zero); enables DHCP"),
     }, ["id"], examples=[{"id": 7, "name": "web", "subnet": "198.18.135.0/24"}]),
     "Pod": _obj({
         "id": _ref("PodId"),
@@ -116,13 +134,11 @@ SCHEMAS: dict = {
     }),
     "PortCreate": _obj({
         "host": _ref("HostId"),
-        "container": {"type": "string", "pattern": CONTAINER_PATTERN,
-                      "x-hint": "a container is a Docker name or id, or netns:NAME for a "
-                                "plain network namespace: letters, digits, '_', '.', '-', "
-                                "at most 128"},
-        "ip": {"type": "string", "maxLength": 18,
-               "description": "'A.B.C.D/len', or 'dhcp' to get a free address of the "
-                              "pod's subnet by DHCP"},
+        "container": _text(CONTAINER_REF),
+        "ip": _text(_DHCP_OR_CIDR, "port_address", maxLength=18,
+                    description="'A.B.C.D/len' (prefix 1..32, not the network or broadcast "
+                                "address), or 'dhcp' to get a free address of the pod's "
+                                "subnet by DHCP"),
         "mac": _ref("Mac"),
         "pod": _ref("PodId"),
     }, ["host", "container", "ip"], examples=[
@@ -159,12 +175,14 @@ SCHEMAS: dict = {
         "patch": _obj({"br-int": {"oneOf": [{"type": "null"}, _ofport]},
                        "br-tun": {"oneOf": [{"type": "null"}, _ofport]}}),
         "tunnels": {"type": "object", "additionalProperties": _ofport,
-                    "propertyNames": {"pattern": HOST_ID_PATTERN},
+                    "propertyNames": _ref("HostId"),
                     "description": "peer host id -> ofport of its lt- port on br-tun"},
         "ports": {"type": "object", "additionalProperties": _obj({
             "ofport": _ofport,
-            "mtu": {"type": "integer", "minimum": 68, "maximum": 65535},
-            "lease": {"type": ["string", "null"], "maxLength": 18},
+            "mtu": {"type": "integer", "minimum": contract.MIN_MTU,
+                    "maximum": contract.MAX_MTU},
+            "lease": {"oneOf": [{"type": "null"},
+                                _text(contract.IPV4_CIDR, "lease", maxLength=18)]},
             "error": _ref("ApiError"),
         }), "propertyNames": {"pattern": r"^[1-9][0-9]{0,7}$"},
             "description": "port id (decimal string) -> what the agent made of it"},

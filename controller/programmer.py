@@ -105,6 +105,8 @@ class Programmer:
         # messages costs ~0.3 ms a flow, far more than sending the bytes
         self._wire: dict[Flow, bytes] = {}
         self._wire_limit = MIN_WIRE_CACHE
+        # rows left out of the flows by the last builds, for the hosts' views
+        self.problems = topology.Problems()
 
     # ---- submitting ----------------------------------------------------------------------
     def submit(self, host_id: str, sections: Iterable[int | None] | None = None,
@@ -193,7 +195,7 @@ class Programmer:
             host = tx.host(host_id)
         if host is None:
             return {b: NOT_REGISTERED for b in BRIDGES}
-        desired = _Desired(self.store, host_id, sections)
+        desired = _Desired(self.store, host_id, sections, self.problems)
         result: dict[str, str] = {}
         work: list[tuple[str, Any, Callable[[], None]]] = []
         for bridge in BRIDGES:
@@ -328,8 +330,10 @@ class _Desired:
     """A host's desired flows, read from the store when first needed and only as much of it
     as needed: the pods present on the host for every section, the named pods otherwise."""
 
-    def __init__(self, store: Store, host_id: str, sections: set[int | None]) -> None:
+    def __init__(self, store: Store, host_id: str, sections: set[int | None],
+                 problems: topology.Problems) -> None:
         self.store = store
+        self.problems = problems
         self.host_id = host_id
         self.pods = {s for s in sections if s is not None}
         self._sections = sorted(self.pods)
@@ -342,7 +346,9 @@ class _Desired:
         if self._topo is None or (all_pods and not self._all_pods):
             with self.store.tx() as tx:
                 pods = self.pods | set(tx.local_vlans(self.host_id)) if all_pods else self.pods
-                self._topo, _ = topology.build(tx, pods=pods)
+                found: list[topology.Problem] = []
+                self._topo, _ = topology.build(tx, pods=pods, problems=found)
+            self.problems.refresh(pods, found)
             self._all_pods = all_pods
             if self.host_id not in self._topo.hosts:
                 raise _HostGone(self.host_id)

@@ -7,16 +7,25 @@ schema), propertyNames, items, enum, minimum, maximum, minLength, maxLength, pat
 #/components/schemas/..., nullable via type lists.
 
 Structural problems (wrong type, unknown or missing field) are 400; a value outside its
-allowed range or pattern is 422.
+allowed range, length or pattern is 422 with the code `invalid_format`: the request breaks
+what the published document says. (Well-formed values that make no sense, such as an
+address outside the pod's subnet, are refused later with other codes.)
+
+`x-explain` on a string schema names a function of `explainers` that says precisely what is
+wrong with a value that failed the pattern ("needs a prefix length", "must be 1..32"); the
+pattern stays the rule, the explainer only words the refusal.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 
 from controller.errors import ApiError, bad_request, invalid
+
+FORMAT = "invalid_format"
+Explainer = Callable[[str, str], object]     # (value, where) -> raises ApiError
 
 _TYPES = {
     "object": lambda v: isinstance(v, dict),
@@ -38,22 +47,27 @@ def _json_type(value: object) -> str:
 
 @lru_cache(maxsize=256)
 def _regex(pattern: str) -> re.Pattern:
-    return re.compile(pattern)
+    """A JSON Schema (ECMA-262) pattern as Python's `re` must read it: ASCII classes, and a
+    closing `$` that matches only at the very end (Python's also matches before a final
+    newline, which would let "h1\\n" through)."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern, re.ASCII)
 
 
 def check(value: object, schema: Mapping, components: Mapping | None = None,
-          where: str = "body") -> None:
+          where: str = "body", explainers: Mapping[str, Explainer] | None = None) -> None:
     """Raise ApiError (400/422) naming `where` if `value` does not satisfy `schema`."""
     components = components or {}
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
-        check(value, components[name], components, where)
+        check(value, components[name], components, where, explainers)
         return
     if "oneOf" in schema:
         errors = []
         for option in schema["oneOf"]:
             try:
-                check(value, option, components, where)
+                check(value, option, components, where, explainers)
                 return
             except ApiError as e:
                 errors.append(e)
@@ -67,31 +81,44 @@ def check(value: object, schema: Mapping, components: Mapping | None = None,
             raise bad_request(f"{where} must be {want}, got {_json_type(value)} {_short(value)}")
     if "enum" in schema and value not in schema["enum"]:
         allowed = ", ".join(repr(v) for v in schema["enum"])
-        raise invalid(f"{where} is {_short(value)}; allowed: {allowed}")
+        raise invalid(f"{where} is {_short(value)}; allowed: {allowed}", FORMAT)
     if isinstance(value, dict):
-        _check_object(value, schema, components, where)
+        _check_object(value, schema, components, where, explainers)
     elif isinstance(value, list):
         items = schema.get("items")
         if items is not None:
             for i, item in enumerate(value):
-                check(item, items, components, f"{where}[{i}]")
+                check(item, items, components, f"{where}[{i}]", explainers)
     elif isinstance(value, str):
-        if len(value) < schema.get("minLength", 0):
-            raise invalid(f"{where} must not be shorter than {schema['minLength']} characters")
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            raise invalid(f"{where} is {len(value)} characters long; at most "
-                          f"{schema['maxLength']} are allowed")
-        if "pattern" in schema and not _regex(schema["pattern"]).search(value):
-            hint = schema.get("x-hint") or f"it must match {schema['pattern']}"
-            raise invalid(f"{where} {_short(value)} is not valid: {hint}")
+        _check_string(value, schema, where, explainers)
     elif _TYPES["number"](value):
         low, high = schema.get("minimum"), schema.get("maximum")
         if (low is not None and value < low) or (high is not None and value > high):
             rng = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
-            raise invalid(f"{where} is {value}, out of range {rng}")
+            raise invalid(f"{where} is {value}, out of range {rng}", FORMAT)
 
 
-def _check_object(value: dict, schema: Mapping, components: Mapping, where: str) -> None:
+def _check_string(value: str, schema: Mapping, where: str,
+                  explainers: Mapping[str, Explainer] | None) -> None:
+    if len(value) < schema.get("minLength", 0):
+        raise invalid(f"{where} must not be shorter than {schema['minLength']} characters",
+                      FORMAT)
+    if "maxLength" in schema and len(value) > schema["maxLength"]:
+        raise invalid(f"{where} is {len(value)} characters long; at most "
+                      f"{schema['maxLength']} are allowed", FORMAT)
+    if "pattern" in schema and not _regex(schema["pattern"]).search(value):
+        explain = (explainers or {}).get(schema.get("x-explain", ""))
+        if explain is not None:
+            try:
+                explain(value, where)
+            except ApiError as e:
+                raise invalid(e.message, FORMAT) from None
+        hint = schema.get("x-hint") or f"it must match {schema['pattern']}"
+        raise invalid(f"{where} {_short(value)} is not valid: {hint}", FORMAT)
+
+
+def _check_object(value: dict, schema: Mapping, components: Mapping, where: str,
+                  explainers: Mapping[str, Explainer] | None) -> None:
     props = schema.get("properties", {})
     extra = schema.get("additionalProperties", True)
     for key in value:
@@ -104,13 +131,14 @@ def _check_object(value: dict, schema: Mapping, components: Mapping, where: str)
     names = schema.get("propertyNames")
     if names is not None:
         for key in value:
-            check(key, names, components, f"{where} key {_short(key)}")
+            check(key, names, components, f"{where} key {_short(key)}", explainers)
     for key, item in value.items():
         sub = props.get(key)
         if sub is None and isinstance(extra, Mapping):
             sub = extra
         if sub is not None:
-            check(item, sub, components, f"{key!r}" if where == "body" else f"{where}.{key}")
+            check(item, sub, components, f"{key!r}" if where == "body" else f"{where}.{key}",
+                  explainers)
 
 
 def _short(value: object) -> str:

@@ -27,9 +27,10 @@ from controller.config import Settings
 from controller.dhcp import Binding
 from controller.errors import ApiError, conflict, invalid, not_found, unavailable
 from controller.programmer import NOT_CONNECTED, NOT_REGISTERED, OK, Programmer
-from controller.store import GLOBAL_POD, Host, Port, Store, Tx
+from controller.store import Host, Port, Store, Tx
 from controller.switches import Switches
-from flows import Kind, parse_cookie
+from flows import Kind, contract, parse_cookie
+from flows.contract import GLOBAL_POD
 
 LOG = logging.getLogger("loris.service")
 
@@ -53,7 +54,7 @@ class Service:
         """After a commit: wake the agents' long polls, refresh the dpid table."""
         with self.store.tx() as tx:
             hosts = tx.hosts()
-        self.dpids = {h.dpid(b): (h.id, b) for h in hosts for b in validate.BRIDGES}
+        self.dpids = {h.dpid(b): (h.id, b) for h in hosts for b in contract.BRIDGES}
         self.board.publish({h.id: h.desired_version for h in hosts})
 
     def _host_or_404(self, tx: Tx, host_id: str) -> Host:
@@ -105,7 +106,7 @@ class Service:
     def _host_view(self, tx: Tx, host: Host) -> dict:
         return views.host(host, tx.tunnels(host.id), len(tx.ports(host_id=host.id)),
                           self.switches, self.board, self.settings.openflow_port,
-                          self.settings.openflow_tls)
+                          self.settings.openflow_tls, self.programmer.problems.of_host(host.id))
 
     def list_hosts(self) -> list[dict]:
         with self.store.tx() as tx:
@@ -192,7 +193,7 @@ class Service:
             tx.bump_all()
         self._publish()
         self.board.forget(host_id)
-        cleared = self.programmer.clear(host_id, [host.dpid(b) for b in validate.BRIDGES])
+        cleared = self.programmer.clear(host_id, [host.dpid(b) for b in contract.BRIDGES])
         try:
             cleared.wait(3 * self.settings.flow_timeout)
         except Exception as e:
@@ -303,7 +304,7 @@ class Service:
                                    f"connected (port {existing.id}, pod {existing.pod_id}, "
                                    f"{existing.ip}); disconnect it first", "container_connected")
                 net = pod.network
-                server = validate.dhcp_server(pod.id, net)
+                server = contract.dhcp_server(pod.id, net)
                 if req.ip is None:
                     if net is None:
                         raise invalid(f"pod {pod.id} has no subnet, so it has no DHCP; create "
@@ -528,7 +529,7 @@ class Service:
             pod = tx.pod(port.pod_id)
         if host is None or host.dpid_int != dpid or pod is None or pod.network is None:
             return None
-        server = validate.dhcp_server(pod.id, pod.network)
+        server = contract.dhcp_server(pod.id, pod.network)
         return Binding(ipaddress.IPv4Interface(port.ip), port.mac, server[0], server[1],
                        self.settings.dhcp_lease_time), port
 

@@ -22,13 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from controller.errors import unavailable
-from flows.model import MAX_PORT_ID
+from flows.contract import GLOBAL_POD, MAX_LOCAL_VLAN, MAX_PORT_ID, MIN_LOCAL_VLAN
 
 SCHEMA_VERSION = 1
-GLOBAL_POD = 0
-MAX_LOCAL_VLAN = 4094
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -82,7 +80,7 @@ CREATE INDEX IF NOT EXISTS ports_host_ofport ON ports(host_id, ofport);
 CREATE TABLE IF NOT EXISTS local_vlans (
     host_id TEXT NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
     pod_id INTEGER NOT NULL,
-    vlan INTEGER NOT NULL CHECK (vlan BETWEEN 1 AND 4094),
+    vlan INTEGER NOT NULL CHECK (vlan BETWEEN {MIN_LOCAL_VLAN} AND {MAX_LOCAL_VLAN}),
     PRIMARY KEY (host_id, pod_id),
     UNIQUE (host_id, vlan)
 );
@@ -382,7 +380,8 @@ class Tx:
             return row[0]
         used = {r[0] for r in self._all("SELECT vlan FROM local_vlans WHERE host_id = ?",
                                         (host_id,))}
-        vlan = next((v for v in range(1, MAX_LOCAL_VLAN + 1) if v not in used), None)
+        vlan = next((v for v in range(MIN_LOCAL_VLAN, MAX_LOCAL_VLAN + 1) if v not in used),
+                    None)
         if vlan is not None:
             self._c.execute("INSERT INTO local_vlans (host_id, pod_id, vlan) VALUES (?, ?, ?)",
                             (host_id, pod_id, vlan))

@@ -1,8 +1,9 @@
 """Build the pipeline's `Topology` from one consistent read of the store.
 
 Rows that would make the whole topology invalid (an ofport two ports claim, a tunnel to a
-peer that was just removed) are left out with a warning instead: one inconsistent report
-must not stop every other host from being programmed. The agent's next report fixes them.
+peer that was just removed, a row the flow model refuses) are left out and reported as
+`Problem`s instead: one bad row must not stop every other pod or host from being
+programmed. The agent's next report fixes most; the host's view shows the rest.
 
 A host's flows depend only on the hosts and on the pods present on that host (their members
 on every host), so a programming job reads just those pods: one connect costs the same in
@@ -12,20 +13,63 @@ a network of 10 ports as in one of 10,000 (bench/bench_incremental.py).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from controller import validate
 from controller.store import Host, Port, Tx
 from flows import HostSpec, PodSpec, PortSpec, Topology, TopologyError
 
 LOG = logging.getLogger("loris.topology")
 
 
-def build(tx: Tx, pods: Iterable[int] | None = None) -> tuple[Topology, dict[str, Host]]:
+@dataclass(frozen=True)
+class Problem:
+    """A store row left out of the flows, and why: shown in its host's view."""
+    kind: str                 # "host" | "pod" | "port"
+    id: int | str
+    host: str | None          # the host it belongs to (None: a pod, on every host)
+    pod: int | None
+    message: str
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "id": self.id, "pod": self.pod, "message": self.message}
+
+
+class Problems:
+    """What the last builds left out, by object. A build refreshes what it read: every host,
+    and the ports of the pods it read; a row fixed or gone drops out at the next build that
+    reads it. Written by programmer workers, read by REST handlers: locked."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_object: dict[tuple[str, int | str], Problem] = {}
+
+    def refresh(self, pods: Iterable[int] | None, found: Iterable[Problem]) -> None:
+        scope = None if pods is None else set(pods)
+        with self._lock:
+            for key, old in list(self._by_object.items()):
+                if old.kind == "host" or scope is None or old.pod in scope:
+                    del self._by_object[key]
+            for p in found:
+                if (p.kind, p.id) not in self._by_object:
+                    LOG.warning("%s %s left out of the flows: %s", p.kind, p.id, p.message)
+                self._by_object[(p.kind, p.id)] = p
+
+    def of_host(self, host_id: str) -> list[Problem]:
+        with self._lock:
+            return sorted((p for p in self._by_object.values()
+                           if p.host in (host_id, None)), key=lambda p: (p.kind, str(p.id)))
+
+
+def build(tx: Tx, pods: Iterable[int] | None = None,
+          problems: list[Problem] | None = None) -> tuple[Topology, dict[str, Host]]:
     """The desired state of every host, and the host rows (for their dpids).
 
     With `pods`, only those pods and their ports are read: every host's flows for those pods,
-    and its base pipeline, come out as from the whole topology."""
+    and its base pipeline, come out as from the whole topology. A row that does not fit the
+    flow model is left out and appended to `problems`; the rest is programmed."""
+    found: list[Problem] = [] if problems is None else problems
     wanted = None if pods is None else sorted(set(pods))
     hosts = {h.id: h for h in tx.hosts()}
     tunnels = tx.all_tunnels()
@@ -44,7 +88,7 @@ def build(tx: Tx, pods: Iterable[int] | None = None) -> tuple[Topology, dict[str
             specs.append(HostSpec(h.id, h.tunnel_ip, h.int_patch_ofport, h.tun_patch_ofport,
                                   peers, vlans.get(h.id, {})))
         except TopologyError as e:
-            LOG.warning("host %s left out of the flows: %s", h.id, e)
+            found.append(Problem("host", h.id, h.id, None, str(e)))
     known = {s.id for s in specs}
     if wanted is None:
         pod_rows, port_rows = tx.pods(), tx.ports()
@@ -52,8 +96,13 @@ def build(tx: Tx, pods: Iterable[int] | None = None) -> tuple[Topology, dict[str
         pod_rows = [p for p in map(tx.pod, wanted) if p is not None]
         port_rows = sorted((port for pod_id in wanted for port in tx.ports(pod_id=pod_id)),
                            key=lambda port: port.id)
-    pod_specs = [PodSpec(p.id, p.id + 1, p.subnet, validate.dhcp_server(p.id, p.network))
-                 for p in pod_rows]
+    pod_specs = []
+    for p in pod_rows:
+        try:
+            pod_specs.append(PodSpec.for_pod(p.id, p.subnet))
+        except (TopologyError, ValueError) as e:
+            found.append(Problem("pod", p.id, None, p.id, str(e)))
+    pods_ok = {p.id for p in pod_specs}
 
     def usable(port: Port) -> bool:
         host = hosts.get(port.host_id)
@@ -69,14 +118,32 @@ def build(tx: Tx, pods: Iterable[int] | None = None) -> tuple[Topology, dict[str
     for port in clashes:
         if usable(port) and fits(port):
             owner.setdefault((port.host_id, port.ofport), port.id)
-    ports = []
+    ports: dict[int, PortSpec] = {}
     for port in port_rows:
-        if not usable(port):
+        if not usable(port) or port.pod_id not in pods_ok:
             continue
         if owner.get((port.host_id, port.ofport), port.id) != port.id or not fits(port):
-            LOG.warning("port %d (%s on %s) left out of the flows: ofport %s clashes or no "
-                        "local VLAN", port.id, port.container, port.host_id, port.ofport)
+            found.append(_port_problem(port, f"ofport {port.ofport} clashes with another port "
+                                             "or the pod has no local VLAN on the host"))
             continue
-        ports.append(PortSpec(port.id, port.pod_id, port.host_id, port.ofport, port.mac,
-                              port.address, port.dhcp))
-    return Topology(specs, pod_specs, ports), hosts
+        try:
+            ports[port.id] = PortSpec(port.id, port.pod_id, port.host_id, port.ofport,
+                                      port.mac, port.address, port.dhcp)
+        except TopologyError as e:
+            found.append(_port_problem(port, str(e)))
+    while True:
+        try:
+            return Topology(specs, pod_specs, ports.values()), hosts
+        except TopologyError as e:
+            # one port that clashes with the others (a MAC or IP twice in a pod, the DHCP
+            # server's address) is left out; everything else still gets its flows
+            if e.obj is None or e.obj[0] != "port" or e.obj[1] not in ports:
+                raise
+            bad = ports.pop(e.obj[1])
+            found.append(Problem("port", bad.id, bad.host_id, bad.pod_id, str(e)))
+
+
+def _port_problem(port: Port, why: str) -> Problem:
+    return Problem("port", port.id, port.host_id, port.pod_id,
+                   f"port {port.id} ({port.container} on {port.host_id}, pod {port.pod_id}): "
+                   f"{why}")

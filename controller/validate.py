@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 from controller import openapi, schema
 from controller.errors import bad_request, invalid
-from flows.model import MAX_POD_ID, MAX_PORT_ID
+from flows.contract import BRIDGES, MAX_POD_ID, MAX_PORT_ID
 
-BRIDGES = ("br-int", "br-tun")
 DHCP = "dhcp"
 # RFC 5737/6890 ranges that can never be a container's or a tunnel endpoint's address
 _FORBIDDEN = [ipaddress.IPv4Network(n) for n in
@@ -44,8 +43,8 @@ def _json_number(text: str) -> int | float:
     return int(value) if value.is_integer() else value
 
 
-def check_schema(value: object, name: str) -> None:
-    schema.check(value, openapi.SCHEMAS[name], openapi.SCHEMAS)
+def check_schema(value: object, name: str, where: str = "body") -> None:
+    schema.check(value, openapi.SCHEMAS[name], openapi.SCHEMAS, where, EXPLAINERS)
 
 
 def ipv4_address(text: str, field: str) -> ipaddress.IPv4Address:
@@ -65,7 +64,7 @@ def ipv4_interface(text: str, field: str = "'ip'") -> ipaddress.IPv4Interface:
     if "/" not in text:
         raise invalid(f"{field} {text!r} needs a prefix length, e.g. 10.7.0.5/24, or 'dhcp'")
     addr_text, _, plen = text.partition("/")
-    if not plen.isdigit() or not 1 <= int(plen) <= 32 or len(plen) > 2:
+    if not (plen.isascii() and plen.isdigit()) or len(plen) > 2 or not 1 <= int(plen) <= 32:
         raise invalid(f"{field} {text!r}: the prefix length must be 1..32")
     ipv4_address(addr_text, field)
     iface = ipaddress.IPv4Interface(f"{addr_text}/{int(plen)}")
@@ -111,16 +110,6 @@ def random_mac(taken: Collection[str]) -> str:
         value = "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
         if value not in taken and not value.startswith("02:00:00:00:00"):
             return value
-
-
-def dhcp_server(pod_id: int, net: ipaddress.IPv4Network | None) -> tuple[str, str] | None:
-    """The pod's DHCP responder identity (docs/design.md): the subnet's first usable address,
-    MAC 0a:4c: + the tunnel key as 4 bytes."""
-    if net is None:
-        return None
-    key = pod_id + 1
-    return str(net.network_address + 1), "0a:4c:" + ":".join(
-        f"{b:02x}" for b in key.to_bytes(4, "big"))
 
 
 @dataclass(frozen=True)
@@ -198,9 +187,6 @@ def actual_report(body: object) -> ActualReport:
     check_schema(body, "ActualReport")
     assert isinstance(body, dict)
     tunnels = body.get("tunnels")
-    if tunnels is not None:
-        for peer in tunnels:
-            schema.check(peer, openapi.SCHEMAS["HostId"], where=f"'tunnels' key {peer!r}")
     ports: dict[int, PortReport] = {}
     for key, rep in (body.get("ports") or {}).items():
         if not (key.isascii() and key.isdigit()) or not 1 <= int(key) <= MAX_PORT_ID:
@@ -237,7 +223,7 @@ def port_id_param(text: str) -> int:
 
 
 def host_id_param(text: str) -> str:
-    schema.check(text, openapi.SCHEMAS["HostId"], where="host id")
+    check_schema(text, "HostId", "host id")
     return text
 
 
@@ -262,3 +248,17 @@ def query(params: Mapping[str, str], allowed: Collection[str]) -> dict[str, str]
         out[key] = value
     return out
 
+
+
+def _port_address(text: str, where: str) -> None:
+    if text.lower() != DHCP:
+        ipv4_interface(text, where)
+
+
+# What words a refusal when a value breaks its documented pattern (schema.py `x-explain`).
+EXPLAINERS: dict[str, schema.Explainer] = {
+    "ipv4_address": ipv4_address,
+    "subnet": subnet,
+    "port_address": _port_address,
+    "lease": ipv4_interface,
+}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from controller import validate
+from collections.abc import Sequence
+
 from controller.agents import AgentBoard
 from controller.store import Host, Pod, Port
 from controller.switches import BridgeStatus, Switches
+from controller.topology import Problem
+from flows import contract
 
 
 def port(p: Port) -> dict:
@@ -16,8 +19,8 @@ def port(p: Port) -> dict:
 
 
 def pod(p: Pod, ports: int, members: list[Port] | None = None) -> dict:
-    server = validate.dhcp_server(p.id, p.network)
-    out = {"id": p.id, "name": p.name, "subnet": p.subnet, "tunnel_key": p.id + 1,
+    server = contract.dhcp_server(p.id, p.network)
+    out = {"id": p.id, "name": p.name, "subnet": p.subnet, "tunnel_key": contract.tunnel_key(p.id),
            "dhcp_server": {"ip": server[0], "mac": server[1]} if server else None,
            "ports": ports, "created_at": p.created_at}
     if members is not None:
@@ -26,9 +29,10 @@ def pod(p: Pod, ports: int, members: list[Port] | None = None) -> dict:
 
 
 def host(h: Host, tunnels: dict[str, int], ports: int, switches: Switches | None,
-         board: AgentBoard, openflow_port: int, openflow_tls: bool = False) -> dict:
+         board: AgentBoard, openflow_port: int, openflow_tls: bool = False,
+         problems: Sequence[Problem] = ()) -> dict:
     bridges = {}
-    for bridge in validate.BRIDGES:
+    for bridge in contract.BRIDGES:
         dpid = h.dpid(bridge)
         st = switches.bridge_status(dpid) if switches else BridgeStatus(dpid)
         bridges[bridge] = st.to_json()
@@ -41,5 +45,6 @@ def host(h: Host, tunnels: dict[str, int], ports: int, switches: Switches | None
         "agent": {"last_seen": board.last_seen.get(h.id), "polling": board.polling(h.id)},
         "ports": ports,
         "openflow": {"port": openflow_port, "tls": openflow_tls, "bridges": bridges},
+        "problems": [p.to_json() for p in problems],
         "registered_at": h.registered_at,
     }

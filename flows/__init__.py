@@ -3,6 +3,7 @@
 The contract is in docs/design.md; the pipeline, tables and cookie layout in docs/pipeline.md.
 """
 
+from .contract import BRIDGES
 from .diff import FlowDiff, diff, flatten
 from .flow import (
     LORIS_COOKIE,
@@ -13,7 +14,7 @@ from .flow import (
     parse_cookie,
 )
 from .model import HostSpec, PodSpec, PortSpec, Topology, TopologyError
-from .pipeline import BRIDGES, HostFlows, host_flows
+from .pipeline import HostFlows, host_flows
 from .render import delete_by_cookie, to_flowmod, to_ofctl
 
 __all__ = [

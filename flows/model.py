@@ -9,23 +9,32 @@ Every error is a `TopologyError` (a `ValueError`) that names the object and says
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["HostSpec", "PodSpec", "PortSpec", "Topology", "TopologyError",
-           "MAX_POD_ID", "MAX_PORT_ID", "MAX_OFPORT"]
+from .contract import (
+    HOST_ID,
+    MAC,
+    MAX_LOCAL_VLAN,
+    MAX_OFPORT,
+    MAX_POD_ID,
+    MAX_PORT_ID,
+    MIN_LOCAL_VLAN,
+    dhcp_server,
+    tunnel_key,
+)
 
-MAX_POD_ID = 16_777_214           # tunnel key = pod id + 1 must fit in 24 bits
-MAX_PORT_ID = 2**24 - 1           # the cookie carries a 24-bit object id
-MAX_OFPORT = 0xFEFF               # OVS assigns ofports below 0xff00 (OFPP_MAX in OpenFlow 1.0)
-HOST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
-MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
+__all__ = ["HostSpec", "PodSpec", "PortSpec", "Topology", "TopologyError"]
 
 
 class TopologyError(ValueError):
-    """Bad desired state: the message names the object and the fix."""
+    """Bad desired state: the message names the object and the fix. `obj` is ("port", id)
+    when one port clashes with the rest of the topology (so a caller can leave it out)."""
+
+    def __init__(self, message: str, obj: tuple[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.obj = obj
 
 
 def _set(obj: object, name: str, value: object) -> None:
@@ -48,8 +57,8 @@ def _ipv4(text: object, what: str) -> str:
 
 def _mac(text: object, what: str) -> str:
     """Lower-case unicast MAC; multicast or all-zero addresses cannot own a port."""
-    mac = text.lower() if isinstance(text, str) else ""
-    if not MAC_RE.match(mac):
+    mac = text.lower() if MAC.matches(text) else ""
+    if not mac:
         raise TopologyError(f"{what}: {text!r} is not a MAC address (want e.g. 02:42:0a:07:00:05)")
     if int(mac[:2], 16) & 1 or mac == "00:00:00:00:00:00":
         raise TopologyError(f"{what}: {mac} is multicast or zero; use a unicast MAC")
@@ -77,9 +86,8 @@ class HostSpec:
     local_vlans: Mapping[int, int] = field(default_factory=dict)      # pod id -> VLAN 1..4094
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not HOST_ID_RE.match(self.id):
-            raise TopologyError(f"host {self.id!r}: id must match "
-                                "[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+        if not HOST_ID.matches(self.id):
+            raise TopologyError(f"host {self.id!r}: id must match {HOST_ID.regex} ({HOST_ID.hint})")
         what = f"host {self.id}"
         _set(self, "tunnel_ip", _ipv4(self.tunnel_ip, f"{what} tunnel_ip"))
         for name in ("int_patch_ofport", "tun_patch_ofport"):
@@ -99,7 +107,7 @@ class HostSpec:
         vlans = dict(self.local_vlans)
         for pod, vlan in vlans.items():
             _int(pod, 0, MAX_POD_ID, f"{what} local_vlans key")
-            _int(vlan, 1, 4094, f"{what} local_vlans[{pod}]")
+            _int(vlan, MIN_LOCAL_VLAN, MAX_LOCAL_VLAN, f"{what} local_vlans[{pod}]")
         if len(set(vlans.values())) != len(vlans):
             raise TopologyError(f"{what}: two pods share one local VLAN {vlans}; "
                                 "allocate one VLAN per pod per host")
@@ -132,12 +140,18 @@ class PodSpec:
     subnet: str | None = None
     dhcp_server: tuple[str, str] | None = None
 
+    @classmethod
+    def for_pod(cls, pod_id: int, subnet: str | None = None) -> PodSpec:
+        """The spec of a pod as the contract derives it: its tunnel key and, with a subnet,
+        its DHCP server."""
+        return cls(pod_id, tunnel_key(pod_id), subnet, dhcp_server(pod_id, subnet))
+
     def __post_init__(self) -> None:
         _int(self.id, 0, MAX_POD_ID, "pod id")
         what = f"pod {self.id}"
-        if self.tunnel_key != self.id + 1:
+        if self.tunnel_key != tunnel_key(self.id):
             raise TopologyError(f"{what}: tunnel_key is {self.tunnel_key!r}, must be pod id + 1 "
-                                f"({self.id + 1})")
+                                f"({tunnel_key(self.id)})")
         if self.subnet is not None:
             try:
                 net = ipaddress.IPv4Network(self.subnet, strict=False)
@@ -217,6 +231,12 @@ class Topology:
             self._host_pods.setdefault(port.host_id, set()).add(port.pod_id)
 
     def _check_port(self, port: PortSpec, ofports: dict, macs: dict, ips: dict) -> None:
+        try:
+            self._check_port_fits(port, ofports, macs, ips)
+        except TopologyError as e:
+            raise TopologyError(str(e), ("port", port.id)) from None
+
+    def _check_port_fits(self, port: PortSpec, ofports: dict, macs: dict, ips: dict) -> None:
         what = f"port {port.id}"
         host = self.hosts.get(port.host_id)
         if host is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .contract import INTEGRATION_BRIDGE, TUNNEL_BRIDGE
 from .flow import (
     IN_PORT,
     MULTICAST,
@@ -38,10 +39,9 @@ from .flow import (
 )
 from .model import PodSpec, PortSpec, Topology, TopologyError
 
-__all__ = ["host_flows", "HostFlows", "BRIDGES", "INT_INGRESS", "INT_ARP", "INT_L2",
+__all__ = ["host_flows", "HostFlows", "INT_INGRESS", "INT_ARP", "INT_L2",
            "INT_FROM_TUN", "TUN_CLASSIFY", "TUN_TO_TUN", "TUN_FROM_TUN"]
 
-BRIDGES = ("br-int", "br-tun")
 INT_INGRESS, INT_ARP, INT_L2, INT_FROM_TUN = 0, 10, 20, 30
 TUN_CLASSIFY, TUN_TO_TUN, TUN_FROM_TUN = 0, 10, 20
 INT_TABLES = (INT_INGRESS, INT_ARP, INT_L2, INT_FROM_TUN)
@@ -87,7 +87,7 @@ def host_flows(topo: Topology, host_id: str, pods: Iterable[int] | None = None) 
 
 
 def _freeze(flows: tuple[list[Flow], list[Flow]]) -> dict[str, frozenset[Flow]]:
-    return {"br-int": frozenset(flows[0]), "br-tun": frozenset(flows[1])}
+    return {INTEGRATION_BRIDGE: frozenset(flows[0]), TUNNEL_BRIDGE: frozenset(flows[1])}
 
 
 def _base_flows(topo: Topology, host_id: str) -> tuple[list[Flow], list[Flow]]:

@@ -25,6 +25,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from .contract import INTEGRATION_BRIDGE as BR_INT
+from .contract import TUNNEL_BRIDGE as BR_TUN
 from .diff import flatten
 from .flow import IN_PORT, Flow
 from .model import HostSpec, PodSpec, PortSpec, Topology
@@ -228,7 +230,7 @@ class Fabric:
         self._port_by_ofport = {(p.host_id, p.ofport): p.id for p in topo.ports.values()}
 
     def send(self, host: str, in_port: int, packet: Mapping[str, object],
-             bridge: str = "br-int", follow_tunnels: bool = True) -> FabricTrace:
+             bridge: str = BR_INT, follow_tunnels: bool = True) -> FabricTrace:
         """Inject `packet` on `bridge` of `host` as if it arrived on `in_port`; follow it.
 
         Every packet put into a tunnel is listed in `tunnelled`; with `follow_tunnels=False`
@@ -254,17 +256,17 @@ class Fabric:
         """Where an output goes: a container, the other bridge, another host, or nowhere."""
         spec: HostSpec = self.topo.hosts[h]
         crossed = {k: v for k, v in pkt.items() if k not in ("metadata", "tunnel_id")}
-        if br == "br-int" and port == spec.int_patch_ofport:
-            queue.append((h, "br-tun", spec.tun_patch_ofport, crossed))
-        elif br == "br-tun" and port == spec.tun_patch_ofport:
-            queue.append((h, "br-int", spec.int_patch_ofport, crossed))
-        elif br == "br-tun" and (h, port) in self._peer_by_ofport:
+        if br == BR_INT and port == spec.int_patch_ofport:
+            queue.append((h, BR_TUN, spec.tun_patch_ofport, crossed))
+        elif br == BR_TUN and port == spec.tun_patch_ofport:
+            queue.append((h, BR_INT, spec.int_patch_ofport, crossed))
+        elif br == BR_TUN and (h, port) in self._peer_by_ofport:
             peer = self.topo.hosts[self._peer_by_ofport[(h, port)]]
             result.tunnelled.append((h, peer.id, pkt.get("tunnel_id", 0), pkt))
             back = peer.tunnel_ofports.get(h)     # None: the peer has no port for us, OVS drops
             if follow_tunnels and back is not None:
-                queue.append((peer.id, "br-tun", back, dict(pkt)))
-        elif br == "br-int":
+                queue.append((peer.id, BR_TUN, back, dict(pkt)))
+        elif br == BR_INT:
             result.deliveries.append(Delivery(h, port, self._port_by_ofport.get((h, port)), pkt))
         else:
             result.lost.append((h, br, port, pkt))
@@ -299,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args[1]) as f:
         pkt = json.load(f)
     result = Fabric(topo).send(pkt["host"], pkt["in_port"], pkt["packet"],
-                               pkt.get("bridge", "br-int"))
+                               pkt.get("bridge", BR_INT))
     for hop in result.hops:
         print(f"{hop.host}/{hop.bridge} in_port={hop.in_port}")
         for flow in hop.flows:

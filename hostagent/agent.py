@@ -18,7 +18,8 @@ import sys
 import threading
 import time
 
-from hostagent import hostprep, lock, names, netdev, pki
+from flows import contract
+from hostagent import hostprep, lock, netdev, pki
 from hostagent.client import (
     ApiError,
     Client,
@@ -88,13 +89,13 @@ class Agent:
         return hostprep.prepare_host(self.ovs, self.host_id, self.openflow)
 
     def register(self) -> None:
-        dpids = names.dpids(self.host_id)
+        dpids = contract.dpids(self.host_id)
         reply = self.client.register({
             "id": self.host_id, "tunnel_ip": self.tunnel_ip, "tunnel_type": self.tunnel_type,
-            "dpids": {b: f"0x{names.dpid_hex(d)}" for b, d in dpids.items()},
+            "dpids": {b: f"0x{contract.dpid_hex(d)}" for b, d in dpids.items()},
         })  # fmt: skip
         openflow = (reply or {}).get("openflow") or {}
-        port = openflow.get("port") or names.DEFAULT_OPENFLOW_PORT
+        port = openflow.get("port") or contract.DEFAULT_OPENFLOW_PORT
         if openflow.get("tls") and not self.switch_tls:
             raise CredentialsError("the controller takes OpenFlow over TLS only: give "
                                    "--switch-cert, --switch-key and --ca-cert")
@@ -238,7 +239,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host-id", default=None, help="this host's id (LORIS_HOST; default hostname)")
     p.add_argument("--tunnel-ip", help="tunnel endpoint IPv4 (default: source address of the "
                    "route towards the controller)")  # fmt: skip
-    p.add_argument("--tunnel-type", choices=names.TUNNEL_TYPES, default="vxlan")
+    p.add_argument("--tunnel-type", choices=contract.TUNNEL_TYPES, default="vxlan")
     p.add_argument("--ovsdb", help="OVSDB socket, e.g. unix:/run/openvswitch/db.sock "
                    "(LORIS_OVSDB)")  # fmt: skip
     p.add_argument("--ovs-rundir", help="OVS run directory (LORIS_OVS_RUNDIR)")
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     host_id = args.host_id or default_host_id()
-    if not names.valid_host_id(host_id):
+    if not contract.HOST_ID.matches(host_id):
         print(f"loris-hostagent: invalid host id {host_id!r}: use 1-63 letters, digits, "
               "'_', '.', '-' (--host-id)", file=sys.stderr)  # fmt: skip
         return 2

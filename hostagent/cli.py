@@ -14,7 +14,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hostagent import hostprep, lock, names, pki
+from flows import contract
+from hostagent import hostprep, lock, pki
 from hostagent.agent import default_host_id, ovs_from_args
 from hostagent.client import (
     DEFAULT_OPERATOR_TOKEN_FILE,
@@ -79,8 +80,8 @@ def mesh_state(hosts: list[dict], tunnel_ips: Iterable[str], self_id: str | None
 def parse_pod(text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.isdigit() or int(text) > 16777214:
-        raise CliError(f"pod {text!r} is not a pod id: use a number 0..16777214 "
+    if not (text.isascii() and text.isdigit()) or int(text) > contract.MAX_POD_ID:
+        raise CliError(f"pod {text!r} is not a pod id: use a number 0..{contract.MAX_POD_ID} "
                        "(0 is the global pod)")  # fmt: skip
     return int(text)
 
@@ -111,7 +112,7 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    if not names.valid_host_id(args.for_host):
+    if not contract.HOST_ID.matches(args.for_host):
         raise CliError(f"invalid host id {args.for_host!r}: use 1-63 letters, digits, '_', '.', "
                        "'-'")  # fmt: skip
     reply = _client(args).agent_token(args.for_host)
@@ -144,18 +145,18 @@ def cmd_init(args: argparse.Namespace) -> int:
     ovs = ovs_from_args(args.ovsdb, args.ovs_rundir)
     target = args.openflow
     if not target and args.controller_given:
-        target = f"tcp:{_client(args).controller_ip()}:{names.DEFAULT_OPENFLOW_PORT}"
+        target = f"tcp:{_client(args).controller_ip()}:{contract.DEFAULT_OPENFLOW_PORT}"
     patch = hostprep.prepare_host(ovs, args.host, target)
-    dpids = names.dpids(args.host)
+    dpids = contract.dpids(args.host)
     out = {"host": args.host, "datapath_type": hostprep.datapath_type(),
-           "bridges": {b: {"dpid": f"0x{names.dpid_hex(d)}", "patch_ofport": patch[b]}
+           "bridges": {b: {"dpid": f"0x{contract.dpid_hex(d)}", "patch_ofport": patch[b]}
                        for b, d in dpids.items()},
            "openflow": target}  # fmt: skip
     if args.json:
         _print_json(out)
     else:
-        print(f"host {args.host} ready: br-int 0x{names.dpid_hex(dpids['br-int'])}, "
-              f"br-tun 0x{names.dpid_hex(dpids['br-tun'])} ({hostprep.datapath_type()} datapath)"
+        print(f"host {args.host} ready: br-int 0x{contract.dpid_hex(dpids['br-int'])}, "
+              f"br-tun 0x{contract.dpid_hex(dpids['br-tun'])} ({hostprep.datapath_type()} datapath)"
               + (f", controller {target}" if target else ""))  # fmt: skip
     return 0
 
@@ -312,7 +313,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(hosts_table(hosts))
     print()
     print(tunnels_table(hosts))
+    problems = problems_table(hosts)
+    if problems:
+        print()
+        print(problems)
     return 0
+
+
+def problems_table(hosts: list[dict]) -> str:
+    """Rows the controller left out of the flows (a bad row never blocks the others)."""
+    seen = set()
+    rows = []
+    for h in sorted(hosts, key=lambda h: h["id"]):
+        for p in h.get("problems") or []:
+            key = (p.get("kind"), p.get("id"))
+            if key not in seen:
+                seen.add(key)
+                rows.append([h["id"], p.get("kind"), p.get("id"), p.get("message")])
+    return table(["HOST", "LEFT OUT", "ID", "WHY"], rows) if rows else ""
 
 
 def cmd_pods(args: argparse.Namespace) -> int:
@@ -370,7 +388,7 @@ def tunnels_table(hosts: list[dict]) -> str:
             if peer != hid:
                 ofport = have.get(peer)
                 rows.append([hid, peer, by_id[peer].get("tunnel_ip"),
-                             names.tunnel_port_name(by_id[peer]["tunnel_ip"])
+                             contract.tunnel_port_name(by_id[peer]["tunnel_ip"])
                              if by_id[peer].get("tunnel_ip") else None,
                              ofport, "up" if ofport else "missing"])  # fmt: skip
     if not rows:
@@ -470,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     args.controller = controller_url(args.controller)
     args.host = args.host or default_host_id()
     try:
-        if not names.valid_host_id(args.host):
+        if not contract.HOST_ID.matches(args.host):
             raise CliError(f"invalid host id {args.host!r}: use 1-63 letters, digits, '_', '.', "
                            "'-' (--host or LORIS_HOST)")  # fmt: skip
         return args.func(args)

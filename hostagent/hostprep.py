@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from hostagent import names, netdev
+from flows import contract
+from hostagent import netdev
 from hostagent.ovs import Ovs, kv
 
 BRIDGE_PATCH = {
-    names.INTEGRATION_BRIDGE: (names.PATCH_ON_INT, names.PATCH_ON_TUN),
-    names.TUNNEL_BRIDGE: (names.PATCH_ON_TUN, names.PATCH_ON_INT),
+    contract.INTEGRATION_BRIDGE: (contract.PATCH_ON_INT, contract.PATCH_ON_TUN),
+    contract.TUNNEL_BRIDGE: (contract.PATCH_ON_TUN, contract.PATCH_ON_INT),
 }
 CONTROLLER_SETTINGS = {
     "inactivity_probe": "30000",
@@ -31,8 +32,8 @@ def prepare_host(ovs: Ovs, host_id: str, openflow_target: str | None) -> dict[st
     Idempotent and non-disruptive: values already right are left untouched (in particular an
     unchanged controller target is not re-created, which would drop the OpenFlow session).
     """
-    dpids = names.dpids(host_id)
-    mark = dict([names.LORIS_MARK])
+    dpids = contract.dpids(host_id)
+    mark = dict([contract.LORIS_MARK])
     cmds: list[list[str]] = []
     for bridge, (patch, peer) in BRIDGE_PATCH.items():
         cmds += [
@@ -45,7 +46,7 @@ def prepare_host(ovs: Ovs, host_id: str, openflow_target: str | None) -> dict[st
                 "protocols=OpenFlow13",
                 f"datapath_type={datapath_type()}",
                 'other-config:disable-in-band="true"',
-                f'other-config:datapath-id="{names.dpid_hex(dpids[bridge])}"',
+                f'other-config:datapath-id="{contract.dpid_hex(dpids[bridge])}"',
                 *kv("external_ids", mark),
             ],
             ["--may-exist", "add-port", bridge, patch],
@@ -56,9 +57,9 @@ def prepare_host(ovs: Ovs, host_id: str, openflow_target: str | None) -> dict[st
     ovs.vsctl(cmds)
     if openflow_target:
         set_controller(ovs, openflow_target)
-    got = ovs.ofports([names.PATCH_ON_INT, names.PATCH_ON_TUN])
-    return {names.INTEGRATION_BRIDGE: got[names.PATCH_ON_INT],
-            names.TUNNEL_BRIDGE: got[names.PATCH_ON_TUN]}  # fmt: skip
+    got = ovs.ofports([contract.PATCH_ON_INT, contract.PATCH_ON_TUN])
+    return {contract.INTEGRATION_BRIDGE: got[contract.PATCH_ON_INT],
+            contract.TUNNEL_BRIDGE: got[contract.PATCH_ON_TUN]}  # fmt: skip
 
 
 def set_controller(ovs: Ovs, target: str) -> None:
@@ -75,7 +76,7 @@ def set_controller(ovs: Ovs, target: str) -> None:
             ref = "@c_" + bridge.replace("-", "_")
             cmds += [
                 [f"--id={ref}", "create", "Controller", f'target="{target}"', *settings,
-                 *kv("external_ids", dict([names.LORIS_MARK]))],
+                 *kv("external_ids", dict([contract.LORIS_MARK]))],
                 ["set", "Bridge", bridge, f"controller={ref}"],
             ]  # fmt: skip
     ovs.vsctl(cmds)
@@ -94,7 +95,7 @@ def cleanup_host(ovs: Ovs) -> CleanupReport:
     them) and host-side veths whose alias says they are Loris ports (their container ends die
     with them). Foreign bridges, ports, interfaces and namespaces are never touched.
     """
-    key, value = names.LORIS_MARK
+    key, value = contract.LORIS_MARK
     bridges: list[str] = []
     if ovs.reachable():
         snap = ovs.snapshot()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from hostagent import names
+from flows import contract
 from hostagent.faults import pause_point
 
 
@@ -90,7 +91,7 @@ def inspect_port(port_id: int, netns_path: str, mac: str) -> ContainerSide | Non
     interface of a restarted container, or a foreign one, is never mistaken for ours.
     """
     with ipr_in() as ipr:
-        host = _link(ipr, names.host_port_name(port_id))
+        host = _link(ipr, contract.host_port_name(port_id))
     if host is None or _kind(host) != "veth" or host.get("IFLA_LINK_NETNSID") is None:
         return None
     try:
@@ -127,20 +128,20 @@ def create_port(
     On failure nothing is left behind: deleting `lp<id>` takes its peer with it wherever the
     peer went.
     """
-    host_name = names.host_port_name(port_id)
-    temp_name = names.container_port_temp_name(port_id)
+    host_name = contract.host_port_name(port_id)
+    temp_name = contract.container_port_temp_name(port_id)
     for stale in (host_name, temp_name):  # leftovers of an interrupted attempt
         delete_link(stale)
     try:
         with open_netns(netns_path) as fd:
             with _step("listing the container's interfaces"), ipr_in(fd) as ns:
                 taken = {link.get("IFLA_IFNAME") for link in ns.get_links()}
-            final = names.next_ifname(ifname, taken)
+            final = next_ifname(ifname, taken)
             with ipr_in() as ipr:
                 with _step(f"creating veth {host_name}"):
                     ipr.link("add", ifname=host_name, kind="veth", peer={"ifname": temp_name})
                     host_idx = ipr.link_lookup(ifname=host_name)[0]
-                    alias = f"{names.PORT_ALIAS_PREFIX}{port_id}"  # how cleanup knows it's ours
+                    alias = f"{contract.PORT_ALIAS_PREFIX}{port_id}"  # how cleanup knows it's ours
                     ipr.link("set", index=host_idx, mtu=mtu, ifalias=alias)
                     ipr.link("set", index=host_idx, state="up")
                 with _step(f"moving {temp_name} into {netns_path}"):
@@ -202,12 +203,12 @@ def run_in_netns(netns_path: str, argv: list[str], timeout: float = 20) -> str:
 
 
 def delete_loris_veths() -> list[str]:
-    """Delete every host-side veth whose alias marks it as a Loris port; returns their names."""
+    """Delete every host-side veth whose alias marks it as a Loris port; returns their contract."""
     gone = []
     with ipr_in() as ipr:
         for link in ipr.get_links():
             alias = link.get("IFLA_IFALIAS") or ""
-            if _kind(link) == "veth" and alias.startswith(names.PORT_ALIAS_PREFIX):
+            if _kind(link) == "veth" and alias.startswith(contract.PORT_ALIAS_PREFIX):
                 with contextlib.suppress(NetlinkError):
                     ipr.link("del", index=link["index"])
                     gone.append(link.get("IFLA_IFNAME"))
@@ -220,7 +221,7 @@ def loris_veths() -> list[str]:
             link.get("IFLA_IFNAME")
             for link in ipr.get_links()
             if _kind(link) == "veth"
-            and (link.get("IFLA_IFALIAS") or "").startswith(names.PORT_ALIAS_PREFIX)
+            and (link.get("IFLA_IFALIAS") or "").startswith(contract.PORT_ALIAS_PREFIX)
         ]
 
 
@@ -267,3 +268,21 @@ def source_address_towards(ip: str) -> str | None:
         if src:
             return src
     return None
+
+
+def next_ifname(base: str, taken: set[str]) -> str:
+    """`base` if free, else the next free name counting up from base's number (eth1, eth2...).
+
+    A container attached to several pods gets one interface per pod.
+    """
+    if base not in taken:
+        return base
+    m = re.match(r"^(.*?)(\d+)$", base)
+    stem, n = (m.group(1), int(m.group(2))) if m else (base, 0)
+    while True:
+        n += 1
+        name = f"{stem}{n}"
+        if name not in taken and len(name) <= 15:
+            return name
+        if len(name) > 15:
+            raise ValueError(f"no free interface name derived from {base}")

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from hostagent import names
+from flows import contract
 from hostagent.ovs import Ovs
 
 DAYS = 825
@@ -134,7 +134,7 @@ def add_hosts(directory: str | os.PathLike, hosts: list[str], days: int = DAYS) 
 
 def _check_hosts(hosts: list[str]) -> None:
     for host in hosts:
-        if not names.valid_host_id(host):
+        if not contract.HOST_ID.matches(host):
             raise PkiError(f"invalid host id {host!r}: use 1-63 letters, digits, '_', '.', '-'")
 
 

@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hostagent import dhcp, names, netdev
+from flows import contract
+from hostagent import dhcp, netdev
 from hostagent.containers import (
     Container,
     ContainerError,
@@ -25,11 +26,6 @@ from hostagent.ovs import Interface, Ovs, OvsError, Snapshot, kv
 
 log = logging.getLogger(__name__)
 
-PORT_ID = "loris-port-id"
-CONTAINER = "loris-container"
-CONTAINER_ID = "loris-container-id"  # Docker's full id: tells a destroyed container apart
-POD = "loris-pod"
-PEER = "loris-peer"
 DEFAULT_UNDERLAY_MTU = 1500
 FULL_CHECK_S = 300.0  # how often every container is looked into even if nothing changed
 
@@ -86,7 +82,7 @@ class Reconciler:
         if time.monotonic() - self._full_check_at > FULL_CHECK_S:
             self._verified.clear()  # now and then look inside every container again
             self._full_check_at = time.monotonic()
-        mtu = names.container_mtu(self.underlay_mtu(), ttype)
+        mtu = contract.container_mtu(self.underlay_mtu(), ttype)
         snap = self.ovs.snapshot()
         host_veths = netdev.host_veths()
         report_ports: dict[str, dict] = {}
@@ -109,8 +105,8 @@ class Reconciler:
     def _bridges_ready(snap: Snapshot) -> bool:
         return all(
             i in snap.interfaces and snap.interfaces[i].bridge == b
-            for b, i in ((names.INTEGRATION_BRIDGE, names.PATCH_ON_INT),
-                         (names.TUNNEL_BRIDGE, names.PATCH_ON_TUN))
+            for b, i in ((contract.INTEGRATION_BRIDGE, contract.PATCH_ON_INT),
+                         (contract.TUNNEL_BRIDGE, contract.PATCH_ON_TUN))
         )  # fmt: skip
 
     @staticmethod
@@ -119,34 +115,34 @@ class Reconciler:
             i = snap.interfaces.get(name)
             return i.ofport if i else None
 
-        return {names.INTEGRATION_BRIDGE: of(names.PATCH_ON_INT),
-                names.TUNNEL_BRIDGE: of(names.PATCH_ON_TUN)}  # fmt: skip
+        return {contract.INTEGRATION_BRIDGE: of(contract.PATCH_ON_INT),
+                contract.TUNNEL_BRIDGE: of(contract.PATCH_ON_TUN)}  # fmt: skip
 
     # ---------------------------------------------------------------- tunnels
     def _wanted_tunnels(self, peers: list[dict]) -> dict[str, dict]:
         return {
-            names.tunnel_port_name(p["tunnel_ip"]): p
+            contract.tunnel_port_name(p["tunnel_ip"]): p
             for p in peers
             if p.get("tunnel_ip") and p["tunnel_ip"] != self.tunnel_ip and p["id"] != self.host_id
         }
 
     def _reconcile_tunnels(self, snap: Snapshot, peers: list[dict], ttype: str) -> None:
         want = self._wanted_tunnels(peers)
-        have = {i.name: i for i in snap.on_bridge(names.TUNNEL_BRIDGE)
-                if names.is_tunnel_port_name(i.name)}  # fmt: skip
+        have = {i.name: i for i in snap.on_bridge(contract.TUNNEL_BRIDGE)
+                if contract.is_tunnel_port_name(i.name)}  # fmt: skip
         cmds: list[list[str]] = []
         for name in sorted(set(have) - set(want)):
-            cmds.append(["--if-exists", "del-port", names.TUNNEL_BRIDGE, name])
+            cmds.append(["--if-exists", "del-port", contract.TUNNEL_BRIDGE, name])
         for name, peer in sorted(want.items()):
             options = {"remote_ip": peer["tunnel_ip"], "key": "flow", "df_default": "true"}
-            ids = {names.LORIS_MARK[0]: names.LORIS_MARK[1], PEER: peer["id"]}
+            ids = {contract.LORIS_MARK[0]: contract.LORIS_MARK[1], contract.EXT_PEER: peer["id"]}
             cur = have.get(name)
             if cur and cur.type == ttype and cur.options == options \
-                    and cur.external_ids.get(PEER) == peer["id"]:
+                    and cur.external_ids.get(contract.EXT_PEER) == peer["id"]:
                 continue
             if cur is None:
-                cmds.append(["--may-exist", "add-port", names.TUNNEL_BRIDGE, name])
-                cmds.append(["set", "Port", name, *kv("external_ids", dict([names.LORIS_MARK]))])
+                cmds.append(["--may-exist", "add-port", contract.TUNNEL_BRIDGE, name])
+                cmds.append(["set", "Port", name, *kv("external_ids", dict([contract.LORIS_MARK]))])
             # Options are replaced as a whole so a stale one never lingers.
             cmds.append(["clear", "Interface", name, "options"])
             cmds.append(["set", "Interface", name, f"type={ttype}",
@@ -168,9 +164,9 @@ class Reconciler:
     def port_interfaces(snap: Snapshot) -> dict[int, Interface]:
         """Container ports on br-int: by their port id external id, or by their lp name."""
         out = {}
-        for i in snap.on_bridge(names.INTEGRATION_BRIDGE):
-            pid = i.external_ids.get(PORT_ID)
-            port_id = int(pid) if pid and pid.isdigit() else names.port_id_of_host_port(i.name)
+        for i in snap.on_bridge(contract.INTEGRATION_BRIDGE):
+            pid = i.external_ids.get(contract.EXT_PORT_ID)
+            port_id = int(pid) if pid and pid.isdigit() else contract.port_id_of_host_port(i.name)
             if port_id is not None:
                 out[port_id] = i
         return out
@@ -180,10 +176,10 @@ class Reconciler:
         stale = sorted(set(have) - wanted)
         if stale:
             log.info("removing ports not desired here: %s", stale)
-            self.ovs.vsctl([["--if-exists", "del-port", names.INTEGRATION_BRIDGE, have[p].name]
+            self.ovs.vsctl([["--if-exists", "del-port", contract.INTEGRATION_BRIDGE, have[p].name]
                             for p in stale])  # fmt: skip
         for name in netdev.loris_veths():
-            port_id = names.port_id_of_host_port(name)
+            port_id = contract.port_id_of_host_port(name)
             if port_id is None or port_id not in wanted:
                 netdev.delete_link(name)
 
@@ -224,7 +220,7 @@ class Reconciler:
         except ContainerError as e:
             raise PortError(e.code, str(e)) from None
 
-        host_name = names.host_port_name(port_id)
+        host_name = contract.host_port_name(port_id)
         key = (port["mac"], port.get("ip"), netdev.netns_id(container.netns),
                host_veths.get(host_name))  # fmt: skip
         cached = self._verified.get(port_id)
@@ -269,7 +265,7 @@ class Reconciler:
     def _container_missing(self, port: dict, iface: Interface | None, err: Exception) -> None:
         """The container is not there: if we had wired it, it was destroyed -> the port goes."""
         port_id = int(port["id"])
-        was_wired = iface is not None and iface.external_ids.get(CONTAINER_ID)
+        was_wired = iface is not None and iface.external_ids.get(contract.EXT_CONTAINER_ID)
         self._drop_local(port_id, iface)
         if was_wired and port.get("state") != "pending":
             log.info("container of port %s is gone (%s): deleting the port", port_id, err)
@@ -277,8 +273,8 @@ class Reconciler:
 
     def _drop_local(self, port_id: int, iface: Interface | None) -> None:
         if iface is not None:
-            self.ovs.vsctl([["--if-exists", "del-port", names.INTEGRATION_BRIDGE, iface.name]])
-        netdev.delete_link(names.host_port_name(port_id))
+            self.ovs.vsctl([["--if-exists", "del-port", contract.INTEGRATION_BRIDGE, iface.name]])
+        netdev.delete_link(contract.host_port_name(port_id))
 
     def _wire(self, port: dict, container: Container, iface: Interface | None,
               ip: str | None, mtu: int) -> netdev.ContainerSide:
@@ -289,7 +285,7 @@ class Reconciler:
             # The old veth died with the container's old namespace. OVS's userspace datapath
             # does not reopen a device that came back under the same name, so the port is
             # re-added (in its own transaction) with its ofport pinned.
-            self.ovs.vsctl([["--if-exists", "del-port", names.INTEGRATION_BRIDGE, iface.name]])
+            self.ovs.vsctl([["--if-exists", "del-port", contract.INTEGRATION_BRIDGE, iface.name]])
         log.info("wiring port %s into %s (%s)", port_id, container.name, container.netns)
         ifname = netdev.create_port(port_id, container.netns, self.container_ifname,
                                     port["mac"], ip, mtu)  # fmt: skip
@@ -310,21 +306,21 @@ class Reconciler:
     def _attach(self, port: dict, container: Container, ifname: str,
                 pinned: int | None = None) -> None:
         port_id = int(port["id"])
-        name = names.host_port_name(port_id)
+        name = contract.host_port_name(port_id)
         ids = {
-            names.LORIS_MARK[0]: names.LORIS_MARK[1],
-            PORT_ID: str(port_id),
-            CONTAINER: port["container"],
-            CONTAINER_ID: container.id,
-            POD: str(port.get("pod", 0)),
-            "attached-mac": port["mac"].lower(),
-            "loris-ifname": ifname,
+            contract.LORIS_MARK[0]: contract.LORIS_MARK[1],
+            contract.EXT_PORT_ID: str(port_id),
+            contract.EXT_CONTAINER: port["container"],
+            contract.EXT_CONTAINER_ID: container.id,
+            contract.EXT_POD: str(port.get("pod", 0)),
+            contract.EXT_ATTACHED_MAC: port["mac"].lower(),
+            contract.EXT_IFNAME: ifname,
         }
         cmd = ["set", "Interface", name, *kv("external_ids", ids)]
         if pinned:
             cmd.append(f"ofport_request={pinned}")
-        self.ovs.vsctl([["--may-exist", "add-port", names.INTEGRATION_BRIDGE, name],
-                        ["set", "Port", name, *kv("external_ids", dict([names.LORIS_MARK]))],
+        self.ovs.vsctl([["--may-exist", "add-port", contract.INTEGRATION_BRIDGE, name],
+                        ["set", "Port", name, *kv("external_ids", dict([contract.LORIS_MARK]))],
                         cmd])  # fmt: skip
         got = self.port_interfaces(self.ovs.snapshot()).get(port_id)
         if got is None or not got.ofport:

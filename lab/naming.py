@@ -8,6 +8,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows import contract
+
 # Overridable so a test of the lab itself could use another root; nothing else changes it.
 RUN_ROOT = Path(os.environ.get("LORIS_LAB_RUN_ROOT", "/run/loris-lab"))
 NETNS_DIR = Path("/run/netns")
@@ -24,14 +26,13 @@ IMAGE = "loris-test:busybox"
 UNDERLAY_PREFIXLEN = 24
 MGMT_PREFIXLEN = 24
 CONTROL_IP = "198.19.0.1"
-API_PORT = 8780
-OPENFLOW_PORT = 6653
+API_PORT = contract.DEFAULT_API_PORT
+OPENFLOW_PORT = contract.DEFAULT_OPENFLOW_PORT
 MAX_HOSTS = 200  # host i uses .(10+i) in both /24s
 
-TUNNEL_TYPES = ("vxlan", "gre")
-# Underlay MTU minus the encapsulation (design.md: VXLAN over IPv4 -50, GRE with key -42).
+TUNNEL_TYPES = contract.TUNNEL_TYPES
 UNDERLAY_MTU = 1500
-INNER_MTU = {"vxlan": UNDERLAY_MTU - 50, "gre": UNDERLAY_MTU - 42}
+INNER_MTU = {t: contract.container_mtu(UNDERLAY_MTU, t) for t in TUNNEL_TYPES}
 
 
 def new_prefix() -> str:

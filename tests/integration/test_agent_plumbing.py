@@ -12,7 +12,7 @@ import json
 import pytest
 from helpers import host_view
 
-from hostagent import names
+from flows import contract
 from lab import Lab
 from lab.core import venv_bin
 
@@ -107,7 +107,7 @@ def test_init_prepares_the_host_and_is_idempotent(lab):
     assert r.returncode == 0, r.stderr
     assert "host h1 ready" in r.stdout
     rows = ovs_rows(lab, "h1")
-    dpids = names.dpids("h1")
+    dpids = contract.dpids("h1")
     for bridge, patch, peer in (("br-int", "patch-tun", "patch-int"),
                                 ("br-tun", "patch-int", "patch-tun")):  # fmt: skip
         b = rows["Bridge"][bridge]
@@ -261,7 +261,7 @@ def test_tunnel_ports_follow_the_peers(lab):
     rows = ovs_rows(lab, "h1")["Interface"]
     assert set(actual["tunnels"]) == {"h2", "h3"}
     for peer, ip in (("h2", h2), ("h3", h3)):
-        iface = rows[names.tunnel_port_name(ip)]
+        iface = rows[contract.tunnel_port_name(ip)]
         assert iface["type"] == "vxlan"
         assert ovsmap(iface["options"]) == {"remote_ip": ip, "key": "flow", "df_default": "true"}
         assert ovsmap(iface["external_ids"])["loris"] == "1"

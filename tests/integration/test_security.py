@@ -16,7 +16,7 @@ import time
 import pytest
 from helpers import wait_for
 
-from hostagent import names
+from flows import contract
 from lab import Lab
 from lab.core import venv_bin
 from lab.naming import API_PORT, CONTROL_IP, OPENFLOW_PORT
@@ -93,7 +93,7 @@ def test_plain_http_and_untrusted_server_are_refused(lab):
     assert lab.api("GET", "/v1/health", token=False)[0] == 200
 
 
-H3_DPID = names.dpids("h3")["br-int"]
+H3_DPID = contract.dpids("h3")["br-int"]
 
 
 def _rogue_switch(lab: Lab, cert_dir, host: str, target: str, expect_session: bool) -> None:
@@ -110,7 +110,7 @@ def _rogue_switch(lab: Lab, cert_dir, host: str, target: str, expect_session: bo
               cert_dir / "ca.pem")
     ovs.vsctl("add-br", "br-rogue", "--", "set", "bridge", "br-rogue",
               f"datapath_type={lab.datapath_type}", "fail_mode=secure", "protocols=OpenFlow13",
-              f"other-config:datapath-id={names.dpid_hex(H3_DPID)}")
+              f"other-config:datapath-id={contract.dpid_hex(H3_DPID)}")
     ovs.vsctl("set-controller", "br-rogue", target)
     if expect_session:
         wait_for(lambda: log.log_text().count(mark) > before, 10,

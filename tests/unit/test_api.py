@@ -8,108 +8,27 @@ the agent protocol's long poll and reports, and the undo paths of a connect that
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import queue
 import threading
 import time
 
 import pytest
-from webob import Request
+from inproc import H1, H2, POD7, ApiClient, add_port, build_parts, snapshot
 
-from controller import config, openapi, schema, wiring
+from controller import config, openapi
 from flows.flow import Kind, cookie_of
-
-POD7 = {"id": 7, "name": "web", "subnet": "198.18.135.0/24"}
-H1 = {"id": "h1", "tunnel_ip": "198.18.0.11", "tunnel_type": "vxlan",
-      "dpids": {"br-int": "0x0001000000000011", "br-tun": "0x0002000000000011"}}
-H2 = {"id": "h2", "tunnel_ip": "198.18.0.12", "tunnel_type": "vxlan",
-      "dpids": {"br-int": "0x0001000000000012", "br-tun": "0x0002000000000012"}}
-
-
-def _spawn(fn, *args):
-    threading.Thread(target=fn, args=args, daemon=True).start()
 
 
 @pytest.fixture
 def parts(tmp_path):
-    settings = config.load(env={}, db=str(tmp_path / "loris.db"), wire_timeout=1.0,
-                           flow_timeout=0.5, lease_timeout=1.0)
-    p = wiring.build(settings, _spawn, queue.Queue, queue.Empty)
+    p = build_parts(tmp_path)
     yield p
     p.store.close()
 
 
-class Client:
-    def __init__(self, parts):
-        self.parts = parts
-        self.app = parts.api
-
-    def call(self, method: str, path: str, body=None, raw: bytes | None = None,
-             headers: dict | None = None):
-        kw = {"method": method}
-        if body is not None:
-            raw = json.dumps(body).encode()
-        if raw is not None:
-            kw["body"] = raw
-            kw["content_type"] = "application/json"
-        req = Request.blank(path, **kw)
-        for k, v in (headers or {}).items():
-            req.headers[k] = v
-        resp = req.get_response(self.app)
-        data = json.loads(resp.body) if resp.body else None
-        self._conforms(method, req.path_info, resp.status_code, data)
-        return resp.status_code, data
-
-    def _conforms(self, method: str, path: str, status: int, data) -> None:
-        """The response is one the OpenAPI document describes, in its schema."""
-        match = self.app.mapper.match(path)
-        if match is None or status in (405, 500):
-            assert data["error"]["code"] in ("not_found", "method_not_allowed")
-            return
-        op = openapi.PATHS[match["path"]][method.lower()]
-        assert str(status) in op["responses"], f"{method} {path}: {status} undocumented"
-        content = op["responses"][str(status)].get("content")
-        if content is None:
-            assert data is None
-        else:
-            schema.check(data, content["application/json"]["schema"], openapi.SCHEMAS,
-                         "response")
-
-    def ok(self, method: str, path: str, body=None, status: int | None = None):
-        code, data = self.call(method, path, body)
-        assert code < 300 and (status is None or code == status), (code, data)
-        return data
-
-    def error(self, method: str, path: str, body=None, raw=None, status=None, code=None):
-        got, data = self.call(method, path, body, raw)
-        assert got == status, (got, data)
-        if code is not None:
-            assert data["error"]["code"] == code, data
-        return data["error"]["message"]
-
-
 @pytest.fixture
 def api(parts):
-    return Client(parts)
-
-
-def snapshot(parts) -> tuple:
-    """Everything a refused write must leave alone."""
-    with parts.store.tx() as tx:
-        return (tx.hosts(), tx.pods(), tx.ports(), tx.all_local_vlans(), tx.all_tunnels())
-
-
-def add_port(parts, host="h1", container="web1", pod=7, mac="02:00:00:00:07:05",
-             ip="198.18.135.5/24", dhcp=False, ofport=None, state="active"):
-    """A port row as a finished connect leaves it (for tests that need existing members)."""
-    with parts.store.tx() as tx:
-        if tx.pod(pod) is None:
-            tx.insert_pod(pod, None, None)
-        tx.ensure_local_vlan(host, pod)
-        port = tx.insert_port(host, container, pod, mac, ipaddress.IPv4Interface(ip), dhcp)
-        tx.update_port(port.id, state=state, ofport=ofport)
-    return port
+    return ApiClient(parts)
 
 
 # ---- basics ---------------------------------------------------------------------------------

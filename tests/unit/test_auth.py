@@ -6,14 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import stat
 
 import pytest
-from test_api import H1, H2, _spawn
+from inproc import H1, H2, build_parts
 from webob import Request
 
-from controller import auth, config, openapi, schema, wiring
+from controller import auth, config, openapi, schema
 
 
 @pytest.fixture
@@ -23,9 +22,7 @@ def creds(tmp_path):
 
 @pytest.fixture
 def parts(tmp_path, creds):
-    settings = config.load(env={}, db=str(tmp_path / "loris.db"), wire_timeout=0.5,
-                           flow_timeout=0.5)
-    p = wiring.build(settings, _spawn, queue.Queue, queue.Empty, creds)
+    p = build_parts(tmp_path, creds, wire_timeout=0.5)
     yield p
     p.store.close()
 

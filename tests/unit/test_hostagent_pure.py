@@ -6,48 +6,49 @@ import hashlib
 
 import pytest
 
-from hostagent import names
+from flows import contract
 from hostagent.cli import CliError, check_ip_argument, mesh_state, parse_pod
 from hostagent.client import controller_url
+from hostagent.netdev import next_ifname
 from hostagent.ovs import _decode, kv
 from hostagent.tables import ago, table
 
 
 def test_dpids_follow_the_design_formula():
     h48 = int(hashlib.sha256(b"h1").hexdigest()[:12], 16)
-    d = names.dpids("h1")
+    d = contract.dpids("h1")
     assert d["br-int"] == (1 << 48) | h48 and d["br-tun"] == (2 << 48) | h48
-    assert names.dpid_hex(d["br-int"]) == f"0001{h48:012x}"
-    assert names.dpids("h2") != d
+    assert contract.dpid_hex(d["br-int"]) == f"0001{h48:012x}"
+    assert contract.dpids("h2") != d
 
 
 def test_ovs_names():
-    assert names.tunnel_port_name("198.18.0.12") == "lt-c612000c"
-    assert names.is_tunnel_port_name("lt-c612000c")
-    assert not names.is_tunnel_port_name("lt-c612000")
-    assert names.host_port_name(42) == "lp42" and names.container_port_temp_name(42) == "lc42"
-    assert names.port_id_of_host_port("lp42") == 42
-    assert names.port_id_of_host_port("lpx1") is None
+    assert contract.tunnel_port_name("198.18.0.12") == "lt-c612000c"
+    assert contract.is_tunnel_port_name("lt-c612000c")
+    assert not contract.is_tunnel_port_name("lt-c612000")
+    assert contract.host_port_name(42) == "lp42" and contract.container_port_temp_name(42) == "lc42"
+    assert contract.port_id_of_host_port("lp42") == 42
+    assert contract.port_id_of_host_port("lpx1") is None
 
 
 @pytest.mark.parametrize("host_id, ok", [("h1", True), ("node-7.example_x", True),
                                          ("-h", False), ("", False), ("a" * 64, False),
                                          ("a b", False)])  # fmt: skip
 def test_host_ids(host_id, ok):
-    assert names.valid_host_id(host_id) is ok
+    assert contract.HOST_ID.matches(host_id) is ok
 
 
 def test_container_mtu():
-    assert names.container_mtu(1500, "vxlan") == 1450
-    assert names.container_mtu(1500, "gre") == 1458
-    assert names.container_mtu(9000, "vxlan") == 8950
+    assert contract.container_mtu(1500, "vxlan") == 1450
+    assert contract.container_mtu(1500, "gre") == 1458
+    assert contract.container_mtu(9000, "vxlan") == 8950
 
 
 def test_next_ifname():
-    assert names.next_ifname("eth1", {"lo"}) == "eth1"
-    assert names.next_ifname("eth1", {"lo", "eth1"}) == "eth2"
-    assert names.next_ifname("eth1", {"eth1", "eth2", "eth3"}) == "eth4"
-    assert names.next_ifname("net", {"net"}) == "net1"
+    assert next_ifname("eth1", {"lo"}) == "eth1"
+    assert next_ifname("eth1", {"lo", "eth1"}) == "eth2"
+    assert next_ifname("eth1", {"eth1", "eth2", "eth3"}) == "eth4"
+    assert next_ifname("net", {"net"}) == "net1"
 
 
 def test_ovsdb_json_decoding():

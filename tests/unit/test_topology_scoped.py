@@ -61,3 +61,49 @@ def test_scoped_build_reads_only_the_named_pods(store):
     with store.tx() as tx:
         scoped, hosts = topology.build(tx, pods=[8])
     assert sorted(scoped.ports) == [4, 5, 8] and sorted(hosts) == ["h1", "h2", "h3"]
+
+
+def plant(store, sql: str, *args) -> None:
+    """Write a row the API would refuse, as an old or damaged database could hold it."""
+    with store.tx() as tx:
+        tx._c.execute(sql, args)
+
+
+def test_a_bad_row_is_left_out_and_reported_while_every_other_pod_is_programmed(store):
+    with store.tx() as tx:
+        whole, _ = topology.build(tx)
+        before = {h: host_flows(whole, h) for h in ("h1", "h2", "h3")}
+    # port 4 (pod 8 on h1) gets a MAC with a newline; port 7 (pod 7) the address of port 1;
+    # port 10 claims port 3's ofport (the fixture)
+    plant(store, "UPDATE ports SET mac = ? WHERE id = 4", "02:00:00:00:00:04\n")
+    plant(store, "UPDATE ports SET ip = '198.18.136.2/24', addr = 0 WHERE id = 7")
+    problems = topology.Problems()
+    found: list[topology.Problem] = []
+    with store.tx() as tx:
+        topo, _ = topology.build(tx, problems=found)
+    problems.refresh(None, found)
+    assert sorted((p.kind, p.id) for p in found) == [("port", 4), ("port", 7), ("port", 10)]
+    assert 4 not in topo.ports and 7 not in topo.ports
+    for h in ("h1", "h2", "h3"):
+        after = host_flows(topo, h)
+        assert after.get(9) == before[h].get(9), "pod 9 has no bad row: its flows are untouched"
+    assert [p.id for p in problems.of_host("h1")] == [4, 7]
+    assert "MAC" in problems.of_host("h1")[0].message
+    assert problems.of_host("h2") == []
+    assert [p.id for p in problems.of_host("h3")] == [10]
+    # the row mended: the next build that reads its pod forgets the problem
+    plant(store, "UPDATE ports SET mac = '02:00:00:00:00:04' WHERE id = 4")
+    found = []
+    with store.tx() as tx:
+        topology.build(tx, pods=[8], problems=found)
+    problems.refresh([8], found)
+    assert [p.id for p in problems.of_host("h1")] == [7]
+
+
+def test_a_pod_the_flow_model_refuses_is_left_out_with_its_ports(store):
+    plant(store, "UPDATE pods SET subnet = 'not a subnet' WHERE id = 8")
+    found: list[topology.Problem] = []
+    with store.tx() as tx:
+        topo, _ = topology.build(tx, problems=found)
+    assert [(p.kind, p.id) for p in found] == [("pod", 8), ("port", 10)]
+    assert 8 not in topo.pods and {p.pod_id for p in topo.ports.values()} == {7, 9}

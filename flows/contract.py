@@ -1,0 +1,182 @@
+"""The rules the parts of Loris must agree on, written once (docs/design.md).
+
+The controller, the host agent, the CLI, the lab and the benchmarks import these; none of
+them writes a pattern, a name, a formula or a range of its own. Pure: stdlib only, no I/O.
+
+Patterns are matched whole (`re.fullmatch`, ASCII only): a trailing newline, a NUL or a
+non-ASCII digit never passes. `Pattern.json` is the same rule as an anchored ECMA-262
+regular expression for the OpenAPI document; ECMA's `$` (no multiline flag) matches only
+at the very end, like `\\Z` here, so what the document allows is what the server accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Pattern", "HOST_ID", "CONTAINER_REF", "POD_NAME", "MAC", "DPID_TEXT", "IPV4", "IPV4_CIDR",
+    "GLOBAL_POD", "MAX_POD_ID", "MAX_PORT_ID", "MAX_OFPORT", "MIN_LOCAL_VLAN",
+    "MAX_LOCAL_VLAN", "MIN_MTU", "MAX_MTU", "tunnel_key", "pod_of_tunnel_key",
+    "INTEGRATION_BRIDGE", "TUNNEL_BRIDGE", "BRIDGES", "PATCH_ON_INT", "PATCH_ON_TUN",
+    "dpids", "dpid_hex", "tunnel_port_name", "is_tunnel_port_name", "host_port_name",
+    "container_port_temp_name", "port_id_of_host_port", "TUNNEL_TYPES", "TUNNEL_OVERHEAD",
+    "container_mtu", "dhcp_server", "LORIS_MARK", "PORT_ALIAS_PREFIX", "EXT_PORT_ID",
+    "EXT_CONTAINER", "EXT_CONTAINER_ID", "EXT_POD", "EXT_PEER", "EXT_IFNAME",
+    "EXT_ATTACHED_MAC", "DEFAULT_OPENFLOW_PORT", "DEFAULT_API_PORT",
+]
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One textual identifier rule: what it names, the regex, and a hint for errors."""
+    what: str
+    regex: str           # unanchored, ASCII
+    hint: str
+    _compiled: re.Pattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_compiled", re.compile(self.regex, re.ASCII))
+
+    def matches(self, value: object) -> bool:
+        return isinstance(value, str) and self._compiled.fullmatch(value) is not None
+
+    @property
+    def json(self) -> str:
+        """The rule for a JSON Schema `pattern` (ECMA-262; `$` is end of input there)."""
+        return f"^(?:{self.regex})$"
+
+    def error(self, value: object) -> str:
+        return f"{self.what} {value!r} is not valid: {self.hint}"
+
+
+HOST_ID = Pattern(
+    "host id", r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}",
+    "a host id is 1-63 characters of letters, digits, '_', '.', '-', starting with a "
+    "letter or digit")
+CONTAINER_REF = Pattern(
+    "container", r"(?:netns:)?[A-Za-z0-9][A-Za-z0-9_.-]{0,127}",
+    "a container is a Docker name or id, or netns:NAME for a plain network namespace: "
+    "letters, digits, '_', '.', '-', at most 128")
+POD_NAME = Pattern(
+    "pod name", r"[A-Za-z0-9](?:[A-Za-z0-9 _.:-]{0,62}[A-Za-z0-9_.:-])?",
+    "a pod name is 1-64 letters, digits, spaces or _ . : -, starting with a letter or digit "
+    "and not ending in a space")
+MAC = Pattern(
+    "MAC", r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}",
+    "a MAC address is six colon-separated hex bytes, e.g. 02:42:0a:07:00:05")
+DPID_TEXT = Pattern(
+    "datapath id", r"0x[0-9a-fA-F]{1,16}", "a datapath id is '0x' and 1-16 hex digits")
+
+# ---- numbers ---------------------------------------------------------------------------
+GLOBAL_POD = 0                    # the pod of a connect that names none
+MAX_POD_ID = 2**24 - 2            # tunnel key = pod id + 1 must fit in 24 bits, and is never 0
+MAX_PORT_ID = 2**24 - 1           # the flow cookie carries a 24-bit object id
+MAX_OFPORT = 0xFEFF               # OVS assigns ofports below 0xff00 (OFPP_MAX in OpenFlow 1.0)
+MIN_LOCAL_VLAN, MAX_LOCAL_VLAN = 1, 4094
+MIN_MTU, MAX_MTU = 68, 65535
+
+
+def tunnel_key(pod_id: int) -> int:
+    """The VNI / GRE key of a pod; key 0 is never used."""
+    return pod_id + 1
+
+
+def pod_of_tunnel_key(key: int) -> int:
+    return key - 1
+
+
+# ---- bridges, ports and datapath ids on a host -----------------------------------------
+INTEGRATION_BRIDGE = "br-int"
+TUNNEL_BRIDGE = "br-tun"
+BRIDGES = (INTEGRATION_BRIDGE, TUNNEL_BRIDGE)
+PATCH_ON_INT = "patch-tun"        # lives on br-int, peers with patch-int
+PATCH_ON_TUN = "patch-int"        # lives on br-tun, peers with patch-tun
+_DPID_KIND = {INTEGRATION_BRIDGE: 0x0001, TUNNEL_BRIDGE: 0x0002}
+_TUNNEL_PORT = re.compile(r"lt-[0-9a-f]{8}", re.ASCII)
+_HOST_PORT = re.compile(r"lp([1-9][0-9]{0,7})", re.ASCII)
+
+
+def dpids(host_id: str) -> dict[str, int]:
+    """The fixed datapath ids of a host's bridges: bridge kind << 48 | 48 bits of
+    sha256(host id). The agent sets them; the controller and TLS checks derive the same."""
+    h48 = int(hashlib.sha256(host_id.encode()).hexdigest()[:12], 16)
+    return {bridge: (kind << 48) | h48 for bridge, kind in _DPID_KIND.items()}
+
+
+def dpid_hex(dpid: int) -> str:
+    """16 hex digits, the form of other-config:datapath-id."""
+    return f"{dpid:016x}"
+
+
+def tunnel_port_name(peer_ip: str) -> str:
+    """`lt-` + the peer's tunnel IPv4 as 8 hex digits, e.g. 198.18.0.12 -> lt-c612000c."""
+    return "lt-" + f"{int(ipaddress.IPv4Address(peer_ip)):08x}"
+
+
+def is_tunnel_port_name(name: str) -> bool:
+    return _TUNNEL_PORT.fullmatch(name) is not None
+
+
+def host_port_name(port_id: int) -> str:
+    """Host-side veth (and OVS port) of a container port: `lp42`."""
+    return f"lp{port_id}"
+
+
+def container_port_temp_name(port_id: int) -> str:
+    """Container-side veth end before it is moved and renamed: `lc42`."""
+    return f"lc{port_id}"
+
+
+def port_id_of_host_port(name: str) -> int | None:
+    m = _HOST_PORT.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+# ---- tunnels and MTU --------------------------------------------------------------------
+TUNNEL_TYPES = ("vxlan", "gre")
+# Encapsulation overhead over IPv4: outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14,
+# or outer IP 20 + GRE with key 8 + inner Ethernet 14.
+TUNNEL_OVERHEAD = {"vxlan": 50, "gre": 42}
+
+
+def container_mtu(underlay_mtu: int, tunnel_type: str) -> int:
+    return underlay_mtu - TUNNEL_OVERHEAD[tunnel_type]
+
+
+# ---- the controller's DHCP responder in a pod --------------------------------------------
+def dhcp_server(pod_id: int, subnet: ipaddress.IPv4Network | str | None
+                ) -> tuple[str, str] | None:
+    """(ip, mac) the DHCP responder answers as in a pod with a subnet: the subnet's first
+    usable address (never given to a port) and `0a:4c:` + the tunnel key as 4 bytes
+    (locally administered). None for a pod without a subnet."""
+    if subnet is None:
+        return None
+    net = ipaddress.IPv4Network(subnet, strict=False)
+    key = tunnel_key(pod_id).to_bytes(4, "big")
+    return str(net.network_address + 1), "0a:4c:" + ":".join(f"{b:02x}" for b in key)
+
+
+# ---- what marks OVS rows and links as Loris's ---------------------------------------------
+LORIS_MARK = ("loris", "1")       # external_ids on every bridge, port and controller we make
+PORT_ALIAS_PREFIX = "loris port "  # ifalias of a host-side veth: how cleanup knows it is ours
+EXT_PORT_ID = "loris-port-id"     # external_ids of a container's OVS Interface
+EXT_CONTAINER = "loris-container"
+EXT_CONTAINER_ID = "loris-container-id"
+EXT_POD = "loris-pod"
+EXT_IFNAME = "loris-ifname"
+EXT_ATTACHED_MAC = "attached-mac"
+EXT_PEER = "loris-peer"           # external_ids of a tunnel port: the peer host id
+
+DEFAULT_OPENFLOW_PORT = 6653
+DEFAULT_API_PORT = 8780
+
+# ---- addresses as text (the REST API's formats) --------------------------------------------
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4 = Pattern("IPv4 address", rf"{_OCTET}(?:\.{_OCTET}){{3}}",
+               "an IPv4 address is four decimal numbers 0-255 without leading zeros, "
+               "e.g. 198.18.0.11")
+IPV4_CIDR = Pattern("IPv4 address with prefix", rf"{IPV4.regex}/(?:3[0-2]|[12]?[0-9])",
+                    "an address with its prefix length, e.g. 198.18.135.5/24")
