@@ -7,8 +7,10 @@ and how to fix it. Nothing here touches the store: checks that need the current 
 
 from __future__ import annotations
 
+import decimal
 import ipaddress
 import json
+import re
 import secrets
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from controller.errors import bad_request, invalid
 from flows.contract import BRIDGES, MAX_POD_ID, MAX_PORT_ID
 
 DHCP = "dhcp"
+_INTEGER_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]{1,3})?", re.ASCII)
 # RFC 5737/6890 ranges that can never be a container's or a tunnel endpoint's address
 _FORBIDDEN = [ipaddress.IPv4Network(n) for n in
               ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4")]
@@ -204,11 +207,13 @@ def actual_report(body: object) -> ActualReport:
 
 def int_param(text: str, name: str, low: int, high: int) -> int:
     """An integer from a URL path or query; 400 when it is not one, 422 when out of range."""
-    digits = text[1:] if text[:1] == "-" else text
-    # ASCII only: str.isdigit() and int() also take other scripts' digits ("٥" is 5)
-    if not (digits.isascii() and digits.isdigit()) or len(text) > len(str(high)) + 2:
+    # ASCII only: str.isdigit() and int() also take other scripts' digits ("٥" is 5). A JSON
+    # Schema integer is the mathematical one, so "7.0" and "7e0" are 7, as in bodies.
+    number = _INTEGER_TEXT.fullmatch(text) if len(text) <= 32 else None
+    value = decimal.Decimal(text) if number else None
+    if value is None or value != value.to_integral_value() or abs(value) > 2**64:
         raise bad_request(f"{name} {text!r} must be an integer {low}..{high}")
-    value = int(text)
+    value = int(value)
     if not low <= value <= high:
         raise invalid(f"{name} {value} is out of range {low}..{high}")
     return value
