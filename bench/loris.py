@@ -177,23 +177,6 @@ def fast_neighbour_retries(lab: Lab, target: Any, ifname: str = "eth1") -> None:
 
 # ---- the Loris lab ------------------------------------------------------------------------
 
-def keep_tunnel_neighbours(lab: Lab) -> None:
-    """Keep a long run's tunnels working on the userspace datapath.
-
-    The lab seeds each host's OVS tunnel-neighbour table with the peers' br-phy MACs, but
-    OVS ages those entries out (900 s by default) and then ARPs again; the peer's kernel,
-    which also sees the request on eth0 (a port of br-phy, yet still a kernel interface),
-    answers with eth0's MAC, and from then on tunnel packets to that peer go to its kernel
-    (ICMP port unreachable) instead of its OVS. A bulk lab lives about 20 minutes, so: the
-    kernel never answers ARP on eth0 (br-phy, which owns the address, still does), and the
-    entries age in an hour."""
-    if lab.datapath_type != "netdev":
-        return
-    for h in lab.hosts:
-        lab.run(h, ["sysctl", "-q", "-w", "net.ipv4.conf.eth0.arp_ignore=8"])
-        lab.ovs(h).appctl("tnl/neigh/aging", "3600")
-
-
 @dataclass
 class Growth:
     """How the bulk ports came to be: one row per step."""
@@ -215,7 +198,6 @@ class LorisLab:
         an agent on every host, and wait until every host is synced."""
         self.lab.up()
         try:
-            keep_tunnel_neighbours(self.lab)
             if seed is not None:
                 seed(self.db)
             self.start_controller()
