@@ -33,7 +33,12 @@ def overlay_ip(host: Host) -> str:
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[tuple[Lab, list[Container]]]:
-    """A lab without Docker, the plain mesh, one bare-namespace container per host."""
+    """A lab without Docker, the plain mesh, one bare-namespace container per host.
+
+    The only traffic on the tunnels is the test's pings: the containers have no IPv6
+    (router solicitations, MLD) and know each other's MACs (no ARP, no neighbour probes
+    seconds after a ping). So nothing is learned behind the test's back while it ages
+    OVS's entries out with a 1 s aging time."""
     with Lab(hosts=HOSTS, docker=False) as lab:
         if lab.datapath_type != "netdev":
             pytest.skip("kernel datapath: the kernel resolves tunnel neighbours, OVS keeps "
@@ -42,17 +47,20 @@ def mesh() -> Iterator[tuple[Lab, list[Container]]]:
         containers = []
         for h in lab.hosts:
             c = lab.add_container(h, f"u{h.index}", kind="netns")
-            # No IPv6 chatter (router solicitations, MLD) crossing the tunnels on its own:
-            # the only traffic is the test's.
             lab.run(c, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
                         "net.ipv6.conf.default.disable_ipv6=1"])
             lab.attach_plain(c, f"{overlay_ip(h)}/24")
             containers.append(c)
+        macs = {c.short: link_mac(lab, c, "eth1") for c in containers}
+        for c in containers:
+            lab.run(c, ["ip", "-batch", "-"], input="".join(
+                f"neigh replace {overlay_ip(p.host)} lladdr {macs[p.short]} dev eth1 "
+                "nud permanent\n" for p in containers if p is not c))
         yield lab, containers
 
 
-def link_mac(lab: Lab, host: Host, dev: str) -> str:
-    out = lab.run(host, ["ip", "-o", "link", "show", "dev", dev]).stdout
+def link_mac(lab: Lab, where: Host | Container, dev: str) -> str:
+    out = lab.run(where, ["ip", "-o", "link", "show", "dev", dev]).stdout
     return out.split("link/ether ", 1)[1].split()[0]
 
 
