@@ -8,7 +8,6 @@ plain-OVS baseline network 198.18.160.0/20.
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import os
 import re
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import Lab
+from lab.netns import socket_in_netns
 
 POD_NET = ipaddress.IPv4Network("198.18.144.0/20")
 PLAIN_NET = ipaddress.IPv4Network("198.18.160.0/20")
@@ -56,38 +56,6 @@ def rss_mib(pid: int) -> float:
     return pages * _PAGE / 2**20
 
 
-# ---- network namespaces -------------------------------------------------------------------
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_CLONE_NEWNET = 0x40000000
-
-
-def in_netns(netns_path: str, fn: Callable[[], Any]) -> Any:
-    """Call `fn` in a helper thread that entered `netns_path` (setns moves one thread only),
-    e.g. to create a socket that then lives in that namespace."""
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            fd = os.open(netns_path, os.O_RDONLY)
-            try:
-                if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({netns_path}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            out["value"] = fn()
-        except BaseException as e:       # handed to the caller's thread
-            out["error"] = e
-
-    t = threading.Thread(target=run, name="bench-netns")
-    t.start()
-    t.join()
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
-
-
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
@@ -106,8 +74,8 @@ class Pinger:
         self.dst = dst
         self.interval = interval
         self.ident = (os.getpid() + id(self)) & 0xFFFF
-        self.sock = in_netns(netns_path, lambda: socket.socket(
-            socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
+        self.sock = socket_in_netns(netns_path, socket.AF_INET, socket.SOCK_RAW,
+                                    socket.IPPROTO_ICMP)
         self.sock.setblocking(False)
         self.replied_at: float | None = None
         self.sent = 0
@@ -177,23 +145,6 @@ def fast_neighbour_retries(lab: Lab, target: Any, ifname: str = "eth1") -> None:
 
 # ---- the Loris lab ------------------------------------------------------------------------
 
-def keep_tunnel_neighbours(lab: Lab) -> None:
-    """Keep a long run's tunnels working on the userspace datapath.
-
-    The lab seeds each host's OVS tunnel-neighbour table with the peers' br-phy MACs, but
-    OVS ages those entries out (900 s by default) and then ARPs again; the peer's kernel,
-    which also sees the request on eth0 (a port of br-phy, yet still a kernel interface),
-    answers with eth0's MAC, and from then on tunnel packets to that peer go to its kernel
-    (ICMP port unreachable) instead of its OVS. A bulk lab lives about 20 minutes, so: the
-    kernel never answers ARP on eth0 (br-phy, which owns the address, still does), and the
-    entries age in an hour."""
-    if lab.datapath_type != "netdev":
-        return
-    for h in lab.hosts:
-        lab.run(h, ["sysctl", "-q", "-w", "net.ipv4.conf.eth0.arp_ignore=8"])
-        lab.ovs(h).appctl("tnl/neigh/aging", "3600")
-
-
 @dataclass
 class Growth:
     """How the bulk ports came to be: one row per step."""
@@ -215,7 +166,6 @@ class LorisLab:
         an agent on every host, and wait until every host is synced."""
         self.lab.up()
         try:
-            keep_tunnel_neighbours(self.lab)
             if seed is not None:
                 seed(self.db)
             self.start_controller()

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from lab.command import LabError, run
+from lab.containers import Container
+from lab.naming import Host
 from lab.procs import LabProcess
 
 TIMESTAMP = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d+ ")
@@ -66,3 +68,29 @@ class Capture:
 
     def __repr__(self) -> str:
         return f"<Capture {self.description} -> {self.pcap}>"
+
+
+class Captures:
+    """The lab's part that starts captures (see lab/core.py)."""
+
+    dir: Path
+
+    def capture(self, target: Host | Container | str, iface: str,
+                bpf_filter: str = "") -> Capture:
+        """Start tcpdump on `iface` inside `target`; returns once tcpdump is listening."""
+        self._require_up()
+        n = self._next_number()
+        where = target.short if isinstance(target, Container) else (
+            target.name if isinstance(target, Host) else str(target).strip("/").replace("/", "_"))
+        pcap = self.dir / "captures" / f"{n:03d}-{where}-{iface}.pcap"
+        pcap.parent.mkdir(parents=True, exist_ok=True)
+        # --immediate-mode: otherwise packets wait in the capture ring for up to a second and
+        # are lost when the capture is stopped right after the traffic.
+        argv = ["tcpdump", "-i", iface, "-nn", "-U", "--immediate-mode", "-Z", "root",
+                "-w", str(pcap)]
+        if bpf_filter:
+            argv.append(bpf_filter)
+        proc = self.start_process(f"capture-{n:03d}", argv, netns=target)
+        cap = Capture(proc, pcap, f"{where}:{iface}")
+        cap.wait_ready()
+        return cap

@@ -1,12 +1,22 @@
-"""Containers of a lab: Docker containers (`--network none`) and bare network namespaces."""
+"""Containers of a lab: Docker containers (`--network none`) and bare network namespaces,
+and the lab's part that adds and removes them."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 
+from lab import cleanup, procs
 from lab.command import LabError, run
-from lab.naming import DOCKER_HOST_LABEL, DOCKER_LABEL, IMAGE, NETNS_DIR, Host
+from lab.naming import (
+    CONTAINER_NAME_RE,
+    DOCKER_HOST_LABEL,
+    DOCKER_LABEL,
+    IMAGE,
+    NETNS_DIR,
+    Host,
+)
 
 # PID 1 of a Docker container ignores SIGTERM unless it traps it; trapping makes stop and
 # restart take milliseconds instead of the stop timeout.
@@ -143,3 +153,74 @@ class NetnsContainer(Container):
     def remove(self) -> None:
         # Processes still inside are ended by the lab (it knows the namespace's inode).
         run(["ip", "netns", "del", self.nsname], check=False)
+
+
+class LabContainers:
+    """The containers of a lab (part of `Lab`, see lab/core.py)."""
+
+    prefix: str
+    docker: bool
+    containers: dict[str, Container]
+    _docker_client: object | None
+
+    @property
+    def docker_client(self):
+        if self._docker_client is None:
+            if not self.docker:
+                raise LabError(f"lab {self.prefix} was made with docker=False; use "
+                               "kind='netns' containers or Lab(docker=True)")
+            client = cleanup.docker_client()
+            if client is None:
+                raise LabError("cannot reach the Docker engine; start it (./dev setup) or "
+                               "use Lab(docker=False)")
+            self._docker_client = client
+        return self._docker_client
+
+    def add_container(self, host: Host | str | int, name: str,
+                      kind: str = "docker") -> Container:
+        """A container on `host`: a Docker container `<prefix>-<name>` (network none) or a
+        bare namespace `<prefix>-c-<name>` (kind="netns")."""
+        h = self.host(host)
+        if kind not in ("docker", "netns"):
+            raise LabError(f"container kind {kind!r}: use 'docker' or 'netns'")
+        if not CONTAINER_NAME_RE.match(name):
+            raise LabError(f"container name {name!r}: use 1-31 of a-z 0-9 _ . - "
+                           "(starting with a letter or digit)")
+        if name in self.containers:
+            raise LabError(f"lab {self.prefix} already has a container {name!r}")
+        self._require_up()
+        if kind == "docker":
+            container: Container = DockerContainer(self.docker_client, self.prefix, h, name)
+        else:
+            container = NetnsContainer(self.prefix, h, name)
+        self.containers[name] = container
+        try:
+            container.start(self.prefix)
+        except Exception:
+            del self.containers[name]
+            container.remove()
+            raise
+        return container
+
+    def container(self, name: str) -> Container:
+        try:
+            return self.containers[name]
+        except KeyError:
+            raise LabError(f"lab {self.prefix} has no container {name!r}; it has "
+                           f"{sorted(self.containers)}") from None
+
+    def remove_container(self, container: Container | str) -> None:
+        c = self.container(container) if isinstance(container, str) else container
+        if isinstance(c, NetnsContainer):
+            self._end_processes_in(c.netns_path)
+        c.remove()
+        self.containers.pop(c.short, None)
+
+    def _end_processes_in(self, netns_path: str) -> None:
+        try:
+            ino = os.stat(netns_path).st_ino
+        except OSError:
+            return
+        me = os.getpid()
+        procs.terminate(p for p in procs.all_pids()
+                        if p != me and procs.netns_inode(p) == ino)

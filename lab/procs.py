@@ -10,14 +10,14 @@ import ctypes
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-CLONE_NEWNET = 0x40000000  # os.CLONE_NEWNET exists only from Python 3.12
+from lab.netns import socket_in_netns  # noqa: F401  (where it used to live)
+
 PR_SET_CHILD_SUBREAPER = 36
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -239,34 +239,3 @@ def read_records(labdir: Path) -> list[dict]:
         except (OSError, ValueError):
             continue
     return out
-
-
-def socket_in_netns(netns_path: str, family: int = socket.AF_INET,
-                    type: int = socket.SOCK_STREAM) -> socket.socket:
-    """A socket that lives in the network namespace `netns_path`.
-
-    setns() switches only the calling thread, so a short-lived helper thread enters the
-    namespace and creates the socket; the socket stays in that namespace for its whole
-    life, whichever thread uses it afterwards.
-    """
-    result: dict[str, object] = {}
-
-    def enter_and_create() -> None:
-        try:
-            fd = os.open(netns_path, os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({netns_path}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            result["sock"] = socket.socket(family, type)
-        except BaseException as exc:  # handed to the caller's thread
-            result["error"] = exc
-
-    helper = threading.Thread(target=enter_and_create, name="lab-netns-socket")
-    helper.start()
-    helper.join()
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    return result["sock"]  # type: ignore[return-value]
