@@ -1,10 +1,9 @@
 """The controller's state in SQLite: hosts, tunnels, pods, ports, local VLANs, versions.
 
-All access goes through `Store.tx()`, one transaction (BEGIN IMMEDIATE ... COMMIT) that
-rolls back on any exception, so a REST write that fails half-way changes nothing. The
-connection is shared and guarded by a lock: SQLite calls are short and never wait on the
-network, and the controller is one process (a shared store could replace this class later;
-the service only uses the methods of `Tx`).
+Writes go through `Store.tx()`, one transaction (BEGIN IMMEDIATE ... COMMIT) that rolls
+back on any exception, so a REST write that fails half-way changes nothing; reads that need
+no write lock go through `Store.read()`. The controller is one process (a shared store could
+replace this class later; the rest of the controller only uses the methods of `Tx`).
 
 Versions: every bump takes the next value of one global counter, so a host's desired
 version never goes backwards, even when the host is removed and registered again.
@@ -17,11 +16,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from controller.errors import unavailable
+from controller.concurrency import run_blocking
+from controller.errors import ApiError, unavailable
 from flows.contract import GLOBAL_POD, MAX_LOCAL_VLAN, MAX_PORT_ID, MIN_LOCAL_VLAN
 
 SCHEMA_VERSION = 1
@@ -394,16 +395,32 @@ class Tx:
 
 
 class Store:
-    """SQLite-backed state; `tx()` is the only way in."""
+    """SQLite-backed state: `tx()` to write (and read), `read()` to only read.
 
-    def __init__(self, path: str) -> None:
+    Two connections: the writer, used by one transaction at a time (a lock), and a reader
+    with `query_only` for `read()`, which in WAL mode sees the last committed state without
+    waiting for a writer, even one in the middle of its COMMIT.
+
+    The statements of a transaction run on the caller's thread (they work on pages in
+    memory). The two calls that wait on something outside the process run through
+    `run_blocking`, in a real OS thread under the eventlet hub: COMMIT of a transaction
+    that changed rows (the fsync of synchronous=FULL), and BEGIN IMMEDIATE when another
+    process holds the write lock (up to `busy_timeout` seconds). Everything else returns
+    at once. Plain threads (unit tests) use the Store directly.
+    """
+
+    def __init__(self, path: str, busy_timeout: float = 10.0,
+                 run_blocking: Callable[..., Any] = run_blocking) -> None:
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
+        self.busy_timeout = busy_timeout
+        self._run_blocking = run_blocking
         self._lock = threading.RLock()
-        # one connection shared by every thread; the lock serialises transactions
+        # the writer, shared by every thread; the lock serialises transactions. Its busy
+        # timeout is 0: a BEGIN that would wait goes to _begin_waiting, off the hub.
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                     timeout=10.0)
+                                     timeout=0)
         self._conn.execute("PRAGMA foreign_keys = ON")
         if path != ":memory:":
             self._conn.execute("PRAGMA journal_mode = WAL")
@@ -411,6 +428,12 @@ class Store:
             # loss too (NORMAL survives a process crash only). About 0.3 ms a commit.
             self._conn.execute("PRAGMA synchronous = FULL")
         self._migrate()
+        self._read_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None
+        if path != ":memory:":       # a second :memory: connection would be another database
+            self._reader = sqlite3.connect(path, check_same_thread=False,
+                                           isolation_level=None, timeout=busy_timeout)
+            self._reader.execute("PRAGMA query_only = ON")
 
     def _migrate(self) -> None:
         with self.tx() as tx:
@@ -427,23 +450,74 @@ class Store:
             if tx.pod(GLOBAL_POD) is None:
                 tx.insert_pod(GLOBAL_POD, "global", None)
 
+    def _unavailable(self, e: sqlite3.Error) -> ApiError:
+        return unavailable(f"the store {self.path} is not available: {e}", "store_unavailable")
+
+    def _begin(self) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.Error as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise self._unavailable(e) from None
+        try:                         # another process writes: wait for it off the hub
+            self._run_blocking(self._begin_waiting)
+        except sqlite3.Error as e:
+            raise self._unavailable(e) from None
+
+    def _begin_waiting(self) -> None:
+        self._conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        finally:
+            self._conn.execute("PRAGMA busy_timeout = 0")
+
     @contextmanager
     def tx(self) -> Iterator[Tx]:
         """A write transaction: commits when the block ends, rolls back if it raises."""
         with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as e:
-                raise unavailable(f"the store {self.path} is not available: {e}",
-                                  "store_unavailable") from None
+            self._begin()
+            changes = self._conn.total_changes
             try:
                 yield Tx(self._conn)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-            else:
-                self._conn.execute("COMMIT")
+            try:
+                if self._conn.total_changes == changes:
+                    self._conn.execute("COMMIT")         # nothing written: nothing to sync
+                else:
+                    self._run_blocking(self._conn.execute, "COMMIT")
+            except sqlite3.Error as e:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise self._unavailable(e) from None
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """A read-only transaction over the last committed state; writing in it raises
+        sqlite3.OperationalError. It never waits for a write transaction."""
+        if self._reader is None:
+            with self.tx() as tx:
+                yield tx
+            return
+        with self._read_lock:
+            self._reader.execute("BEGIN")
+            try:
+                yield Tx(self._reader)
+            finally:
+                self._reader.execute("ROLLBACK")
+
+    def pragma(self, name: str) -> Any:
+        """The value of a PRAGMA on the writing connection, e.g. pragma("journal_mode")."""
+        if not name.isidentifier():
+            raise ValueError(f"not a pragma name: {name!r}")
+        with self._lock:
+            return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
 
     def close(self) -> None:
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
         with self._lock:
             self._conn.close()

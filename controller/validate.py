@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import secrets
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -102,14 +101,6 @@ def mac(text: str, field: str = "'mac'") -> str:
     if value == "00:00:00:00:00:00":
         raise invalid(f"{field} 00:00:00:00:00:00 is not a usable MAC")
     return value
-
-
-def random_mac(taken: Collection[str]) -> str:
-    """A locally administered unicast MAC (02:xx:..) not in `taken`."""
-    while True:
-        value = "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
-        if value not in taken and not value.startswith("02:00:00:00:00"):
-            return value
 
 
 @dataclass(frozen=True)
