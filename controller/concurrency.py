@@ -118,11 +118,13 @@ class Waiters:
         self._lock = threading.Lock()
         self._events: dict[Hashable, set[threading.Event]] = {}
 
-    def notify(self, keys: Iterable[Hashable]) -> None:
+    def notify(self, keys: Iterable[Hashable]) -> int:
+        """Wake the waiters of `keys`; how many there were."""
         with self._lock:
             events = [e for k in set(keys) for e in self._events.get(k, ())]
         for event in events:
             event.set()
+        return len(events)
 
     def waiting(self, key: Hashable) -> int:
         """How many callers wait on `key` now (a host's long polls: "is its agent polling")."""
