@@ -16,9 +16,11 @@ blocks the OS thread (a real `threading` wait, an fsync) stops all of them at on
   a notification for its own key (a host for long polls, a port for a connect), never by
   everyone's.
 
-The same code runs on plain threads in unit tests, so shared state is guarded by
-`threading` locks (green, and nearly free, under eventlet); nothing relies on green threads
-not being preempted.
+The same code runs on plain threads in unit tests, so state shared between threads is
+guarded by `threading` locks (green, and nearly free, under eventlet); nothing relies on
+green threads not being preempted. State that one thread owns (the DHCP rate limiter: the
+OpenFlow event loop; the DHCP responder: the DHCP worker) says so with `OneThread`, which
+raises when a second thread uses it.
 """
 
 from __future__ import annotations
@@ -151,3 +153,20 @@ class Waiters:
                 waiting.discard(event)
                 if not waiting:
                     del self._events[key]
+
+
+class OneThread:
+    """The check that an unlocked object is used by one thread only (green or real): the
+    first thread that calls `check()` owns it; any other raises RuntimeError."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._owner: int | None = None
+
+    def check(self) -> None:
+        ident = threading.get_ident()       # a green thread's own id under eventlet
+        if self._owner is None:
+            self._owner = ident
+        elif self._owner != ident:
+            raise RuntimeError(f"{self.what} is used by two threads ({self._owner} and "
+                               f"{ident}); it has no lock and must stay with one")

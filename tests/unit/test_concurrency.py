@@ -18,7 +18,8 @@ import pytest
 from inproc import eventually
 
 from controller.agents import AgentBoard
-from controller.concurrency import NOT_GREEN, Waiters, green_threads_problem
+from controller.concurrency import NOT_GREEN, OneThread, Waiters, green_threads_problem
+from controller.dhcp import RateLimiter
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = Path(__file__).with_name("hub_probe.py")
@@ -133,3 +134,22 @@ def test_a_publish_wakes_the_long_polls_of_changed_hosts_only():
         board.publish({"h1": 2})                      # h2 removed: its poll returns None
         assert h2.result(timeout=30) is None
     assert not board.polling("h1") and board.last_seen("h2") is not None
+
+
+# ---- state one thread owns ------------------------------------------------------------------
+
+def test_state_owned_by_one_thread_refuses_a_second():
+    limiter = RateLimiter(rate=1, burst=3)
+    assert limiter.allow(("dp", 1))
+    with ThreadPoolExecutor(1) as pool:
+        with pytest.raises(RuntimeError, match="DHCP rate limiter is used by two threads"):
+            pool.submit(limiter.allow, ("dp", 1)).result(timeout=30)
+    assert limiter.allow(("dp", 1))                   # the owner goes on
+
+
+def test_the_first_user_owns_it():
+    owned = OneThread("x")
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(owned.check).result(timeout=30)
+    with pytest.raises(RuntimeError, match="x is used by two threads"):
+        owned.check()
