@@ -2,7 +2,7 @@
 
 Every function returns plain normalised values or raises ApiError (400/422) naming the field
 and how to fix it. Nothing here touches the store: checks that need the current state
-(uniqueness, subnet membership) are in service.py.
+(uniqueness, subnet membership) are in ipam.py, hosts.py, pods.py and connect.py.
 """
 
 from __future__ import annotations
