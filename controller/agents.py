@@ -1,67 +1,61 @@
 """What the controller knows about its agents: desired versions, long polls, liveness.
 
 Agents connect out (docs/design.md): they long-poll `GET /v1/hosts/{id}/desired` and report
-with `PUT /v1/hosts/{id}/actual`. The service publishes every host's desired version here
-after each committed write; a long poll returns as soon as its host's version differs from
-the one the agent has, so work reaches an agent without any polling delay.
+with `PUT /v1/hosts/{id}/actual`. After each committed write the controller publishes every
+host's desired version here; a long poll returns as soon as its own host's version differs
+from the one its agent has, so work reaches an agent without any polling delay, and a
+change for one host wakes only that host's polls.
 
-Works on both os-ken hubs: under eventlet `threading` is monkey-patched to green threads,
-under the native hub these are real threads.
+Written by REST handlers (long polls, reports, publishes) and read by the views: every
+table is behind the board's lock.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
-
-class Changes:
-    """A condition variable with a predicate wait: `wait_until(pred, timeout)`."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-
-    def notify(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """True once predicate() holds, False after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            return True
+from controller.concurrency import Waiters
 
 
 class AgentBoard:
     """Desired versions per host, the long polls waiting on them, and agent liveness."""
 
     def __init__(self) -> None:
-        self._versions: dict[str, int] = {}
-        self._changes = Changes()
         self._lock = threading.Lock()
-        self.last_seen: dict[str, float] = {}
-        self._polling: dict[str, int] = {}
+        self._versions: dict[str, int] = {}
+        self._last_seen: dict[str, float] = {}
+        self._polls = Waiters()
 
     def publish(self, versions: Mapping[str, int]) -> None:
-        """Replace the table of desired versions (after a commit) and wake the long polls."""
+        """Replace the table of desired versions (after a commit) and wake the long polls of
+        the hosts whose version changed (or that came or went)."""
+        new = dict(versions)
         with self._lock:
-            self._versions = dict(versions)
-        self._changes.notify()
+            old, self._versions = self._versions, new
+        self._polls.notify(h for h in old.keys() | new.keys() if old.get(h) != new.get(h))
 
     def version(self, host_id: str) -> int | None:
-        return self._versions.get(host_id)
+        with self._lock:
+            return self._versions.get(host_id)
+
+    def versions(self) -> dict[str, int]:
+        """Every host's desired version as last published (a copy)."""
+        with self._lock:
+            return dict(self._versions)
 
     def seen(self, host_id: str) -> None:
-        self.last_seen[host_id] = time.time()
+        with self._lock:
+            self._last_seen[host_id] = time.time()
+
+    def last_seen(self, host_id: str) -> float | None:
+        """When the host's agent last polled or reported (epoch seconds), None if never."""
+        with self._lock:
+            return self._last_seen.get(host_id)
 
     def polling(self, host_id: str) -> bool:
-        return self._polling.get(host_id, 0) > 0
+        return self._polls.waiting(host_id) > 0
 
     def wait(self, host_id: str, since: int, timeout: float) -> int | None:
         """Block until the host's desired version differs from `since` (or the host is gone),
@@ -71,15 +65,12 @@ class AgentBoard:
         ahead of ours, and it must still get the new state at once.
         """
         self.seen(host_id)
-        with self._lock:
-            self._polling[host_id] = self._polling.get(host_id, 0) + 1
         try:
-            self._changes.wait_until(lambda: self._versions.get(host_id) != since, timeout)
+            self._polls.wait_until(host_id, lambda: self.version(host_id) != since, timeout)
         finally:
-            with self._lock:
-                self._polling[host_id] -= 1
             self.seen(host_id)
-        return self._versions.get(host_id)
+        return self.version(host_id)
 
     def forget(self, host_id: str) -> None:
-        self.last_seen.pop(host_id, None)
+        with self._lock:
+            self._last_seen.pop(host_id, None)

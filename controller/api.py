@@ -1,6 +1,7 @@
-"""REST API v1: a WebOb + Routes WSGI app over the Service, and the server that runs it.
+"""REST API v1: a WebOb + Routes WSGI app over the controller's operations, and the server
+that runs it.
 
-Every handler is a few lines: parse and validate (validate.py), call one Service method,
+Every handler is a few lines: parse and validate (validate.py), call one operation,
 render JSON. Errors are always `{"error": {"code", "message"}}`. Bodies are capped (64 KiB
 by default) before they are read. The server is os-ken's `hub.WSGIServer` (eventlet hub:
 one green thread per request, so a long poll or a connect waiting for an agent blocks only
@@ -13,6 +14,7 @@ import json
 import logging
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import routes
@@ -20,9 +22,13 @@ import webob
 import webob.dec
 
 from controller import openapi, validate
+from controller.agent_protocol import AgentProtocol
 from controller.auth import PUBLIC_ROUTES, Authenticator, Principal, authorize_host
+from controller.connect import Connections
 from controller.errors import ApiError, bad_request
-from controller.service import Service
+from controller.hosts import Hosts
+from controller.pods import Pods
+from controller.reads import Reads
 
 LOG = logging.getLogger("loris.api")
 
@@ -40,16 +46,26 @@ def _json_response(status: int, body: Any) -> webob.Response:
     return resp
 
 
+@dataclass(frozen=True)
+class Operations:
+    """What the handlers call, one part per concern (wiring.build assembles them)."""
+    reads: Reads
+    hosts: Hosts
+    pods: Pods
+    ports: Connections
+    agents: AgentProtocol
+
+
 class Api:
-    """The WSGI application. `Api(service, max_body, auth)(environ, start_response)`.
+    """The WSGI application. `Api(ops, max_body, auth)(environ, start_response)`.
 
     With `auth` (the controller always passes one) every route but the public ones needs a
     bearer token, and an agent's token only works for its own host (controller/auth.py).
     Without it the API is open: only for in-process tests of the API's logic."""
 
-    def __init__(self, service: Service, max_body: int = 64 * 1024,
+    def __init__(self, ops: Operations, max_body: int = 64 * 1024,
                  auth: Authenticator | None = None) -> None:
-        self.service = service
+        self.ops = ops
         self.max_body = max_body
         self.auth = auth
         self.mapper = routes.Mapper()
@@ -140,11 +156,11 @@ class Api:
     # ---- handlers --------------------------------------------------------------------------
     def health(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
-        return 200, self.service.health()
+        return 200, self.ops.reads.health()
 
     def version(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
-        return 200, self.service.version()
+        return 200, self.ops.reads.version()
 
     def openapi(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
@@ -152,23 +168,23 @@ class Api:
 
     def list_hosts(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
-        return 200, self.service.list_hosts()
+        return 200, self.ops.reads.list_hosts()
 
     def register_host(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
         reg = validate.host_registration(self._body(req))
         authorize_host(self._principal(req), reg.id, "registering it")
-        view, created = self.service.register_host(reg)
+        view, created = self.ops.hosts.register(reg)
         return (201 if created else 200), view
 
     def show_host(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
-        return 200, self.service.show_host(validate.host_id_param(args["host_id"]))
+        return 200, self.ops.reads.show_host(validate.host_id_param(args["host_id"]))
 
     def remove_host(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
         self._no_body(req)
-        self.service.remove_host(validate.host_id_param(args["host_id"]))
+        self.ops.hosts.remove(validate.host_id_param(args["host_id"]))
         return 204, None
 
     def issue_token(self, req: webob.Request, args: dict) -> tuple[int, Any]:
@@ -191,46 +207,46 @@ class Api:
                 raise bad_request(f"wait {q['wait']!r} must be a number of seconds") from None
             if not 0 <= wait <= 60:
                 raise ApiError(422, "invalid_value", f"wait {wait:g} must be 0..60 seconds")
-        return 200, self.service.desired(host_id, since, wait)
+        return 200, self.ops.agents.desired(host_id, since, wait)
 
     def actual(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
         host_id = validate.host_id_param(args["host_id"])
-        self.service.report_actual(host_id, validate.actual_report(self._body(req)))
+        self.ops.agents.report_actual(host_id, validate.actual_report(self._body(req)))
         return 204, None
 
     def list_pods(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
-        return 200, self.service.list_pods()
+        return 200, self.ops.reads.list_pods()
 
     def create_pod(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
-        return 201, self.service.create_pod(validate.pod_create(self._body(req)))
+        return 201, self.ops.pods.create(validate.pod_create(self._body(req)))
 
     def show_pod(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
-        return 200, self.service.show_pod(validate.pod_id_param(args["pod_id"]))
+        return 200, self.ops.reads.show_pod(validate.pod_id_param(args["pod_id"]))
 
     def delete_pod(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         q = validate.query(req.GET, ("force",))
         self._no_body(req)
         force = validate.bool_param(q.get("force", "false"), "force")
-        self.service.delete_pod(validate.pod_id_param(args["pod_id"]), force)
+        self.ops.pods.delete(validate.pod_id_param(args["pod_id"]), force)
         return 204, None
 
     def list_ports(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         q = validate.query(req.GET, ("pod", "host", "container"))
         pod = validate.pod_id_param(q["pod"]) if "pod" in q else None
         host = validate.host_id_param(q["host"]) if "host" in q else None
-        return 200, self.service.list_ports(pod, host, q.get("container"))
+        return 200, self.ops.reads.list_ports(pod, host, q.get("container"))
 
     def connect(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
-        return 201, self.service.connect(validate.port_create(self._body(req)))
+        return 201, self.ops.ports.connect(validate.port_create(self._body(req)))
 
     def show_port(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
-        return 200, self.service.show_port(validate.port_id_param(args["port_id"]))
+        return 200, self.ops.reads.show_port(validate.port_id_param(args["port_id"]))
 
     def disconnect(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
@@ -238,9 +254,9 @@ class Api:
         port_id = validate.port_id_param(args["port_id"])
         who = self._principal(req)
         if who is not None and who.role != "operator":
-            authorize_host(who, self.service.show_port(port_id)["host"],
+            authorize_host(who, self.ops.reads.show_port(port_id)["host"],
                            f"deleting port {port_id}")
-        self.service.disconnect(port_id)
+        self.ops.ports.disconnect(port_id)
         return 204, None
 
 

@@ -1,36 +1,53 @@
-"""Controller settings: environment variables first, then a `[loris]` section, then defaults.
+"""Controller settings, declared once: environment variables first, then a `[loris]` section,
+then defaults.
 
-The `[loris]` section lives in the os-ken `--config-file` (loris_app registers it); the
-environment wins so that a test or a systemd unit can override one value without a file.
+Each field of `Settings` is one setting; its declaration (`setting(...)`) gives the default
+and the help text, and from its name come the environment variable (`LORIS_<NAME>`) and the
+key of the `[loris]` section of the os-ken `--config-file` (loris_app registers
+`config_file_options()`). The environment wins so that a test or a systemd unit can override
+one value without a file. Fields declared `derived` are not read from either: the app sets
+them from os-ken's own options.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, field, fields
+from typing import Any
 
 DEFAULT_DB = "/var/lib/loris/loris.db"
 DEFAULT_API_LISTEN = "0.0.0.0:8780"
 DEFAULT_OPENFLOW_PORT = 6653
+ENV_PREFIX = "LORIS_"
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def setting(default: Any, help: str, derived: bool = False) -> Any:  # noqa: A002 (oslo's name)
+    """One setting: `derived` ones come from os-ken's options, not from env or file."""
+    return field(default=default, metadata={"help": help, "derived": derived})
 
 
 @dataclass(frozen=True)
 class Settings:
-    db: str = DEFAULT_DB                 # LORIS_DB
-    api_listen: str = DEFAULT_API_LISTEN  # LORIS_API_LISTEN, "host:port"
-    openflow_port: int = DEFAULT_OPENFLOW_PORT   # told to agents at registration
-    wire_timeout: float = 30.0           # LORIS_WIRE_TIMEOUT: agent must report the port by then
-    flow_timeout: float = 10.0           # LORIS_FLOW_TIMEOUT: one OpenFlow round trip
-    lease_timeout: float = 30.0          # LORIS_LEASE_TIMEOUT: a DHCP port must get its lease
-    dhcp_lease_time: int = 3600          # LORIS_DHCP_LEASE_TIME, seconds, sent in OFFER/ACK
-    dhcp_rate: float = 5.0               # LORIS_DHCP_RATE: DHCP packets/s per port (burst 10)
-    max_body: int = 64 * 1024            # LORIS_MAX_BODY: bytes of a REST request body
-    long_poll_max: float = 60.0          # cap of ?wait= on the desired-state long poll
-    credentials: str = ""                # LORIS_CREDENTIALS: token files; "" = <db dir>/credentials
-    api_cert: str = ""                   # LORIS_API_CERT: serve REST over TLS with this cert...
-    api_key: str = ""                    # LORIS_API_KEY: ...and this key
-    openflow_tls: bool = False           # switches connect with ssl: (os-ken's --ctl-* options)
+    db: str = setting(DEFAULT_DB, "SQLite file: the controller's whole state")
+    api_listen: str = setting(DEFAULT_API_LISTEN, "REST listen address HOST:PORT")
+    openflow_port: int = setting(DEFAULT_OPENFLOW_PORT, "OpenFlow port told to agents at "
+                                 "registration (os-ken's --ofp-*-listen-port)", derived=True)
+    wire_timeout: float = setting(30.0, "seconds an agent has to wire a port")
+    flow_timeout: float = setting(10.0, "seconds per OpenFlow round trip")
+    lease_timeout: float = setting(30.0, "seconds a DHCP port has to report its lease")
+    dhcp_lease_time: int = setting(3600, "DHCP lease time in seconds, sent in OFFER/ACK")
+    dhcp_rate: float = setting(5.0, "DHCP packets per second per port (burst 10)")
+    max_body: int = setting(64 * 1024, "largest REST request body in bytes")
+    long_poll_max: float = setting(60.0, "cap of ?wait= on the desired-state long poll",
+                                   derived=True)
+    credentials: str = setting("", "directory of the token files; empty: <db dir>/credentials")
+    api_cert: str = setting("", "serve REST over TLS with this certificate (PEM)...")
+    api_key: str = setting("", "...and this key (PEM)")
+    openflow_tls: bool = setting(False, "switches connect with ssl: (os-ken's --ctl-* "
+                                 "options)", derived=True)
 
     @property
     def api_host(self) -> str:
@@ -41,19 +58,46 @@ class Settings:
         return split_listen(self.api_listen)[1]
 
 
-_ENV = {
-    "db": "LORIS_DB",
-    "api_listen": "LORIS_API_LISTEN",
-    "wire_timeout": "LORIS_WIRE_TIMEOUT",
-    "flow_timeout": "LORIS_FLOW_TIMEOUT",
-    "lease_timeout": "LORIS_LEASE_TIMEOUT",
-    "dhcp_lease_time": "LORIS_DHCP_LEASE_TIME",
-    "dhcp_rate": "LORIS_DHCP_RATE",
-    "max_body": "LORIS_MAX_BODY",
-    "credentials": "LORIS_CREDENTIALS",
-    "api_cert": "LORIS_API_CERT",
-    "api_key": "LORIS_API_KEY",
-}
+def configurable() -> list[Field]:
+    """The settings read from the environment and the `[loris]` section."""
+    return [f for f in fields(Settings) if not f.metadata["derived"]]
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _kind(f: Field) -> type:
+    return type(f.default)
+
+
+def coerce(name: str, kind: type, raw: object) -> Any:
+    """`raw` (text from the environment, or a value os-ken parsed) as a `kind`; "false",
+    "0", "no" and "off" are False for a bool, not True as bool("false") would be."""
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        word = str(raw).strip().lower()
+        if word in TRUE_WORDS | FALSE_WORDS:
+            return word in TRUE_WORDS
+        raise ValueError(f"setting {name}={raw!r} must be true or false (also 1/0, yes/no, "
+                         "on/off)")
+    if kind in (int, float) and isinstance(raw, bool):
+        raise ValueError(f"setting {name}={raw!r} must be a {kind.__name__}")
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"setting {name}={raw!r} must be a {kind.__name__}") from None
+
+
+def config_file_options() -> list[Any]:
+    """The `[loris]` section's options for os-ken's (oslo) config parser, one per setting.
+    No default here: an unset option is None and the next source decides."""
+    from os_ken import cfg
+
+    opt_types = {str: cfg.StrOpt, int: cfg.IntOpt, float: cfg.FloatOpt, bool: cfg.BoolOpt}
+    return [opt_types[_kind(f)](f.name, help=f"{f.metadata['help']} (env {env_name(f.name)})")
+            for f in configurable()]
 
 
 def split_listen(text: str) -> tuple[str, int]:
@@ -66,26 +110,26 @@ def split_listen(text: str) -> tuple[str, int]:
 
 def load(env: Mapping[str, str] | None = None, section: Mapping[str, object] | None = None,
          **overrides: object) -> Settings:
-    """Build Settings from `env` (default os.environ), a `[loris]` section dict and overrides."""
+    """Build Settings from `env` (default os.environ), a `[loris]` section dict and overrides
+    (any field, derived ones included). An empty environment variable counts as unset."""
     env = os.environ if env is None else env
     section = section or {}
+    unknown = set(overrides) - {f.name for f in fields(Settings)}
+    if unknown:
+        raise TypeError(f"unknown settings: {sorted(unknown)}")
+    configurable_names = {f.name for f in configurable()}
     values: dict[str, object] = {}
     for f in fields(Settings):
         raw = overrides.get(f.name)
-        if raw is None and f.name in _ENV and env.get(_ENV[f.name]):
-            raw = env[_ENV[f.name]]
-        if raw is None and section.get(f.name) is not None:
-            raw = section[f.name]
-        if raw is None:
-            continue
-        kind = type(f.default)
-        try:
-            values[f.name] = kind(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"setting {f.name}={raw!r} must be a {kind.__name__}") from None
+        if raw is None and f.name in configurable_names:
+            raw = env.get(env_name(f.name)) or None
+            if raw is None:
+                raw = section.get(f.name)
+        if raw is not None:
+            values[f.name] = coerce(f.name, _kind(f), raw)
     settings = Settings(**values)
     split_listen(settings.api_listen)     # fail at start-up, not at the first request
     if bool(settings.api_cert) != bool(settings.api_key):
-        raise ValueError("REST over TLS needs both api_cert and api_key (LORIS_API_CERT, "
-                         "LORIS_API_KEY)")
+        raise ValueError(f"REST over TLS needs both api_cert and api_key ({env_name('api_cert')}"
+                         f", {env_name('api_key')})")
     return settings

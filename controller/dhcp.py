@@ -21,6 +21,8 @@ from os_ken.lib import addrconv
 from os_ken.lib.packet import dhcp, ethernet, ipv4, packet, udp
 from os_ken.ofproto import ether, inet
 
+from controller.concurrency import OneThread
+
 LOG = logging.getLogger("loris.dhcp")
 CLIENT_PORT, SERVER_PORT = 68, 67
 BROADCAST = "255.255.255.255"
@@ -159,14 +161,17 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """One token bucket per key (a port id); a flooding container only exhausts its own."""
+    """One token bucket per key (a port id); a flooding container only exhausts its own.
+    Unlocked: used by one thread, the os-ken app's event loop (checked)."""
 
     def __init__(self, rate: float, burst: float, max_keys: int = 65536) -> None:
         self.rate, self.burst, self.max_keys = rate, burst, max_keys
         self._buckets: dict[object, TokenBucket] = {}
         self.dropped = 0
+        self._thread = OneThread("the DHCP rate limiter")
 
     def allow(self, key: object, now: float | None = None) -> bool:
+        self._thread.check()
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self.max_keys:
@@ -184,14 +189,17 @@ class Responder:
     `lookup(dpid, in_port, cookie)` returns the port's Binding (and something printable
     naming the port) only if the cookie names a DHCP port on exactly that datapath and
     ofport, so a container can neither ask for another port's address nor reach the
-    responder through a forged cookie.
+    responder through a forged cookie. Unlocked: used by one thread, the DHCP worker
+    (checked).
     """
 
     def __init__(self, lookup: Callable[[int, int, int], tuple[Binding, object] | None]) -> None:
         self.lookup = lookup
         self.answered = 0
+        self._thread = OneThread("the DHCP responder")
 
     def handle(self, dpid: int, in_port: int, cookie: int, data: bytes) -> bytes | None:
+        self._thread.check()
         req = parse(data)
         if req is None:
             return None

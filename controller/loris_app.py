@@ -3,12 +3,12 @@
 Thin glue only. The parts (store, REST API, programmer, DHCP responder) are assembled in
 wiring.py; this module turns os-ken events into calls on them. Event handlers never block:
 they update in-memory state or enqueue work for the per-host programmer threads and the
-DHCP worker. No eventlet import and no os-ken 3.x-only call, so running on os-ken 4.x with
-OSKEN_HUB_TYPE=eventlet is a packaging change.
+DHCP worker. No os-ken 3.x-only call, so running on os-ken 4.x with OSKEN_HUB_TYPE=eventlet
+is a packaging change. The app refuses to start on the eventlet hub without green thread
+primitives (controller/concurrency.py).
 
 Settings: LORIS_* environment variables, else a `[loris]` section of the os-ken
-`--config-file` (db, api_listen, wire_timeout, flow_timeout, lease_timeout,
-dhcp_lease_time, dhcp_rate, max_body), else the defaults in config.py.
+`--config-file` (one key per setting of config.py), else the defaults in config.py.
 """
 
 from __future__ import annotations
@@ -34,21 +34,12 @@ from os_ken.controller.handler import (  # noqa: E402
 from os_ken.lib import hub  # noqa: E402
 from os_ken.ofproto import ofproto_v1_3  # noqa: E402
 
-from controller import auth, config, wiring  # noqa: E402
+from controller import auth, concurrency, config, recovery, wiring  # noqa: E402
 
 LOG = logging.getLogger("loris.app")
 CONF = cfg.CONF
 
-_OPTS = [
-    cfg.StrOpt("db", help="SQLite file (env LORIS_DB)"),
-    cfg.StrOpt("api_listen", help="REST listen HOST:PORT (env LORIS_API_LISTEN)"),
-    cfg.FloatOpt("wire_timeout", help="seconds an agent has to wire a port"),
-    cfg.FloatOpt("flow_timeout", help="seconds per OpenFlow round trip"),
-    cfg.FloatOpt("lease_timeout", help="seconds a DHCP port has to report its lease"),
-    cfg.IntOpt("dhcp_lease_time", help="DHCP lease time in seconds"),
-    cfg.FloatOpt("dhcp_rate", help="DHCP packets per second per port"),
-    cfg.IntOpt("max_body", help="largest REST body in bytes"),
-]
+_OPTS = config.config_file_options()
 CONF.register_opts(_OPTS, group="loris")
 # Echo requests every 5 s, disconnect after 3 unanswered: a dead switch is noticed in ~15 s
 # (and on the 4.x native hub this is what delivers DEAD events at all). A config file wins.
@@ -66,6 +57,7 @@ class LorisApp(app_manager.OSKenApp):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        concurrency.require_green_threads(hub.HUB_TYPE)
         section = {o.dest: getattr(CONF.loris, o.dest) for o in _OPTS}
         # os-ken serves OpenFlow over TLS (and then only over TLS) when given a key and cert
         tls = bool(getattr(CONF, "ctl_privkey", None) and getattr(CONF, "ctl_cert", None))
@@ -85,7 +77,7 @@ class LorisApp(app_manager.OSKenApp):
     def start(self):
         thread = super().start()
         parts = self.parts
-        parts.service.recover()
+        recovery.recover(parts.context)
         from controller.api import make_server, tls_context
         tls = (tls_context(parts.settings.api_cert, parts.settings.api_key)
                if parts.settings.api_cert else None)
@@ -124,10 +116,10 @@ class LorisApp(app_manager.OSKenApp):
                 dp.close()
                 return
             self.parts.switches.connected(dp)
-            self.parts.service.switch_connected(dp.id)
+            self.parts.switch_events.connected(dp.id)
         elif ev.state == DEAD_DISPATCHER and dp.id is not None:
             if self.parts.switches.disconnected(dp):
-                self.parts.service.switch_disconnected(dp.id)
+                self.parts.switch_events.disconnected(dp.id)
 
     def _switch_identity_ok(self, dp) -> bool:
         """Over TLS a switch is who its certificate says: a host's bridges only."""
@@ -135,7 +127,7 @@ class LorisApp(app_manager.OSKenApp):
             cn = auth.common_name(dp.socket.getpeercert())
         except (AttributeError, ValueError, OSError):
             cn = None
-        owner = self.parts.service.dpids.get(dp.id, (None, None))[0]
+        owner = (self.parts.context.dpid_owner(dp.id) or (None, None))[0]
         if auth.switch_may_claim(cn, dp.id, owner):
             return True
         LOG.warning("datapath %#018x refused: its certificate (CN %s) belongs to another host "

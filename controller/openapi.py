@@ -3,7 +3,8 @@
 `schema.check` validates every request body against the schemas below, and the same dict
 is served at GET /v1/openapi.json, so what is documented is exactly what is accepted.
 Semantic checks that JSON Schema cannot express (IP in subnet, uniqueness, ...) are in
-validate.py and service.py and surface as the documented 4xx errors.
+validate.py and the operations (ipam.py, hosts.py, pods.py, connect.py) and surface as the
+documented 4xx errors.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """The controller's state in SQLite: hosts, tunnels, pods, ports, local VLANs, versions.
 
-All access goes through `Store.tx()`, one transaction (BEGIN IMMEDIATE ... COMMIT) that
-rolls back on any exception, so a REST write that fails half-way changes nothing. The
-connection is shared and guarded by a lock: SQLite calls are short and never wait on the
-network, and the controller is one process (a shared store could replace this class later;
-the service only uses the methods of `Tx`).
+Writes go through `Store.tx()`, one transaction (BEGIN IMMEDIATE ... COMMIT) that rolls
+back on any exception, so a REST write that fails half-way changes nothing; reads that need
+no write lock go through `Store.read()`. The controller is one process (a shared store could
+replace this class later; the rest of the controller only uses the methods of `Tx`).
 
 Versions: every bump takes the next value of one global counter, so a host's desired
-version never goes backwards, even when the host is removed and registered again.
+version never goes backwards, even when the host is removed and registered again. The
+schema and the row types are in rows.py (the types are re-exported here).
 """
 
 from __future__ import annotations
@@ -17,152 +17,27 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import Any
 
-from controller.errors import unavailable
+from controller.concurrency import run_blocking
+from controller.errors import ApiError, unavailable
+from controller.rows import (
+    HOST_COLUMNS,
+    PORT_COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    Host,
+    Pod,
+    Port,
+    dpid_to_db,
+    host_row,
+    port_row,
+)
 from flows.contract import GLOBAL_POD, MAX_LOCAL_VLAN, MAX_PORT_ID, MIN_LOCAL_VLAN
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS hosts (
-    id TEXT PRIMARY KEY,
-    tunnel_ip TEXT NOT NULL UNIQUE,
-    tunnel_type TEXT NOT NULL CHECK (tunnel_type IN ('vxlan', 'gre')),
-    dpid_int INTEGER NOT NULL UNIQUE,
-    dpid_tun INTEGER NOT NULL UNIQUE,
-    int_patch_ofport INTEGER,
-    tun_patch_ofport INTEGER,
-    desired_version INTEGER NOT NULL,
-    actual_version INTEGER,
-    registered_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tunnels (
-    host_id TEXT NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
-    peer_id TEXT NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
-    ofport INTEGER NOT NULL,
-    PRIMARY KEY (host_id, peer_id)
-);
-CREATE TABLE IF NOT EXISTS pods (
-    id INTEGER PRIMARY KEY,
-    name TEXT,
-    subnet TEXT,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ports (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    host_id TEXT NOT NULL REFERENCES hosts(id),
-    container TEXT NOT NULL,
-    pod_id INTEGER NOT NULL REFERENCES pods(id),
-    mac TEXT NOT NULL,
-    ip TEXT NOT NULL,
-    addr INTEGER NOT NULL,
-    dhcp INTEGER NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'wired', 'active')),
-    ofport INTEGER,
-    mtu INTEGER,
-    lease TEXT,
-    error_code TEXT,
-    error_message TEXT,
-    created_at REAL NOT NULL,
-    UNIQUE (pod_id, mac),
-    UNIQUE (pod_id, addr),
-    UNIQUE (host_id, container)
-);
-CREATE INDEX IF NOT EXISTS ports_host ON ports(host_id);
-CREATE INDEX IF NOT EXISTS ports_host_ofport ON ports(host_id, ofport);
-CREATE TABLE IF NOT EXISTS local_vlans (
-    host_id TEXT NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
-    pod_id INTEGER NOT NULL,
-    vlan INTEGER NOT NULL CHECK (vlan BETWEEN {MIN_LOCAL_VLAN} AND {MAX_LOCAL_VLAN}),
-    PRIMARY KEY (host_id, pod_id),
-    UNIQUE (host_id, vlan)
-);
-"""
-
-
-@dataclass(frozen=True)
-class Host:
-    id: str
-    tunnel_ip: str
-    tunnel_type: str
-    dpid_int: int
-    dpid_tun: int
-    int_patch_ofport: int | None
-    tun_patch_ofport: int | None
-    desired_version: int
-    actual_version: int | None
-    registered_at: float
-
-    def dpid(self, bridge: str) -> int:
-        return self.dpid_int if bridge == "br-int" else self.dpid_tun
-
-
-@dataclass(frozen=True)
-class Pod:
-    id: int
-    name: str | None
-    subnet: str | None
-    created_at: float
-
-    @property
-    def network(self) -> ipaddress.IPv4Network | None:
-        return ipaddress.IPv4Network(self.subnet) if self.subnet else None
-
-
-@dataclass(frozen=True)
-class Port:
-    id: int
-    host_id: str
-    container: str
-    pod_id: int
-    mac: str
-    ip: str                  # "A.B.C.D/len"
-    dhcp: bool
-    state: str
-    ofport: int | None
-    mtu: int | None
-    lease: str | None
-    error_code: str | None
-    error_message: str | None
-    created_at: float
-
-    @property
-    def address(self) -> str:
-        return self.ip.split("/", 1)[0]
-
-
-_PORT_COLUMNS = ("id, host_id, container, pod_id, mac, ip, dhcp, state, ofport, mtu, lease, "
-                 "error_code, error_message, created_at")
-_HOST_COLUMNS = ("id, tunnel_ip, tunnel_type, dpid_int, dpid_tun, int_patch_ofport, "
-                 "tun_patch_ofport, desired_version, actual_version, registered_at")
-
-
-def _port(row: tuple) -> Port:
-    r = list(row)
-    r[6] = bool(r[6])
-    return Port(*r)
-
-
-def _dpid_db(dpid: int) -> int:
-    """SQLite integers are signed 64-bit; store a dpid's bit pattern as such."""
-    return dpid - (1 << 64) if dpid >= 1 << 63 else dpid
-
-
-def _dpid_py(value: int) -> int:
-    return value + (1 << 64) if value < 0 else value
-
-
-def _host(row: tuple) -> Host:
-    r = list(row)
-    r[3], r[4] = _dpid_py(r[3]), _dpid_py(r[4])
-    return Host(*r)
+__all__ = ["GLOBAL_POD", "Host", "Pod", "Port", "Store", "Tx"]   # rows re-exported for callers
 
 
 class Tx:
@@ -195,32 +70,32 @@ class Tx:
 
     # ---- hosts ----------------------------------------------------------------------
     def hosts(self) -> list[Host]:
-        return [_host(r) for r in self._all(f"SELECT {_HOST_COLUMNS} FROM hosts ORDER BY id")]
+        return [host_row(r) for r in self._all(f"SELECT {HOST_COLUMNS} FROM hosts ORDER BY id")]
 
     def host(self, host_id: str) -> Host | None:
-        row = self._one(f"SELECT {_HOST_COLUMNS} FROM hosts WHERE id = ?", (host_id,))
-        return _host(row) if row else None
+        row = self._one(f"SELECT {HOST_COLUMNS} FROM hosts WHERE id = ?", (host_id,))
+        return host_row(row) if row else None
 
     def host_by_dpid(self, dpid: int) -> tuple[Host, str] | None:
         """The host owning a datapath id, and which bridge it is."""
-        d = _dpid_db(dpid)
-        row = self._one(f"SELECT {_HOST_COLUMNS} FROM hosts WHERE dpid_int = ? OR dpid_tun = ?",
+        d = dpid_to_db(dpid)
+        row = self._one(f"SELECT {HOST_COLUMNS} FROM hosts WHERE dpid_int = ? OR dpid_tun = ?",
                         (d, d))
         if not row:
             return None
-        host = _host(row)
+        host = host_row(row)
         return host, ("br-int" if host.dpid_int == dpid else "br-tun")
 
     def host_by_tunnel_ip(self, tunnel_ip: str) -> Host | None:
-        row = self._one(f"SELECT {_HOST_COLUMNS} FROM hosts WHERE tunnel_ip = ?", (tunnel_ip,))
-        return _host(row) if row else None
+        row = self._one(f"SELECT {HOST_COLUMNS} FROM hosts WHERE tunnel_ip = ?", (tunnel_ip,))
+        return host_row(row) if row else None
 
     def insert_host(self, host_id: str, tunnel_ip: str, tunnel_type: str, dpid_int: int,
                     dpid_tun: int) -> None:
         self._c.execute(
             "INSERT INTO hosts (id, tunnel_ip, tunnel_type, dpid_int, dpid_tun, "
             "desired_version, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (host_id, tunnel_ip, tunnel_type, _dpid_db(dpid_int), _dpid_db(dpid_tun),
+            (host_id, tunnel_ip, tunnel_type, dpid_to_db(dpid_int), dpid_to_db(dpid_tun),
              self.next_version(), time.time()))
 
     def update_host(self, host_id: str, tunnel_ip: str, tunnel_type: str, dpid_int: int,
@@ -228,7 +103,7 @@ class Tx:
         self._c.execute(
             "UPDATE hosts SET tunnel_ip = ?, tunnel_type = ?, dpid_int = ?, dpid_tun = ? "
             "WHERE id = ?",
-            (tunnel_ip, tunnel_type, _dpid_db(dpid_int), _dpid_db(dpid_tun), host_id))
+            (tunnel_ip, tunnel_type, dpid_to_db(dpid_int), dpid_to_db(dpid_tun), host_id))
 
     def delete_host(self, host_id: str) -> None:
         self._c.execute("DELETE FROM hosts WHERE id = ?", (host_id,))
@@ -285,10 +160,10 @@ class Tx:
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
-        sql = f"SELECT {_PORT_COLUMNS} FROM ports"
+        sql = f"SELECT {PORT_COLUMNS} FROM ports"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return [_port(r) for r in self._all(sql + " ORDER BY id", args)]
+        return [port_row(r) for r in self._all(sql + " ORDER BY id", args)]
 
     def ofport_clashes(self, pods: Iterable[int] | None = None) -> list[Port]:
         """Ports that share their host and ofport with another port, by id: normally none
@@ -301,28 +176,28 @@ class Tx:
         if pods is not None:
             args = sorted(set(pods))
             involved += f" AND p.pod_id IN ({', '.join('?' * len(args))})"
-        return [_port(r) for r in self._all(
-            f"SELECT {_PORT_COLUMNS} FROM ports WHERE ofport IS NOT NULL AND "
+        return [port_row(r) for r in self._all(
+            f"SELECT {PORT_COLUMNS} FROM ports WHERE ofport IS NOT NULL AND "
             f"(host_id, ofport) IN ({involved}) ORDER BY id", args)]
 
     def port(self, port_id: int) -> Port | None:
-        row = self._one(f"SELECT {_PORT_COLUMNS} FROM ports WHERE id = ?", (port_id,))
-        return _port(row) if row else None
+        row = self._one(f"SELECT {PORT_COLUMNS} FROM ports WHERE id = ?", (port_id,))
+        return port_row(row) if row else None
 
     def port_by_mac(self, pod_id: int, mac: str) -> Port | None:
-        row = self._one(f"SELECT {_PORT_COLUMNS} FROM ports WHERE pod_id = ? AND mac = ?",
+        row = self._one(f"SELECT {PORT_COLUMNS} FROM ports WHERE pod_id = ? AND mac = ?",
                         (pod_id, mac))
-        return _port(row) if row else None
+        return port_row(row) if row else None
 
     def port_by_addr(self, pod_id: int, addr: ipaddress.IPv4Address) -> Port | None:
-        row = self._one(f"SELECT {_PORT_COLUMNS} FROM ports WHERE pod_id = ? AND addr = ?",
+        row = self._one(f"SELECT {PORT_COLUMNS} FROM ports WHERE pod_id = ? AND addr = ?",
                         (pod_id, int(addr)))
-        return _port(row) if row else None
+        return port_row(row) if row else None
 
     def port_by_container(self, host_id: str, container: str) -> Port | None:
-        row = self._one(f"SELECT {_PORT_COLUMNS} FROM ports WHERE host_id = ? AND container = ?",
+        row = self._one(f"SELECT {PORT_COLUMNS} FROM ports WHERE host_id = ? AND container = ?",
                         (host_id, container))
-        return _port(row) if row else None
+        return port_row(row) if row else None
 
     def macs(self, pod_id: int) -> set[str]:
         return {r[0] for r in self._all("SELECT mac FROM ports WHERE pod_id = ?", (pod_id,))}
@@ -394,16 +269,32 @@ class Tx:
 
 
 class Store:
-    """SQLite-backed state; `tx()` is the only way in."""
+    """SQLite-backed state: `tx()` to write (and read), `read()` to only read.
 
-    def __init__(self, path: str) -> None:
+    Two connections: the writer, used by one transaction at a time (a lock), and a reader
+    with `query_only` for `read()`, which in WAL mode sees the last committed state without
+    waiting for a writer, even one in the middle of its COMMIT.
+
+    The statements of a transaction run on the caller's thread (they work on pages in
+    memory). The two calls that wait on something outside the process run through
+    `run_blocking`, in a real OS thread under the eventlet hub: COMMIT of a transaction
+    that changed rows (the fsync of synchronous=FULL), and BEGIN IMMEDIATE when another
+    process holds the write lock (up to `busy_timeout` seconds). Everything else returns
+    at once. Plain threads (unit tests) use the Store directly.
+    """
+
+    def __init__(self, path: str, busy_timeout: float = 10.0,
+                 run_blocking: Callable[..., Any] = run_blocking) -> None:
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
+        self.busy_timeout = busy_timeout
+        self._run_blocking = run_blocking
         self._lock = threading.RLock()
-        # one connection shared by every thread; the lock serialises transactions
+        # the writer, shared by every thread; the lock serialises transactions. Its busy
+        # timeout is 0: a BEGIN that would wait goes to _begin_waiting, off the hub.
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                     timeout=10.0)
+                                     timeout=0)
         self._conn.execute("PRAGMA foreign_keys = ON")
         if path != ":memory:":
             self._conn.execute("PRAGMA journal_mode = WAL")
@@ -411,6 +302,12 @@ class Store:
             # loss too (NORMAL survives a process crash only). About 0.3 ms a commit.
             self._conn.execute("PRAGMA synchronous = FULL")
         self._migrate()
+        self._read_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None
+        if path != ":memory:":       # a second :memory: connection would be another database
+            self._reader = sqlite3.connect(path, check_same_thread=False,
+                                           isolation_level=None, timeout=busy_timeout)
+            self._reader.execute("PRAGMA query_only = ON")
 
     def _migrate(self) -> None:
         with self.tx() as tx:
@@ -419,7 +316,7 @@ class Store:
                 raise RuntimeError(f"{self.path} has schema {version}, newer than this "
                                    f"controller's {SCHEMA_VERSION}; upgrade the controller")
             # executescript() would COMMIT; run the statements inside this transaction
-            for statement in filter(str.strip, _SCHEMA.split(";")):
+            for statement in filter(str.strip, SCHEMA.split(";")):
                 self._conn.execute(statement)
             self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._conn.execute("INSERT OR IGNORE INTO counters (name, value) "
@@ -427,23 +324,74 @@ class Store:
             if tx.pod(GLOBAL_POD) is None:
                 tx.insert_pod(GLOBAL_POD, "global", None)
 
+    def _unavailable(self, e: sqlite3.Error) -> ApiError:
+        return unavailable(f"the store {self.path} is not available: {e}", "store_unavailable")
+
+    def _begin(self) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.Error as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise self._unavailable(e) from None
+        try:                         # another process writes: wait for it off the hub
+            self._run_blocking(self._begin_waiting)
+        except sqlite3.Error as e:
+            raise self._unavailable(e) from None
+
+    def _begin_waiting(self) -> None:
+        self._conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        finally:
+            self._conn.execute("PRAGMA busy_timeout = 0")
+
     @contextmanager
     def tx(self) -> Iterator[Tx]:
         """A write transaction: commits when the block ends, rolls back if it raises."""
         with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as e:
-                raise unavailable(f"the store {self.path} is not available: {e}",
-                                  "store_unavailable") from None
+            self._begin()
+            changes = self._conn.total_changes
             try:
                 yield Tx(self._conn)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-            else:
-                self._conn.execute("COMMIT")
+            try:
+                if self._conn.total_changes == changes:
+                    self._conn.execute("COMMIT")         # nothing written: nothing to sync
+                else:
+                    self._run_blocking(self._conn.execute, "COMMIT")
+            except sqlite3.Error as e:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise self._unavailable(e) from None
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """A read-only transaction over the last committed state; writing in it raises
+        sqlite3.OperationalError. It never waits for a write transaction."""
+        if self._reader is None:
+            with self.tx() as tx:
+                yield tx
+            return
+        with self._read_lock:
+            self._reader.execute("BEGIN")
+            try:
+                yield Tx(self._reader)
+            finally:
+                self._reader.execute("ROLLBACK")
+
+    def pragma(self, name: str) -> Any:
+        """The value of a PRAGMA on the writing connection, e.g. pragma("journal_mode")."""
+        if not name.isidentifier():
+            raise ValueError(f"not a pragma name: {name!r}")
+        with self._lock:
+            return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
 
     def close(self) -> None:
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
         with self._lock:
             self._conn.close()

@@ -2,7 +2,7 @@
 
 Every function returns plain normalised values or raises ApiError (400/422) naming the field
 and how to fix it. Nothing here touches the store: checks that need the current state
-(uniqueness, subnet membership) are in service.py.
+(uniqueness, subnet membership) are in ipam.py, hosts.py, pods.py and connect.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import decimal
 import ipaddress
 import json
 import re
-import secrets
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -105,14 +104,6 @@ def mac(text: str, field: str = "'mac'") -> str:
     if value == "00:00:00:00:00:00":
         raise invalid(f"{field} 00:00:00:00:00:00 is not a usable MAC")
     return value
-
-
-def random_mac(taken: Collection[str]) -> str:
-    """A locally administered unicast MAC (02:xx:..) not in `taken`."""
-    while True:
-        value = "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
-        if value not in taken and not value.startswith("02:00:00:00:00"):
-            return value
 
 
 @dataclass(frozen=True)

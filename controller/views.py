@@ -42,7 +42,7 @@ def host(h: Host, tunnels: dict[str, int], ports: int, switches: Switches | None
         "patch": {"br-int": h.int_patch_ofport, "br-tun": h.tun_patch_ofport},
         "tunnels": [{"peer": peer, "ofport": ofport} for peer, ofport in sorted(tunnels.items())],
         "desired_version": h.desired_version, "actual_version": h.actual_version,
-        "agent": {"last_seen": board.last_seen.get(h.id), "polling": board.polling(h.id)},
+        "agent": {"last_seen": board.last_seen(h.id), "polling": board.polling(h.id)},
         "ports": ports,
         "openflow": {"port": openflow_port, "tls": openflow_tls, "bridges": bridges},
         "problems": [p.to_json() for p in problems],

@@ -6,14 +6,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from controller.agent_protocol import AgentProtocol
 from controller.agents import AgentBoard
-from controller.api import Api
+from controller.api import Api, Operations
 from controller.auth import Authenticator
 from controller.config import Settings
+from controller.connect import Connections
+from controller.context import Context
 from controller.dhcp import RateLimiter, Responder
+from controller.hosts import Hosts
+from controller.pods import Pods
 from controller.programmer import Programmer
-from controller.service import Service
+from controller.reads import Reads
 from controller.store import Store
+from controller.switch_events import SwitchEvents
 from controller.switches import Switches
 
 
@@ -24,31 +30,38 @@ class Parts:
     switches: Switches
     programmer: Programmer
     board: AgentBoard
-    service: Service
+    context: Context
+    ops: Operations               # what the REST handlers call
+    switch_events: SwitchEvents   # what the OpenFlow handlers and the DHCP worker call
     api: Api
     dhcp: Responder
     dhcp_limit: RateLimiter
 
 
 def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[], Any],
-          queue_empty: type[BaseException], auth: Authenticator | None = None) -> Parts:
+          queue_empty: type[BaseException], auth: Authenticator | None = None,
+          store: Store | None = None) -> Parts:
     """`spawn(fn, *args)` starts a thread of the running hub; `make_queue()` makes a queue
     whose `get(block=False)` raises `queue_empty`. `auth` checks the REST API's callers (the
     controller always has one: auth.load_or_create; None leaves the API open, for in-process
-    tests)."""
-    store = Store(settings.db)
+    tests). `store` defaults to a Store of `settings.db`."""
+    store = Store(settings.db) if store is None else store
     switches = Switches(settings.flow_timeout)
     programmer = Programmer(store, switches, spawn, make_queue, queue_empty)
     board = AgentBoard()
-    service = Service(store, settings, board, programmer, switches)
-    api = Api(service, settings.max_body, auth)
+    ctx = Context(store, settings, board, programmer, switches)
+    reads = Reads(ctx)
+    ops = Operations(reads=reads, hosts=Hosts(ctx, reads), pods=Pods(ctx),
+                     ports=Connections(ctx), agents=AgentProtocol(ctx))
+    events = SwitchEvents(ctx)
+    api = Api(ops, settings.max_body, auth)
 
     def lookup(dpid: int, in_port: int, cookie: int) -> tuple[Any, Any] | None:
-        found = service.dhcp_binding(dpid, in_port, cookie)
+        found = events.dhcp_binding(dpid, in_port, cookie)
         if found is None:
             return None
         binding, port = found
         return binding, f"port {port.id}, {port.container} on {port.host_id}"
 
-    return Parts(settings, store, switches, programmer, board, service, api,
+    return Parts(settings, store, switches, programmer, board, ctx, ops, events, api,
                  Responder(lookup), RateLimiter(settings.dhcp_rate, 10))

@@ -12,6 +12,8 @@ import ipaddress
 import json
 import queue
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,15 @@ class ApiClient:
         if code is not None:
             assert data["error"]["code"] == code, data
         return data["error"]["message"]
+
+
+def eventually(check: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    """Return once check() is true; fail naming `what` if it is not within `timeout` s. A
+    guard for what other threads do, not a measure of speed: tests assert order, not time."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"waited {timeout:g} s for {what}"
+        time.sleep(0.01)
 
 
 def snapshot(parts: wiring.Parts) -> tuple:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from inproc import H1, H2, POD7, ApiClient, add_port, build_parts, snapshot
+from inproc import H1, H2, POD7, ApiClient, add_port, build_parts, eventually, snapshot
 
-from controller import config, openapi
+from controller import openapi, recovery
 from flows.flow import Kind, cookie_of
 
 
@@ -249,11 +249,11 @@ def cluster(api, parts):
 ])
 def test_bad_ports_are_refused_and_change_nothing(cluster, parts, body, status, code, needle):
     before = snapshot(parts)
-    versions = dict(parts.board._versions)
+    versions = parts.board.versions()
     msg = cluster.error("POST", "/v1/ports", body, status=status, code=code)
     assert needle in msg
     assert snapshot(parts) == before
-    assert parts.board._versions == versions               # no agent was bothered
+    assert parts.board.versions() == versions              # no agent was bothered
 
 
 def test_same_ip_and_mac_in_another_pod_are_fine_until_the_agent(cluster, parts):
@@ -337,10 +337,8 @@ def test_connect_with_agent_error_is_undone_and_the_agent_told(cluster, parts):
                                                   "ip": "198.18.136.5/24", "pod": 8},
                             status=422, code="container_not_found")
         assert "could not wire container web8: container web8 not found" in msg
-        deadline = time.monotonic() + 3
-        while agent.seen[-1]["ports"] and agent.seen[-1]["ports"][-1]["container"] == "web8":
-            assert time.monotonic() < deadline, "the agent was never told to remove web8"
-            time.sleep(0.05)
+        eventually(lambda: "web8" not in [p["container"] for p in agent.seen[-1]["ports"]],
+                   "the agent to be told to remove web8")
     assert_nothing_left(cluster, parts, ["web1"], "web8")
 
 
@@ -358,24 +356,73 @@ def test_connect_fails_cleanly_when_the_switch_is_not_connected(cluster, parts):
 def test_long_poll_returns_at_once_on_a_different_version(api, parts):
     api.ok("POST", "/v1/hosts", H1)
     v = api.ok("GET", "/v1/hosts/h1/desired")["version"]
-    t0 = time.monotonic()
-    assert api.ok("GET", f"/v1/hosts/h1/desired?since={v - 1}&wait=5")["version"] == v
-    assert api.ok("GET", f"/v1/hosts/h1/desired?since={v + 100}&wait=5")["version"] == v
-    assert time.monotonic() - t0 < 1
-    t0 = time.monotonic()
-    assert api.ok("GET", f"/v1/hosts/h1/desired?since={v}&wait=0.3")["version"] == v
-    assert time.monotonic() - t0 >= 0.3
+    versions = parts.board.versions()
+    with ThreadPoolExecutor(2) as pool:
+        # wait=60 and no version is published meanwhile: only "at once" lets them return
+        behind = pool.submit(api.ok, "GET", f"/v1/hosts/h1/desired?since={v - 1}&wait=60")
+        ahead = pool.submit(api.ok, "GET", f"/v1/hosts/h1/desired?since={v + 100}&wait=60")
+        assert behind.result(timeout=30)["version"] == v
+        assert ahead.result(timeout=30)["version"] == v
+    assert parts.board.versions() == versions
+
+
+def test_long_poll_waits_while_the_version_is_the_same(api, parts):
+    api.ok("POST", "/v1/hosts", H1)
+    v = api.ok("GET", "/v1/hosts/h1/desired")["version"]
+    with ThreadPoolExecutor(1) as pool:
+        poll = pool.submit(api.ok, "GET", f"/v1/hosts/h1/desired?since={v}&wait=5")
+        eventually(lambda: api.ok("GET", "/v1/hosts/h1")["agent"]["polling"] or poll.done(),
+                   "the long poll to wait")
+        assert not poll.done(), "the long poll returned although the version is the same"
+        assert poll.result(timeout=30)["version"] == v          # after its wait, unchanged
+    assert api.ok("GET", "/v1/hosts/h1")["agent"]["polling"] is False
 
 
 def test_long_poll_wakes_as_soon_as_work_exists(api, parts):
     api.ok("POST", "/v1/hosts", H1)
     v = api.ok("GET", "/v1/hosts/h1/desired")["version"]
-    threading.Timer(0.3, lambda: api.ok("POST", "/v1/hosts", H2)).start()
-    t0 = time.monotonic()
-    desired = api.ok("GET", f"/v1/hosts/h1/desired?since={v}&wait=10")
-    assert 0.25 < time.monotonic() - t0 < 3
+    order = []
+
+    def poll():
+        desired = api.ok("GET", f"/v1/hosts/h1/desired?since={v}&wait=60")
+        order.append("poll returned")
+        return desired
+
+    with ThreadPoolExecutor(1) as pool:
+        polling = pool.submit(poll)
+        eventually(lambda: api.ok("GET", "/v1/hosts/h1")["agent"]["polling"],
+                   "the long poll to wait")
+        order.append("h2 registers")
+        api.ok("POST", "/v1/hosts", H2)
+        desired = polling.result(timeout=30)
+    assert order == ["h2 registers", "poll returned"]
     assert desired["version"] > v and desired["peers"][0]["id"] == "h2"
     assert api.ok("GET", "/v1/hosts/h1")["agent"]["last_seen"] is not None
+
+
+def test_a_long_poll_is_woken_by_its_own_host_only(api, parts):
+    """Work for h2 leaves h1's long poll asleep; h1's own work wakes it."""
+    api.ok("POST", "/v1/hosts", H1)
+    api.ok("POST", "/v1/hosts", H2)
+    api.ok("POST", "/v1/pods", POD7)
+    v1 = api.ok("GET", "/v1/hosts/h1/desired")["version"]
+    v2 = api.ok("GET", "/v1/hosts/h2/desired")["version"]
+    with ThreadPoolExecutor(2) as pool:
+        h1_poll = pool.submit(api.ok, "GET", f"/v1/hosts/h1/desired?since={v1}&wait=60")
+        eventually(lambda: parts.board.polling("h1"), "h1's long poll to wait")
+        add_port(parts, host="h2", container="web2")
+        with parts.store.tx() as tx:
+            tx.bump(["h2"])
+        parts.context.publish()
+        h2_poll = pool.submit(api.ok, "GET", f"/v1/hosts/h2/desired?since={v2}&wait=60")
+        assert h2_poll.result(timeout=30)["version"] > v2
+        assert not h1_poll.done() and parts.board.polling("h1")
+        add_port(parts, host="h1", container="web1", mac="02:00:00:00:07:06",
+                 ip="198.18.135.6/24")
+        with parts.store.tx() as tx:
+            tx.bump(["h1"])
+        parts.context.publish()
+        assert h1_poll.result(timeout=30)["ports"][0]["container"] == "web1"
 
 
 @pytest.mark.parametrize("query,status", [
@@ -461,15 +508,15 @@ def test_dhcp_binding_only_for_the_dhcp_port_at_its_own_switch_port(cluster, par
                       ofport=8)
     dpid = int(H1["dpids"]["br-int"], 16)
     cookie = cookie_of(Kind.PORT, port.id, "anything")
-    binding, found = parts.service.dhcp_binding(dpid, 7, cookie)
+    binding, found = parts.switch_events.dhcp_binding(dpid, 7, cookie)
     assert (str(binding.ip), binding.mac, binding.server_ip, binding.server_mac) == (
         "198.18.135.9/24", "02:00:00:00:07:09", "198.18.135.1", "0a:4c:00:00:00:08")
     assert found.id == port.id
-    assert parts.service.dhcp_binding(dpid, 8, cookie) is None                 # other ofport
-    assert parts.service.dhcp_binding(dpid + 1, 7, cookie) is None             # br-tun
-    assert parts.service.dhcp_binding(dpid, 8, cookie_of(Kind.PORT, static.id, "x")) is None
-    assert parts.service.dhcp_binding(dpid, 7, cookie_of(Kind.MEMBER, port.id, "x")) is None
-    assert parts.service.dhcp_binding(dpid, 7, 0x1234) is None                 # not Loris's
+    assert parts.switch_events.dhcp_binding(dpid, 8, cookie) is None                 # other ofport
+    assert parts.switch_events.dhcp_binding(dpid + 1, 7, cookie) is None             # br-tun
+    assert parts.switch_events.dhcp_binding(dpid, 8, cookie_of(Kind.PORT, static.id, "x")) is None
+    assert parts.switch_events.dhcp_binding(dpid, 7, cookie_of(Kind.MEMBER, port.id, "x")) is None
+    assert parts.switch_events.dhcp_binding(dpid, 7, 0x1234) is None                 # not Loris's
 
 
 # ---- restart -------------------------------------------------------------------------------------
@@ -481,20 +528,6 @@ def test_recover_drops_unfinished_ports_and_bumps_every_host(api, parts):
     add_port(parts, container="half", mac="02:00:00:00:07:06", ip="198.18.135.6/24",
              state="wired", ofport=4)
     v = parts.board.version("h1")
-    parts.service.recover()
+    recovery.recover(parts.context)
     assert [p["container"] for p in api.ok("GET", "/v1/ports")] == ["web1"]
     assert parts.board.version("h1") > v
-
-
-# ---- settings ------------------------------------------------------------------------------------
-
-def test_settings_come_from_env_then_loris_section_then_defaults():
-    assert config.load(env={}).api_listen == "0.0.0.0:8780"
-    assert config.load(env={}).db == "/var/lib/loris/loris.db"
-    s = config.load(env={"LORIS_API_LISTEN": "127.0.0.1:9000", "LORIS_WIRE_TIMEOUT": "5"},
-                    section={"api_listen": "0.0.0.0:1", "db": "/tmp/x.db", "wire_timeout": None})
-    assert (s.api_host, s.api_port, s.db, s.wire_timeout) == ("127.0.0.1", 9000, "/tmp/x.db", 5.0)
-    with pytest.raises(ValueError):
-        config.load(env={"LORIS_API_LISTEN": "nowhere"})
-    with pytest.raises(ValueError):
-        config.load(env={"LORIS_FLOW_TIMEOUT": "soon"})

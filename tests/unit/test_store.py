@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import sqlite3
+import threading
 
 import pytest
 
@@ -69,8 +70,8 @@ def test_state_survives_reopening(tmp_path):
 
 def test_commits_are_durable_wal_with_synchronous_full(store):
     # docs/operations.md: an acknowledged write survives a process kill and a power loss
-    assert store._conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert store._conn.execute("PRAGMA synchronous").fetchone() == (2,)     # FULL
+    assert store.pragma("journal_mode") == "wal"
+    assert store.pragma("synchronous") == 2     # FULL
 
 
 def test_versions_never_go_backwards(store):
@@ -170,10 +171,9 @@ def test_update_port_refuses_unknown_columns(store):
 
 def test_unwritable_store_is_a_503(tmp_path):
     path = tmp_path / "ro.db"
-    s = Store(str(path))
+    s = Store(str(path), busy_timeout=0.1)
     other = sqlite3.connect(str(path))
     other.execute("BEGIN EXCLUSIVE")
-    s._conn.execute("PRAGMA busy_timeout = 100")
     try:
         with pytest.raises(ApiError) as e:
             with s.tx():
@@ -183,3 +183,121 @@ def test_unwritable_store_is_a_503(tmp_path):
         other.rollback()
         other.close()
         s.close()
+
+
+# ---- what runs where (controller/concurrency.py) ---------------------------------------
+
+class Recorder:
+    """A run_blocking that runs the call here and records what it was."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, fn, *args):
+        self.calls.append(args[0] if args else fn.__name__)
+        return fn(*args)
+
+
+def test_only_a_commit_that_wrote_goes_through_run_blocking(tmp_path):
+    blocking = Recorder()
+    s = Store(str(tmp_path / "loris.db"), run_blocking=blocking)
+    try:
+        blocking.calls.clear()
+        with s.tx() as tx:
+            tx.pods()
+        assert blocking.calls == []               # nothing written: nothing to sync
+        with s.tx() as tx:
+            tx.insert_pod(7, None, None)
+        assert blocking.calls == ["COMMIT"]
+        with pytest.raises(RuntimeError):
+            with s.tx() as tx:
+                tx.insert_pod(8, None, None)
+                raise RuntimeError("refused")
+        assert blocking.calls == ["COMMIT"]       # a rollback syncs nothing
+    finally:
+        s.close()
+
+
+def test_begin_waits_for_another_writer_through_run_blocking(tmp_path):
+    path = str(tmp_path / "loris.db")
+    blocking = Recorder()
+    s = Store(path, busy_timeout=30, run_blocking=blocking)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO pods (id, created_at) VALUES (9, 0)")
+    order = []
+
+    def release_when_waited():
+        while "_begin_waiting" not in blocking.calls:
+            threading.Event().wait(0.01)
+        order.append("other commits")
+        other.execute("COMMIT")
+
+    releaser = threading.Thread(target=release_when_waited)
+    releaser.start()
+    try:
+        with s.tx() as tx:
+            order.append("store writes")
+            tx.insert_pod(10, None, None)
+        releaser.join()
+        assert order == ["other commits", "store writes"]
+        with s.read() as tx:
+            assert [p.id for p in tx.pods()] == [0, 9, 10]
+    finally:
+        other.close()
+        s.close()
+
+
+def test_reads_do_not_wait_for_a_write_transaction(store):
+    """A read sees the last committed state while another thread's transaction is open."""
+    with store.tx() as tx:
+        _host(tx)
+    inside, finish = threading.Event(), threading.Event()
+
+    def writer():
+        with store.tx() as tx:
+            tx.insert_pod(7, None, None)
+            inside.set()
+            finish.wait()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        inside.wait()
+        with store.read() as tx:                 # the writer still holds its transaction
+            assert [p.id for p in tx.pods()] == [0] and tx.host("h1") is not None
+    finally:
+        finish.set()
+        t.join()
+    with store.read() as tx:
+        assert [p.id for p in tx.pods()] == [0, 7]
+
+
+def test_a_read_cannot_write(store):
+    with pytest.raises(sqlite3.OperationalError):
+        with store.read() as tx:
+            tx.insert_pod(7, None, None)
+    with store.read() as tx:
+        assert tx.pod(7) is None
+
+
+def test_store_serves_plain_threads(store):
+    """Unit tests and the native hub use real threads: transactions serialise."""
+    with store.tx() as tx:
+        _host(tx)
+
+    def bump_many():
+        for _ in range(50):
+            with store.tx() as tx:
+                tx.bump(["h1"])
+
+    threads = [threading.Thread(target=bump_many) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with store.read() as tx:
+        first = tx.host("h1").desired_version
+    with store.tx() as tx:
+        tx.bump(["h1"])
+        assert tx.host("h1").desired_version == first + 1 == tx.next_version() - 1

@@ -1,0 +1,93 @@
+"""The agent protocol's two calls (docs/design.md): the desired-state long poll
+(GET /v1/hosts/{id}/desired) and the actual-state report (PUT /v1/hosts/{id}/actual).
+
+A report records what the agent made (patch and tunnel ofports, each port's ofport, MTU,
+lease or error), wakes the connects waiting on the ports it changed, and queues the
+programming that follows: the pods whose members' ofports changed, on every host of those
+pods, and the whole host when its patch or tunnel ports changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from controller import validate
+from controller.context import Context
+
+LOG = logging.getLogger("loris.service")
+
+
+class AgentProtocol:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def desired(self, host_id: str, since: int | None, wait: float) -> dict:
+        ctx = self.ctx
+        with ctx.store.read() as tx:
+            ctx.host_or_404(tx, host_id)
+        if since is not None and wait > 0:
+            ctx.board.wait(host_id, since, min(wait, ctx.settings.long_poll_max))
+        else:
+            ctx.board.seen(host_id)
+        with ctx.store.read() as tx:
+            host = ctx.host_or_404(tx, host_id)
+            peers = [{"id": h.id, "tunnel_ip": h.tunnel_ip} for h in tx.hosts()
+                     if h.id != host_id]
+            ports = [{"id": p.id, "container": p.container, "pod": p.pod_id, "mac": p.mac,
+                      "ip": p.ip, "dhcp": p.dhcp, "state": p.state}
+                     for p in tx.ports(host_id=host_id)]
+            return {"version": host.desired_version,
+                    "host": {"id": host.id, "tunnel_ip": host.tunnel_ip,
+                             "tunnel_type": host.tunnel_type},
+                    "peers": peers, "ports": ports}
+
+    def report_actual(self, host_id: str, report: validate.ActualReport) -> None:
+        ctx = self.ctx
+        full = False
+        pods: set[int] = set()
+        changed: list[int] = []
+        with ctx.store.tx() as tx:
+            host = ctx.host_or_404(tx, host_id)
+            if report.patch is not None:
+                patch = (report.patch.get("br-int"), report.patch.get("br-tun"))
+                if patch != (host.int_patch_ofport, host.tun_patch_ofport):
+                    tx.set_patch(host_id, *patch)
+                    full = True
+            if report.tunnels is not None:
+                known = {h.id for h in tx.hosts()}
+                tunnels = {p: o for p, o in report.tunnels.items() if p in known and p != host_id}
+                if tunnels != tx.tunnels(host_id):
+                    tx.set_tunnels(host_id, tunnels)
+                    full = True
+            for port in tx.ports(host_id=host_id):
+                rep = report.ports.get(port.id)
+                if rep is None:
+                    continue      # not in the desired state the agent applied: not yet made
+                values: dict[str, Any] = {
+                    "ofport": rep.ofport, "mtu": rep.mtu, "lease": rep.lease,
+                    "error_code": rep.error[0] if rep.error else None,
+                    "error_message": rep.error[1] if rep.error else None}
+                if rep.ofport is not None and port.state == "pending":
+                    values["state"] = "wired"
+                current = {k: getattr(port, k) for k in values}
+                if values != current:
+                    tx.update_port(port.id, **values)
+                    changed.append(port.id)
+                    if rep.ofport != port.ofport:
+                        pods.add(port.pod_id)
+                    if rep.error and rep.error != (port.error_code, port.error_message):
+                        LOG.warning("host %s reports port %d (%s): %s: %s", host_id, port.id,
+                                    port.container, *rep.error)
+            tx.set_actual_version(host_id, report.version)
+            targets: dict[str, set[int | None] | None] = {}
+            for pod_id in pods:
+                for h in ctx.pod_hosts(tx, pod_id):
+                    if targets.get(h, set()) is not None:
+                        targets.setdefault(h, set()).add(pod_id)
+            if full:
+                targets[host_id] = None
+        ctx.board.seen(host_id)
+        ctx.ports_changed(changed)
+        for h, sections in targets.items():
+            ctx.programmer.submit(h, sections)

@@ -1,0 +1,71 @@
+"""The read-only operations of the REST API: health, version, hosts, pods and ports.
+
+They read through `Store.read()`, so a GET is answered from the last committed state even
+while a write transaction is committing; the JSON shapes are in views.py.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
+
+from controller import openapi, views
+from controller.context import Context
+from controller.errors import not_found
+from controller.store import Host, Tx
+
+
+class Reads:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def version(self) -> dict:
+        try:
+            osken = dist_version("os-ken")
+        except PackageNotFoundError:
+            osken = "unknown"
+        return {"version": openapi.VERSION, "api": "v1", "os_ken": osken}
+
+    def health(self) -> dict:
+        with self.ctx.store.read() as tx:
+            tx.hosts()
+        return {"status": "ok"}
+
+    def host_view(self, tx: Tx, host: Host) -> dict:
+        ctx = self.ctx
+        return views.host(host, tx.tunnels(host.id), len(tx.ports(host_id=host.id)),
+                          ctx.switches, ctx.board, ctx.settings.openflow_port,
+                          ctx.settings.openflow_tls, ctx.programmer.problems.of_host(host.id))
+
+    def list_hosts(self) -> list[dict]:
+        with self.ctx.store.read() as tx:
+            return [self.host_view(tx, h) for h in tx.hosts()]
+
+    def show_host(self, host_id: str) -> dict:
+        with self.ctx.store.read() as tx:
+            return self.host_view(tx, self.ctx.host_or_404(tx, host_id))
+
+    def list_pods(self) -> list[dict]:
+        with self.ctx.store.read() as tx:
+            counts = tx.pod_port_counts()
+            return [views.pod(p, counts.get(p.id, 0)) for p in tx.pods()]
+
+    def show_pod(self, pod_id: int) -> dict:
+        with self.ctx.store.read() as tx:
+            pod = tx.pod(pod_id)
+            if pod is None:
+                raise not_found(f"pod {pod_id} does not exist", "pod_not_found")
+            members = tx.ports(pod_id=pod_id)
+            return views.pod(pod, len(members), members)
+
+    def list_ports(self, pod: int | None = None, host: str | None = None,
+                   container: str | None = None) -> list[dict]:
+        with self.ctx.store.read() as tx:
+            return [views.port(p) for p in tx.ports(pod, host, container)]
+
+    def show_port(self, port_id: int) -> dict:
+        with self.ctx.store.read() as tx:
+            port = tx.port(port_id)
+            if port is None:
+                raise not_found(f"port {port_id} does not exist", "port_not_found")
+            return views.port(port)
