@@ -3,8 +3,9 @@ in, plain plans out; no sockets, no os-ken, no store, no threads (controller/pro
 does all of that and asks this module what to send).
 
 A bridge's flows come in sections (None = the host's base pipeline, <pod id> = one pod), as
-`flows.host_flows` computes them. The programmer keeps per datapath a *shadow*: the flows it
-installed there, by section, trusted for as long as the connection it was built on lasts.
+`flows.host_flows` computes them; a flow is in one section only (its cookie names the
+object it belongs to). The programmer keeps per datapath a *shadow*: the flows it installed
+there, by section, trusted for as long as the connection it was built on lasts.
 
 - `update(shadow, new, sections)`: the shadow is trusted, so the plan is the difference
   between the shadow's and the new flows of the named sections (all of them by default),
