@@ -5,9 +5,10 @@ change, a reconnect, a rejected add, a lost message."""
 from __future__ import annotations
 
 import pytest
-from fakeswitch import FakeDatapath, FakeSwitch, FlowMod, RejectNext, Rig, entry_of, expected
+from fakeswitch import FakeDatapath, FakeSwitch, FlowMod, RejectNext, entry_of, expected
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
+from programmer_rig import Rig
 
 from controller import planner
 from controller.planner import Dumped, Step
