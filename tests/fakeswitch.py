@@ -23,6 +23,7 @@ mode keeps its flows across a reconnect; a restarted vswitchd has none).
 
 from __future__ import annotations
 
+import functools
 import struct
 import threading
 from collections.abc import Callable, Iterable
@@ -86,6 +87,7 @@ def _items(match: Any) -> tuple:
     return tuple(sorted(match.items()))
 
 
+@functools.lru_cache(maxsize=65536)
 def entry_of(flow: Flow) -> tuple[Key, int, bytes]:
     """How `flow` looks in a fake table once added: (key, cookie, instructions)."""
     mod = FlowMod.decode(serialized(to_flowmod(flow, _Parser, "add")))

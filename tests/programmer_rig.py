@@ -171,12 +171,16 @@ class Rig:
         with self.store.tx() as tx:
             tx.update_port(port_id, ofport=ofport)
 
-    def desired(self, dpid: int) -> set[tuple[Key, int, bytes]]:
-        """The flows `dpid` should hold, from the whole store, as a fake table holds them."""
-        host_id, bridge = self.owner[dpid]
+    def desired(self, dpid: int | None = None) -> Any:
+        """The flows `dpid` should hold (every bridge's by dpid when None), from the whole
+        store, as a fake table holds them."""
         with self.store.tx() as tx:
             topo, _ = topology.build(tx)
-        return expected(flatten(host_flows(topo, host_id)).get(bridge, ()))
+        out: dict[int, set[tuple[Key, int, bytes]]] = {}
+        for d, (host_id, bridge) in self.owner.items():
+            if d == dpid or (dpid is None and host_id in topo.hosts):
+                out[d] = expected(flatten(host_flows(topo, host_id)).get(bridge, ()))
+        return out if dpid is None else out[dpid]
 
 
 def _thread(fn: Callable, *args: Any) -> None:

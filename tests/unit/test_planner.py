@@ -196,7 +196,8 @@ def rig():
 
 
 def converged(rig: Rig) -> bool:
-    return all(sw.loris_flows() == rig.desired(dpid) for dpid, sw in rig.bridges.items())
+    desired = rig.desired()
+    return all(sw.loris_flows() == desired[dpid] for dpid, sw in rig.bridges.items())
 
 
 def job(rig: Rig, host: str, sections=None, sync=()) -> dict[str, str]:

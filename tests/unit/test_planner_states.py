@@ -43,9 +43,9 @@ class Programming(RuleBasedStateMachine):
             self.pending[h].add(pod)
 
     def run_workers(self) -> None:
-        bridges = self.rig.bridges
+        bridges, desired = self.rig.bridges, self.rig.desired()
         for dpid, sw in bridges.items():
-            sw.protected = sw.loris_flows() & self.rig.desired(dpid)
+            sw.protected = sw.loris_flows() & desired[dpid]
         self.rig.run()
         for sw in bridges.values():
             sw.protected = set()
@@ -154,8 +154,9 @@ class Programming(RuleBasedStateMachine):
             for h in HOSTS:
                 rig.programmer.submit(h, sorted(self.pending[h]))
             self.run_workers()
+            desired = rig.desired()
             for dpid, sw in rig.bridges.items():
-                assert sw.loris_flows() == rig.desired(dpid), f"{dpid:#x}"
+                assert sw.loris_flows() == desired[dpid], f"{dpid:#x}"
                 assert rig.switches.bridge_status(dpid).synced, f"{dpid:#x}"
         finally:
             self.rig.store.close()
