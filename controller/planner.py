@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from flows import Flow, diff
 from flows.diff import install_order
@@ -40,18 +40,18 @@ Shadow = Mapping[Section, frozenset[Flow]]
 _NONE: frozenset[Flow] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class Dumped:
+class Dumped(NamedTuple):
     """A Loris flow as a dump of the switch gave it. `match` is whatever the dump carried
-    (an os-ken OFPMatch); the planner only hands it back, for a strict delete."""
+    (an os-ken OFPMatch); the planner only hands it back, for a strict delete. (A tuple: a
+    dump of 20,000 flows makes 20,000 of them.)"""
     cookie: int
     table: int
     priority: int
-    match: Any = field(default=None, compare=False)
+    match: Any = None
 
     @property
     def identity(self) -> tuple[int, int, int]:
-        return (self.cookie, self.table, self.priority)
+        return self[:3]
 
 
 def dumped_order(flow: Dumped) -> tuple[int, int, int]:
@@ -97,8 +97,9 @@ def reconcile(dumped: Iterable[Dumped], desired: Shadow) -> Plan:
     present: set[tuple[int, int, int]] = set()
     stale: list[Dumped] = []
     for flow in dumped:
-        if flow.identity in want:
-            present.add(flow.identity)
+        identity = flow[:3]                     # flow.identity, without a call per flow
+        if identity in want:
+            present.add(identity)
         else:
             stale.append(flow)
     missing = sorted((f for k, f in want.items() if k not in present), key=install_order)
