@@ -13,10 +13,8 @@ dump of the switch, where the flows the bridge last had go back first. Each plan
 as one atomic bundle through `Switches`; any failure drops the shadow and the last flows,
 and the next job for that bridge reconciles from a dump and a full recomputation.
 
-The sending edge is here: flows are rendered to os-ken messages, and each flow's ADD is
-serialized once and cached (`_wire`; the same MEMBER flow is on every host of its pod).
-
-Threads and what they touch:
+The sending edge is here: flows become os-ken messages, each flow's ADD serialized once
+and cached (`_wire`; the same MEMBER flow is on every host of its pod). Threads and what they touch:
 - any thread (REST handlers, the hub's event handlers) calls `submit`, `clear`,
   `program`, `forget` and `shadow_flows`; these take short locks and enqueue, never wait
   on a worker (`program` waits on its futures, never in an event handler);
@@ -181,10 +179,12 @@ class Programmer:
     def _queue(self, host_id: str) -> Any:
         with self._lock:
             q = self._queues.get(host_id)
-            if q is None:
+            new = q is None
+            if new:
                 q = self._queues[host_id] = self._make_queue()
-                self._spawn(self._worker, host_id, q)
-            return q
+        if new:                         # outside the lock: starting a thread may wait
+            self._spawn(self._worker, host_id, q)
+        return q
 
     # ---- the worker ------------------------------------------------------------------------
     def _worker(self, host_id: str, q: Any) -> None:
