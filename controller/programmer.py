@@ -6,18 +6,28 @@ host that may have changed (section None = base pipeline, <pod id> = one pod) or
 full reconcile of a bridge (after it connected). The worker drains every queued job at once,
 reads one consistent snapshot of the part of the store those sections depend on (the hosts
 and the named pods: the cost of a job follows the pods it touches, not the network's size),
-computes only the named sections with `host_flows(topo, host, pods=[...])`, diffs them
-against the shadow of what it installed on that datapath, and sends only the difference as
-one atomic bundle.
+computes only the named sections with `host_flows(topo, host, pods=[...])`, and asks the
+planner (controller/planner.py) what to send: the difference from the shadow of what it
+installed on that datapath, or, after a (re)connect or a failure, the difference from a
+dump of the switch, where the flows the bridge last had go back first. Each plan goes out
+as one atomic bundle through `Switches`; any failure drops the shadow and the last flows,
+and the next job for that bridge reconciles from a dump and a full recomputation.
 
-After a (re)connect there is no trustworthy shadow: the worker dumps the Loris flows
-(cookie marker), adds what is missing and deletes-strict what is stale, in one atomic
-bundle, so traffic using flows that stay is never interrupted. A bridge that had flows
-before gets exactly those back first (kept per datapath across disconnects, their flow-mods
-already serialized), then the flows recomputed from the store as a difference: a switch that
-lost 20,000 flows has them again in about the time the switch needs to take them. Any
-failure drops the shadow; the next job for that bridge reconciles from a dump and a full
-recomputation.
+The sending edge is here: flows become os-ken messages, each flow's ADD serialized once
+and cached (`_wire`; the same MEMBER flow is on every host of its pod). Threads and what they touch:
+- any thread (REST handlers, the hub's event handlers) calls `submit`, `clear`,
+  `program`, `forget` and `shadow_flows`; these take short locks and enqueue, never wait
+  on a worker (`program` waits on its futures, never in an event handler);
+- `_queues`: under `_lock`;
+- `_shadow` and `_last` (per dpid): written by the worker of the host that owns the dpid,
+  dropped by `forget` (the hub, on a disconnect), read by `shadow_flows` and by every
+  worker's cache prune; under `_book_lock`. The mappings they hold are never mutated once
+  stored (a plan makes a new one), so a reader may use one after releasing the lock;
+- `_wire` and `_wire_limit`: every worker; under `_wire_lock`, held while one plan is
+  rendered (CPU only);
+- `problems`: its own lock (controller/topology.py).
+No critical section does I/O, logs or waits, so on the hub (green threads) no lock is ever
+contended and an event handler never waits for a worker.
 """
 
 from __future__ import annotations
@@ -30,10 +40,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from controller import topology
+from controller import planner, topology
+from controller.planner import Dumped, Plan, Shadow, Step
 from controller.store import Store
-from controller.switches import FULL_MASK, OpenFlowError, Switches, serialized
-from flows import BRIDGES, Flow, HostFlows, diff, host_flows, to_flowmod, to_ofctl
+from controller.switches import FULL_MASK, Description, OpenFlowError, Switches, serialized
+from flows import BRIDGES, Flow, HostFlows, host_flows, to_flowmod, to_ofctl
 
 LOG = logging.getLogger("loris.programmer")
 
@@ -80,8 +91,20 @@ class _Job:
     clear: tuple[int, ...] = ()        # dpids to strip of every Loris flow (host removed)
 
 
-def _install_order(flow: Flow) -> tuple:
-    return (-flow.table, -flow.priority, flow.cookie)
+@dataclass(frozen=True)
+class _Batch:
+    """The jobs a worker drained, merged: one pass over the host does them all."""
+    sections: frozenset[int | None]
+    full: bool
+    sync: frozenset[str]
+    clear: tuple[int, ...]
+
+    @classmethod
+    def of(cls, jobs: list[_Job]) -> _Batch:
+        sections = frozenset().union(*(j.sections or () for j in jobs))
+        full = any(j.sections is None for j in jobs) or None in sections
+        return cls(sections, full, frozenset().union(*(j.sync for j in jobs)),
+                   tuple(d for j in jobs for d in j.clear))
 
 
 class Programmer:
@@ -96,13 +119,15 @@ class Programmer:
         self._queue_empty = queue_empty
         self._queues: dict[str, Any] = {}
         self._lock = threading.Lock()
-        # dpid -> (datapath object it is valid for, {section: flows on that bridge})
-        self._shadow: dict[int, tuple[Any, dict[int | None, frozenset[Flow]]]] = {}
+        self._book_lock = threading.Lock()
+        # dpid -> (datapath object it is valid for, the flows on that bridge by section)
+        self._shadow: dict[int, tuple[Any, Shadow]] = {}
         # dpid -> the flows last installed there, by section, kept across disconnects: a
         # bridge that reconnects gets them back before anything is recomputed
-        self._last: dict[int, dict[int | None, frozenset[Flow]]] = {}
+        self._last: dict[int, Shadow] = {}
         # Flow -> its OFPFC_ADD flow-mod, serialized: building and serializing os-ken
         # messages costs ~0.3 ms a flow, far more than sending the bytes
+        self._wire_lock = threading.Lock()
         self._wire: dict[Flow, bytes] = {}
         self._wire_limit = MIN_WIRE_CACHE
         # rows left out of the flows by the last builds, for the hosts' views
@@ -138,22 +163,28 @@ class Programmer:
         return out
 
     def shadow_flows(self, dpid: int) -> list[Flow] | None:
-        entry = self._shadow.get(dpid)
+        """The flows the controller believes `dpid` holds; None when it does not know."""
+        with self._book_lock:
+            entry = self._shadow.get(dpid)
         if entry is None:
             return None
         return sorted((f for flows in entry[1].values() for f in flows),
                       key=lambda f: (f.table, -f.priority, f.cookie))
 
     def forget(self, dpid: int) -> None:
-        self._shadow.pop(dpid, None)
+        """`dpid` disconnected: its shadow is no longer trusted (its last flows are kept)."""
+        with self._book_lock:
+            self._shadow.pop(dpid, None)
 
     def _queue(self, host_id: str) -> Any:
         with self._lock:
             q = self._queues.get(host_id)
-            if q is None:
+            new = q is None
+            if new:
                 q = self._queues[host_id] = self._make_queue()
-                self._spawn(self._worker, host_id, q)
-            return q
+        if new:                         # outside the lock: starting a thread may wait
+            self._spawn(self._worker, host_id, q)
+        return q
 
     # ---- the worker ------------------------------------------------------------------------
     def _worker(self, host_id: str, q: Any) -> None:
@@ -176,58 +207,49 @@ class Programmer:
             self._prune_wire_cache()
 
     def _run(self, host_id: str, jobs: list[_Job]) -> dict[str, str]:
-        for dpid in (d for job in jobs for d in job.clear):
-            self._shadow.pop(dpid, None)
-            self._last.pop(dpid, None)
-            dp = self.switches.datapath(dpid)
-            if dp is not None:
-                try:
-                    self.switches.delete_all_loris_flows(dp)
-                except OpenFlowError as e:
-                    LOG.warning("clearing the flows of %#018x (%s left): %s", dpid, host_id, e)
-        full = any(j.sections is None for j in jobs)
-        sections: set[int | None] = set()
-        for job in jobs:
-            sections |= job.sections or set()
-        full = full or None in sections
-        sync = set().union(*(j.sync for j in jobs))
+        batch = _Batch.of(jobs)
+        for dpid in batch.clear:
+            self._clear(host_id, dpid)
         with self.store.tx() as tx:
             host = tx.host(host_id)
         if host is None:
             return {b: NOT_REGISTERED for b in BRIDGES}
-        desired = _Desired(self.store, host_id, sections, self.problems)
+        desired = _Desired(self.store, host_id, batch.sections, self.problems)
         result: dict[str, str] = {}
-        work: list[tuple[str, Any, Callable[[], None]]] = []
+        later: list[tuple[str, Any, tuple[Step, ...]]] = []
         for bridge in BRIDGES:
             dpid = host.dpid(bridge)
             dp = self.switches.datapath(dpid)
             if dp is None:
-                self._shadow.pop(dpid, None)
+                self.forget(dpid)
                 result[bridge] = NOT_CONNECTED
                 continue
-            shadow = self._shadow.get(dpid)
-            last = self._last.get(dpid)
-            if shadow is None or shadow[0] is not dp or bridge in sync:
-                if last is None:
-                    work.append((bridge, dp, partial(self._reconcile_from_store, dp, host_id,
-                                                     bridge, desired)))
-                    continue
+            with self._book_lock:
+                trusted = self._shadow.get(dpid, (None,))[0] is dp and bridge not in batch.sync
+                last = self._last.get(dpid)
+            todo = planner.steps(trusted, last is not None, batch.full)
+            if todo[0] is Step.RESTORE:
                 # What the bridge last had goes back at once, before anything is computed
                 # (for any bridge of the host); the store's truth follows as a difference.
-                if not self._guarded(result, bridge, dp, partial(self._reconcile, dp,
-                                                                 host_id, bridge, last)):
+                if not self._guarded(result, bridge, dp, partial(self._reconcile, dp, host_id,
+                                                                 bridge, last)):
                     continue
-                work.append((bridge, dp, partial(self._apply_all, dp, host_id, bridge,
-                                                  desired)))
-            elif full:
-                work.append((bridge, dp, partial(self._apply_all, dp, host_id, bridge,
-                                                  desired)))
-            else:
-                work.append((bridge, dp, partial(self._apply_partial, dp, host_id, bridge,
-                                                  desired, sections)))
-        for bridge, dp, step in work:
-            self._guarded(result, bridge, dp, step)
+                todo = todo[1:]
+            later.append((bridge, dp, todo))
+        for bridge, dp, todo in later:
+            for step in todo:
+                self._guarded(result, bridge, dp, partial(self._step, step, dp, host_id,
+                                                          bridge, desired, batch.sections))
         return result
+
+    def _step(self, step: Step, dp: Any, host_id: str, bridge: str, desired: _Desired,
+              sections: frozenset[int | None]) -> None:
+        if step is Step.RECONCILE:
+            self._reconcile(dp, host_id, bridge, desired.everything(bridge))
+        elif step is Step.ALL:
+            self._update(dp, host_id, bridge, desired.everything(bridge), None)
+        else:
+            self._update(dp, host_id, bridge, desired.partial(bridge), sections)
 
     def _guarded(self, result: dict[str, str], bridge: str, dp: Any,
                  step: Callable[[], None]) -> bool:
@@ -238,88 +260,83 @@ class Programmer:
             result[bridge] = NOT_REGISTERED
             return False
         except OpenFlowError as e:
-            self._shadow.pop(dp.id, None)     # unknown now: reconcile from a dump next time
-            self._last.pop(dp.id, None)
-            self.switches.bridge_status(dp.id).synced = False
-            self.switches.record_error(dp.id, None, None, str(e), None)
+            # what the bridge holds is unknown now: reconcile from a dump next time
+            with self._book_lock:
+                self._shadow.pop(dp.id, None)
+                self._last.pop(dp.id, None)
+            self.switches.failed(dp, str(e))
             result[bridge] = str(e)
             return False
         result[bridge] = OK
         return True
 
-    def _reconcile_from_store(self, dp: Any, host_id: str, bridge: str,
-                              desired: _Desired) -> None:
-        self._reconcile(dp, host_id, bridge, desired.everything(bridge))
+    def _clear(self, host_id: str, dpid: int) -> None:
+        with self._book_lock:
+            self._shadow.pop(dpid, None)
+            self._last.pop(dpid, None)
+        dp = self.switches.datapath(dpid)
+        if dp is not None:
+            try:
+                self.switches.delete_all_loris_flows(dp)
+            except OpenFlowError as e:
+                LOG.warning("clearing the flows of %#018x (%s left): %s", dpid, host_id, e)
 
-    def _apply_partial(self, dp: Any, host_id: str, bridge: str, desired: _Desired,
-                       sections: set[int | None]) -> None:
-        self._apply(dp, host_id, bridge, self._shadow[dp.id][1], desired.partial(), sections)
-
-    def _reconcile(self, dp: Any, host_id: str, bridge: str,
-                   sections: Mapping[int | None, frozenset[Flow]]) -> None:
-        desired = frozenset().union(*sections.values())
-        installed = self.switches.dump_loris_flows(dp)
-        want = {(f.cookie, f.table, f.priority): f for f in desired}
-        have = {(s.cookie, s.table_id, s.priority) for s in installed}
-        missing = sorted((f for k, f in want.items() if k not in have), key=_install_order)
-        stale = [s for s in installed if (s.cookie, s.table_id, s.priority) not in want]
-        mods = [(self._add_bytes(f, dp), partial(to_ofctl, f)) for f in missing]
-        mods += [(_delete_stat(dp, s), partial(_describe_stat, s)) for s in stale]
-        self.switches.bundle(dp, mods)
-        shadow = {s: flows for s, flows in sections.items() if flows}
-        self._shadow[dp.id] = (dp, shadow)
-        self._last[dp.id] = shadow        # the same dict: it follows every later change
-        st = self.switches.bridge_status(dp.id)
-        st.synced, st.flows = True, len(desired)
+    def _reconcile(self, dp: Any, host_id: str, bridge: str, desired: Shadow) -> None:
+        plan = planner.reconcile(self.switches.dump_loris_flows(dp), desired)
+        self._send(dp, plan)
+        self.switches.synced(dp, plan.flow_count)
         LOG.info("reconciled %s of %s (%#018x): %d added, %d stale deleted, %d kept",
-                 bridge, host_id, dp.id, len(missing), len(stale), len(desired) - len(missing))
+                 bridge, host_id, dp.id, len(plan.adds), len(plan.stale), plan.kept)
 
-    def _apply_all(self, dp: Any, host_id: str, bridge: str, desired: _Desired) -> None:
-        everything = desired.everything()
-        shadow = self._shadow[dp.id][1]
-        self._apply(dp, host_id, bridge, shadow, everything, set(shadow) | set(everything))
-
-    def _apply(self, dp: Any, host_id: str, bridge: str,
-               shadow: dict[int | None, frozenset[Flow]],
-               new: Mapping[int | None, Mapping[str, frozenset[Flow]]],
-               sections: Iterable[int | None]) -> None:
-        sections = list(sections)
-        before = frozenset().union(*(shadow.get(s, frozenset()) for s in sections))
-        after = frozenset().union(*(new.get(s, {}).get(bridge, frozenset()) for s in sections))
-        change = diff({bridge: before}, {bridge: after})[bridge]
-        if change:
-            mods = [(self._add_bytes(f, dp), partial(to_ofctl, f))
-                    for f in change.add + change.modify]
-            mods += [(to_flowmod(f, dp, "delete_strict"), partial(to_ofctl, f))
-                     for f in change.delete]
-            self.switches.bundle(dp, mods)
+    def _update(self, dp: Any, host_id: str, bridge: str, new: Shadow,
+                sections: Iterable[int | None] | None) -> None:
+        with self._book_lock:
+            entry = self._shadow.get(dp.id)
+        if entry is None or entry[0] is not dp:       # forgotten: it disconnected meanwhile
+            raise OpenFlowError(f"datapath {dp.id:#018x} disconnected")
+        plan = planner.update(entry[1], new, sections)
+        self._send(dp, plan)
+        if plan:
             LOG.info("%s of %s: %d added, %d modified, %d deleted", bridge, host_id,
-                     len(change.add), len(change.modify), len(change.delete))
-        for s in sections:
-            flows = new.get(s, {}).get(bridge, frozenset())
-            if flows:
-                shadow[s] = flows
-            else:
-                shadow.pop(s, None)
-        self.switches.bridge_status(dp.id).flows = sum(len(f) for f in shadow.values())
+                     len(plan.adds) - plan.replaced, plan.replaced, len(plan.deletes))
+        self.switches.flow_count(dp, plan.flow_count)
 
-    # ---- serialized flow-mods --------------------------------------------------------------
+    def _send(self, dp: Any, plan: Plan) -> None:
+        """One bundle; once committed, the plan's shadow is what `dp` holds."""
+        if plan:
+            self.switches.bundle(dp, self._render(dp, plan))
+        with self._book_lock:
+            self._shadow[dp.id] = (dp, plan.shadow)
+            self._last[dp.id] = plan.shadow
+
+    # ---- the sending edge: os-ken messages and serialized flow-mods -------------------------
+    def _render(self, dp: Any, plan: Plan) -> list[tuple[Any, Description]]:
+        with self._wire_lock:
+            mods: list[tuple[Any, Description]] = [
+                (self._add_bytes(f, dp), partial(to_ofctl, f)) for f in plan.adds]
+        mods += [(to_flowmod(f, dp, "delete_strict"), partial(to_ofctl, f))
+                 for f in plan.deletes]
+        mods += [(_delete_dumped(dp, d), partial(_describe_dumped, d)) for d in plan.stale]
+        return mods
+
     def _add_bytes(self, flow: Flow, dp: Any) -> bytes:
-        """The flow's OFPFC_ADD, serialized once (every bridge speaks OpenFlow 1.3 only)."""
+        """The flow's OFPFC_ADD, serialized once (every bridge speaks OpenFlow 1.3 only).
+        Call with `_wire_lock` held."""
         data = self._wire.get(flow)
         if data is None:
             data = self._wire[flow] = serialized(to_flowmod(flow, dp, "add"))
         return data
 
     def _prune_wire_cache(self) -> None:
-        if len(self._wire) <= self._wire_limit:
-            return
-        installed = set()
-        for sections in list(self._last.values()):
-            for flows in sections.values():
-                installed.update(flows)
-        self._wire = {f: b for f, b in self._wire.items() if f in installed}
-        self._wire_limit = max(MIN_WIRE_CACHE, 2 * len(self._wire))
+        with self._wire_lock:
+            if len(self._wire) <= self._wire_limit:
+                return
+        with self._book_lock:
+            lasts = list(self._last.values())
+        installed = {f for last in lasts for flows in last.values() for f in flows}
+        with self._wire_lock:
+            self._wire = {f: b for f, b in self._wire.items() if f in installed}
+            self._wire_limit = max(MIN_WIRE_CACHE, 2 * len(self._wire))
 
 
 class _HostGone(Exception):
@@ -330,13 +347,12 @@ class _Desired:
     """A host's desired flows, read from the store when first needed and only as much of it
     as needed: the pods present on the host for every section, the named pods otherwise."""
 
-    def __init__(self, store: Store, host_id: str, sections: set[int | None],
+    def __init__(self, store: Store, host_id: str, sections: Iterable[int | None],
                  problems: topology.Problems) -> None:
         self.store = store
         self.problems = problems
         self.host_id = host_id
         self.pods = {s for s in sections if s is not None}
-        self._sections = sorted(self.pods)
         self._topo: Any = None
         self._all_pods = False
         self._everything: HostFlows | None = None
@@ -354,32 +370,30 @@ class _Desired:
                 raise _HostGone(self.host_id)
         return self._topo
 
-    def everything(self, bridge: str | None = None) -> Any:
-        """host_flows for every section; with `bridge`, that bridge's sets by section."""
+    def everything(self, bridge: str) -> dict[int | None, frozenset[Flow]]:
+        """Every section's flows on `bridge`."""
         if self._everything is None:
             self._everything = host_flows(self._topology(all_pods=True), self.host_id)
-        if bridge is None:
-            return self._everything
         return {s: b[bridge] for s, b in self._everything.items()}
 
-    def partial(self) -> HostFlows:
-        """host_flows for the named pods only."""
+    def partial(self, bridge: str) -> dict[int | None, frozenset[Flow]]:
+        """The named pods' flows on `bridge`."""
         if self._partial is None:
             self._partial = host_flows(self._topology(all_pods=False), self.host_id,
-                                       pods=self._sections)
-        return self._partial
+                                       pods=sorted(self.pods))
+        return {s: b[bridge] for s, b in self._partial.items()}
 
 
-def _delete_stat(dp: Any, stat: Any) -> Any:
+def _delete_dumped(dp: Any, flow: Dumped) -> Any:
     """Delete-strict exactly the dumped flow: its table, priority, match and full cookie."""
     ofp, parser = dp.ofproto, dp.ofproto_parser
-    return parser.OFPFlowMod(dp, cookie=stat.cookie, cookie_mask=FULL_MASK,
-                             table_id=stat.table_id, command=ofp.OFPFC_DELETE_STRICT,
-                             priority=stat.priority, out_port=ofp.OFPP_ANY,
-                             out_group=ofp.OFPG_ANY, match=stat.match, instructions=[])
+    return parser.OFPFlowMod(dp, cookie=flow.cookie, cookie_mask=FULL_MASK,
+                             table_id=flow.table, command=ofp.OFPFC_DELETE_STRICT,
+                             priority=flow.priority, out_port=ofp.OFPP_ANY,
+                             out_group=ofp.OFPG_ANY, match=flow.match, instructions=[])
 
 
-def _describe_stat(stat: Any) -> str:
-    fields = ",".join(f"{k}={v}" for k, v in stat.match.items())
-    return (f"stale table={stat.table_id},priority={stat.priority},cookie={stat.cookie:#x}"
+def _describe_dumped(flow: Dumped) -> str:
+    fields = ",".join(f"{k}={v}" for k, v in flow.match.items())
+    return (f"stale table={flow.table},priority={flow.priority},cookie={flow.cookie:#x}"
             + (f",{fields}" if fields else ""))

@@ -1,11 +1,25 @@
 """OpenFlow sessions: connected datapaths, request/reply tracking with timeouts, bundles.
 
-Two sides:
+Two sides, two kinds of thread:
 
-- the os-ken app's event handlers call `connected`, `disconnected`, `reply` and `error`;
-  these only update dicts and wake waiters, they never block the OpenFlow loop;
-- programmer threads call `request`, `barrier`, `dump_loris_flows`, `bundle` and
-  `packet_out`, which block with a timeout (never in an event handler).
+- the os-ken app's event handlers (the hub thread) call `connected`, `disconnected`,
+  `reply` and `error`; these only update dicts and wake waiters, they never block the
+  OpenFlow loop;
+- programmer workers (one per host) call `request`, `barrier`, `dump_loris_flows`,
+  `bundle` and `delete_all_loris_flows`, which block with a timeout (never in an event
+  handler); the DHCP worker calls `packet_out`, REST handlers `datapath` and
+  `bridge_status`.
+
+Every dict here (`_dps`, `_pending`, `_watched`, `_rejected`, `status`) and every
+`BridgeStatus` in `status` is touched from both sides, so only under `_lock`. No critical
+section does I/O, logs, waits or calls out (events are set and errors described after the
+lock is released): on the hub, where threads are green and switch only when one blocks,
+the lock is therefore never contended, and a handler never waits for a worker. The worker
+side owns the rest: a request's `_Pending` entry is created and removed by the worker that
+waits on it (a handler only fills it in, under the lock), and the bundle ids come from an
+`itertools.count` (atomic). A datapath's xid counter (`_next_xid`) is advanced only by the
+worker of its host; os-ken's own users of it (echo requests) run on the hub, which never
+preempts a worker.
 
 Replies are matched by (datapath object, xid) here rather than through os-ken's ofctl
 service: ofctl's send_msg has no timeout and, in 3.1.x, can block forever when a switch
@@ -24,9 +38,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from controller.planner import Dumped
 from flows import LORIS_COOKIE, LORIS_COOKIE_MASK
 
 LOG = logging.getLogger("loris.switches")
@@ -118,6 +133,7 @@ class Switches:
 
     def __init__(self, timeout: float = 10.0) -> None:
         self.timeout = timeout
+        self._lock = threading.Lock()
         self._dps: dict[int, Any] = {}
         self._pending: dict[tuple[Any, int], _Pending] = {}
         self._watched: dict[tuple[Any, int], Description] = {}   # bundle-add xid -> flow
@@ -127,33 +143,38 @@ class Switches:
 
     # ---- app-thread side: never blocks ----------------------------------------------
     def connected(self, dp: Any) -> None:
-        old = self._dps.get(dp.id)
-        if old is not None and old is not dp:
-            self._fail_pending(old, "the switch reconnected")
-        self._dps[dp.id] = dp
-        st = self._status(dp.id)
-        st.connected, st.since, st.synced = True, time.time(), False
+        with self._lock:
+            old = self._dps.get(dp.id)
+            self._dps[dp.id] = dp
+            st = self._status(dp.id)
+            st.connected, st.since, st.synced = True, time.time(), False
+            failed = (self._fail_pending(old, "the switch reconnected")
+                      if old is not None and old is not dp else [])
+        _wake(failed)
         LOG.info("datapath %#018x connected from %s", dp.id, dp.address)
 
     def disconnected(self, dp: Any) -> bool:
         """Forget `dp` if it is still the current connection of its dpid."""
-        self._fail_pending(dp, "the switch disconnected")
-        if dp.id is None or self._dps.get(dp.id) is not dp:
-            return False
-        del self._dps[dp.id]
-        st = self._status(dp.id)
-        st.connected, st.since, st.synced = False, time.time(), False
-        LOG.warning("datapath %#018x disconnected", dp.id)
-        return True
+        with self._lock:
+            failed = self._fail_pending(dp, "the switch disconnected")
+            current = dp.id is not None and self._dps.get(dp.id) is dp
+            if current:
+                del self._dps[dp.id]
+                st = self._status(dp.id)
+                st.connected, st.since, st.synced = False, time.time(), False
+        _wake(failed)
+        if current:
+            LOG.warning("datapath %#018x disconnected", dp.id)
+        return current
 
     def reply(self, msg: Any) -> None:
         """A reply (barrier, multipart, bundle control) for a request of ours."""
-        pending = self._pending.get((msg.datapath, msg.xid))
-        if pending is None:
-            return
-        pending.replies.append(msg)
         more = getattr(msg, "flags", 0) & getattr(msg.datapath.ofproto, "OFPMPF_REPLY_MORE", 0)
-        if not (hasattr(msg, "body") and more):
+        with self._lock:
+            pending = self._pending.get((msg.datapath, msg.xid))
+            if pending is not None:
+                pending.replies.append(msg)
+        if pending is not None and not (hasattr(msg, "body") and more):
             pending.event.set()
 
     def error(self, msg: Any) -> None:
@@ -161,35 +182,61 @@ class Switches:
         dp = msg.datapath
         text = error_text(dp.ofproto, msg.type, msg.code)
         key = (dp, msg.xid)
-        flow = describe(self._watched.get(key))
-        if flow is not None:
-            self._rejected[key] = text
-        pending = self._pending.get(key)
+        with self._lock:
+            what = self._watched.get(key)
+            if what is not None:
+                self._rejected[key] = text
+            pending = self._pending.get(key)
+            if pending is not None:
+                pending.error = text
         if pending is not None:
-            pending.error = text
             pending.event.set()
-        self.record_error(dp.id, msg.type, msg.code, text, flow)
+        self.record_error(dp.id, msg.type, msg.code, text, describe(what))
 
     def record_error(self, dpid: int | None, err_type: int | None, code: int | None, text: str,
                      flow: str | None) -> None:
         if dpid is None:
             return
-        self._status(dpid).errors.append({"time": time.time(), "type": err_type, "code": code,
-                                          "message": text, "flow": flow})
+        entry = {"time": time.time(), "type": err_type, "code": code, "message": text,
+                 "flow": flow}
+        with self._lock:
+            self._status(dpid).errors.append(entry)
         LOG.error("OpenFlow error from %#018x: %s%s", dpid, text,
                   f" for flow: {flow}" if flow else "")
 
     # ---- programmer side: may block, always with a timeout ---------------------------
     def datapath(self, dpid: int) -> Any | None:
-        dp = self._dps.get(dpid)
+        with self._lock:
+            dp = self._dps.get(dpid)
         return dp if dp is not None and dp.is_active else None
+
+    def synced(self, dp: Any, flows: int) -> None:
+        """`dp` holds exactly its `flows` desired flows (shown unless it is gone already)."""
+        with self._lock:
+            if self._dps.get(dp.id) is dp:
+                st = self._status(dp.id)
+                st.synced, st.flows = True, flows
+
+    def flow_count(self, dp: Any, flows: int) -> None:
+        with self._lock:
+            if self._dps.get(dp.id) is dp:
+                self._status(dp.id).flows = flows
+
+    def failed(self, dp: Any, why: str) -> None:
+        """Programming `dp` failed: what it holds is unknown until it is reconciled."""
+        with self._lock:
+            if self._dps.get(dp.id) is dp:
+                self._status(dp.id).synced = False
+        self.record_error(dp.id, None, None, why, None)
 
     def request(self, dp: Any, msg: Any, timeout: float | None = None) -> list:
         """Send `msg`, wait for its reply (all parts of a multipart reply) or error."""
         if msg.xid is None:
             dp.set_xid(msg)
         key = (dp, msg.xid)
-        pending = self._pending[key] = _Pending()
+        pending = _Pending()
+        with self._lock:
+            self._pending[key] = pending
         try:
             if not dp.send_msg(msg):
                 raise OpenFlowError(f"datapath {dp.id:#018x} is not connected")
@@ -200,19 +247,22 @@ class Switches:
             if pending.error:
                 raise OpenFlowError(f"datapath {dp.id:#018x} rejected {type(msg).__name__}: "
                                     f"{pending.error}")
-            return pending.replies
+            with self._lock:
+                return list(pending.replies)
         finally:
-            self._pending.pop(key, None)
+            with self._lock:
+                self._pending.pop(key, None)
 
     def barrier(self, dp: Any, timeout: float | None = None) -> None:
         self.request(dp, dp.ofproto_parser.OFPBarrierRequest(dp), timeout)
 
-    def dump_loris_flows(self, dp: Any) -> list:
-        """Every flow whose cookie carries the Loris marker (OFPFlowStats entries)."""
+    def dump_loris_flows(self, dp: Any) -> list[Dumped]:
+        """Every flow whose cookie carries the Loris marker."""
         ofp, parser = dp.ofproto, dp.ofproto_parser
         req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                          LORIS_COOKIE, LORIS_COOKIE_MASK, parser.OFPMatch())
-        return [stat for rep in self.request(dp, req) for stat in rep.body]
+        return [Dumped(stat.cookie, stat.table_id, stat.priority, stat.match)
+                for rep in self.request(dp, req) for stat in rep.body]
 
     def bundle(self, dp: Any, mods: Sequence[tuple[Any, Description]]) -> None:
         """Apply flow-mods as one atomic, ordered ONF bundle; (message, description) pairs,
@@ -235,24 +285,24 @@ class Switches:
         keys: list[tuple[Any, int]] = []
         try:
             chunk: list[bytes] = []
+            watch: dict[tuple[Any, int], Description] = {}
             size = 0
             for payload, what in mods:
                 inner = payload if isinstance(payload, bytes) else serialized(payload)
                 xid = _next_xid(dp)
-                key = (dp, xid)
-                self._watched[key] = what
-                keys.append(key)
+                watch[(dp, xid)] = what
                 chunk.append(bundle_add_frame(ofp, xid, bundle_id, flags, inner))
                 size += len(chunk[-1])
                 if size >= SEND_CHUNK:
-                    self._send_chunk(dp, chunk)
-                    chunk, size = [], 0
-            self._send_chunk(dp, chunk)
+                    self._send_watched(dp, chunk, watch, keys)
+                    chunk, watch, size = [], {}, 0
+            self._send_watched(dp, chunk, watch, keys)
             self.barrier(dp)
-            rejected = [(describe(self._watched[k]), self._rejected[k]) for k in keys
-                        if k in self._rejected]
+            with self._lock:
+                rejected = [(self._watched[k], self._rejected[k]) for k in keys
+                            if k in self._rejected]
             if rejected:
-                first = "; ".join(f"{err} for {flow}" for flow, err in rejected[:3])
+                first = "; ".join(f"{err} for {describe(what)}" for what, err in rejected[:3])
                 raise OpenFlowError(f"datapath {dp.id:#018x} rejected {len(rejected)} of "
                                     f"{len(mods)} flow-mods: {first}")
             self._control(dp, bundle_id, flags, ofp.ONF_BCT_COMMIT_REQUEST,
@@ -265,14 +315,19 @@ class Switches:
                 LOG.warning("discarding bundle %d on %#018x: %s", bundle_id, dp.id, e)
             raise
         finally:
-            for key in keys:
-                self._watched.pop(key, None)
-                self._rejected.pop(key, None)
+            with self._lock:
+                for key in keys:
+                    self._watched.pop(key, None)
+                    self._rejected.pop(key, None)
 
-    @staticmethod
-    def _send_chunk(dp: Any, chunk: list[bytes]) -> None:
+    def _send_watched(self, dp: Any, chunk: list[bytes], watch: dict[tuple[Any, int],
+                      Description], keys: list[tuple[Any, int]]) -> None:
+        """Send bundle adds, watched for errors from before they leave."""
         if not chunk:
             return
+        with self._lock:
+            self._watched.update(watch)
+        keys.extend(watch)
         if not dp.send(b"".join(chunk)):
             raise OpenFlowError(f"datapath {dp.id:#018x} disconnected during a bundle")
         time.sleep(0)       # let echo replies and other switches through
@@ -304,25 +359,39 @@ class Switches:
                                                actions=[parser.OFPActionOutput(out_port)],
                                                data=data))
 
-    # ---- helpers ----------------------------------------------------------------------
+    # ---- views ------------------------------------------------------------------------
+    def bridge_status(self, dpid: int) -> BridgeStatus:
+        """A copy of what is known about `dpid` (a blank one for a datapath never seen)."""
+        with self._lock:
+            st = self.status.get(dpid)
+            if st is None:
+                return BridgeStatus(dpid)
+            return replace(st, errors=deque(st.errors, maxlen=MAX_ERRORS_KEPT))
+
+    def forget(self, dpids: Iterable[int]) -> None:
+        with self._lock:
+            for dpid in dpids:
+                self.status.pop(dpid, None)
+
+    # ---- helpers: call with the lock held ------------------------------------------------
     def _status(self, dpid: int) -> BridgeStatus:
         st = self.status.get(dpid)
         if st is None:
             st = self.status[dpid] = BridgeStatus(dpid)
         return st
 
-    def bridge_status(self, dpid: int) -> BridgeStatus:
-        return self.status.get(dpid) or BridgeStatus(dpid)
+    def _fail_pending(self, dp: Any, why: str) -> list[_Pending]:
+        """Fail the requests waiting on `dp`; the caller wakes them (`_wake`) after the
+        lock is released."""
+        failed = [pending for (pdp, _xid), pending in self._pending.items() if pdp is dp]
+        for pending in failed:
+            pending.error = why
+        return failed
 
-    def _fail_pending(self, dp: Any, why: str) -> None:
-        for (pdp, _xid), pending in list(self._pending.items()):
-            if pdp is dp:
-                pending.error = why
-                pending.event.set()
 
-    def forget(self, dpids: Iterable[int]) -> None:
-        for dpid in dpids:
-            self.status.pop(dpid, None)
+def _wake(pending: list[_Pending]) -> None:
+    for p in pending:
+        p.event.set()
 
 
 def _next_xid(dp: Any) -> int:

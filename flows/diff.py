@@ -6,8 +6,9 @@ which replaces the flow *and its cookie* (an OF1.3 MODIFY would keep the old coo
 Deletes should be sent delete-strict with the old flow's cookie and a full cookie mask, so
 they can never remove a newer flow that reuses the same match (a reused VLAN or ofport).
 
-Order is deterministic and safe without bundles: adds go deepest table first (a goto never
-points at a table that is not ready yet), deletes go entry table first.
+Order is safe without bundles: adds go deepest table first (a goto never points at a table
+that is not ready yet), deletes go entry table first. `install_order` and `remove_order` are
+the one definition of that order; the controller's planner sorts with them too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from .flow import Flow
 
-__all__ = ["FlowDiff", "diff", "flatten"]
+__all__ = ["FlowDiff", "diff", "flatten", "install_order", "remove_order"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +34,16 @@ class FlowDiff:
         return len(self) > 0
 
 
-def _install_order(flow: Flow) -> tuple:
-    return (-flow.table, -flow.priority, flow.cookie, str(flow.match))
+def install_order(flow: Flow) -> tuple[int, int, int]:
+    """Sort key for adds: deepest table first, then by priority and cookie. No need for the
+    match: the cookie carries a digest of it, so two flows of one table tie only when their
+    digests collide, and then either order is safe."""
+    return (-flow.table, -flow.priority, flow.cookie)
 
 
-def _remove_order(flow: Flow) -> tuple:
-    return (flow.table, -flow.priority, flow.cookie, str(flow.match))
+def remove_order(flow: Flow) -> tuple[int, int, int]:
+    """Sort key for deletes: entry table first (traffic stops entering before its targets go)."""
+    return (flow.table, -flow.priority, flow.cookie)
 
 
 def diff(before: Mapping[str, frozenset[Flow]],
@@ -58,9 +63,9 @@ def diff(before: Mapping[str, frozenset[Flow]],
         add = [f for f in came if f.key not in old_keys]
         modify = [f for f in came if f.key in old_keys]
         delete = [f for f in gone if f.key not in new_keys]
-        out[bridge] = FlowDiff(tuple(sorted(add, key=_install_order)),
-                               tuple(sorted(modify, key=_install_order)),
-                               tuple(sorted(delete, key=_remove_order)))
+        out[bridge] = FlowDiff(tuple(sorted(add, key=install_order)),
+                               tuple(sorted(modify, key=install_order)),
+                               tuple(sorted(delete, key=remove_order)))
     return out
 
 
