@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -31,6 +30,7 @@ from hostagent.client import (
     token_file_from,
 )
 from hostagent.containers import Runtimes, matches
+from hostagent.local import default_host_id, ovs_from_args
 from hostagent.ovs import Ovs, OvsError
 from hostagent.reconcile import Reconciler
 
@@ -38,15 +38,6 @@ log = logging.getLogger("loris-hostagent")
 
 LONG_POLL_S = 30
 RESYNC_S = 30.0
-
-
-def ovs_from_args(ovsdb: str | None, rundir: str | None) -> Ovs:
-    return Ovs(db=ovsdb or os.environ.get("LORIS_OVSDB") or None,
-               rundir=rundir or os.environ.get("LORIS_OVS_RUNDIR") or None)  # fmt: skip
-
-
-def default_host_id() -> str:
-    return os.environ.get("LORIS_HOST") or socket.gethostname().split(".")[0]
 
 
 class Agent:
