@@ -9,7 +9,7 @@
   give its own (`desired()` waits its long poll plus 15 s);
 - credentials: the bearer token is read from `token_file` at each request (else LORIS_TOKEN),
   so a replaced token is used without a restart; `send(..., token=...)` overrides it for one
-  request (a string, or False for none);
+  request (a string, or False/None for none);
 - TLS: an https controller is verified against `ca_cert` (else LORIS_CA_CERT, else the
   system's CAs); an unusable CA file raises CredentialsError at once;
 - `socket_factory(family, type) -> socket`: where the connections' sockets come from (see
@@ -17,7 +17,8 @@
   With a factory, proxy settings of the environment are ignored.
 
 Errors: `ApiError` (the controller answered 4xx/5xx, with its code and message),
-`ControllerUnreachable` (no answer: refused, timed out, TLS failed; `.timed_out` says which),
+`ControllerUnreachable` (no answer: refused, timed out, TLS failed; `.timed_out` when it timed
+out),
 `CredentialsError` (a token or CA file that cannot be used). `send()` returns every answer
 as a `Reply`; `request()` and the named calls raise ApiError for the errors.
 """
@@ -182,10 +183,10 @@ class Client:
 
     def send(
         self, method: str, path: str, body: Any = None, *, timeout: float | None = None,
-        query: dict[str, Any] | None = None, token: str | bool = True,
+        query: dict[str, Any] | None = None, token: str | bool | None = True,
     ) -> Reply:
         """One request; every HTTP answer comes back as a Reply. `token`: True for the
-        client's credentials, False for none, or the token to use. Raises
+        client's credentials, False or None for none, or the token to use. Raises
         ControllerUnreachable when there is no answer, CredentialsError when the token file
         cannot be read."""
         headers = {"Accept": "application/json"}
