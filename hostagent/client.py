@@ -17,10 +17,9 @@
   With a factory, proxy settings of the environment are ignored.
 
 Errors: `ApiError` (the controller answered 4xx/5xx, with its code and message),
-`ControllerUnreachable` (no answer: refused, timed out, TLS failed; `.timed_out` when it timed
-out),
-`CredentialsError` (a token or CA file that cannot be used). `send()` returns every answer
-as a `Reply`; `request()` and the named calls raise ApiError for the errors.
+`ControllerUnreachable` (no answer: refused, timed out, TLS failed; `.timed_out` when it
+timed out), `CredentialsError` (a token or CA file that cannot be used). `send()` returns
+every answer as a `Reply`; `request()` and the named calls raise ApiError for the errors.
 """
 
 from __future__ import annotations
