@@ -13,13 +13,12 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
 
 from flows import contract
-from hostagent import hostprep, lock, netdev, pki
+from hostagent import hostprep, lock, netdev, pki, underlay
 from hostagent.client import (
     ApiError,
     Client,
@@ -31,6 +30,7 @@ from hostagent.client import (
     token_file_from,
 )
 from hostagent.containers import Runtimes, matches
+from hostagent.local import default_host_id, ovs_from_args
 from hostagent.ovs import Ovs, OvsError
 from hostagent.reconcile import Reconciler
 
@@ -38,15 +38,6 @@ log = logging.getLogger("loris-hostagent")
 
 LONG_POLL_S = 30
 RESYNC_S = 30.0
-
-
-def ovs_from_args(ovsdb: str | None, rundir: str | None) -> Ovs:
-    return Ovs(db=ovsdb or os.environ.get("LORIS_OVSDB") or None,
-               rundir=rundir or os.environ.get("LORIS_OVS_RUNDIR") or None)  # fmt: skip
-
-
-def default_host_id() -> str:
-    return os.environ.get("LORIS_HOST") or socket.gethostname().split(".")[0]
 
 
 class Agent:
@@ -109,12 +100,31 @@ class Agent:
         log.info("registered as %s (tunnel %s %s), OpenFlow %s",
                  self.host_id, self.tunnel_type, self.tunnel_ip, self.openflow)
 
+    def check_underlay(self) -> str | None:
+        """On the userspace datapath, warn (once: at start) when the tunnel IP is not on an
+        OVS bridge; returns the warning given."""
+        datapath = hostprep.datapath_type()
+        if datapath != underlay.USERSPACE_DATAPATH:
+            return None
+        try:
+            holder = netdev.interface_of_address(self.tunnel_ip)
+            interfaces = self.ovs.snapshot().interfaces
+        except (OvsError, netdev.NetdevError) as e:
+            log.warning("cannot check where tunnel IP %s is: %s", self.tunnel_ip, e)
+            return None
+        warning = underlay.userspace_tunnel_warning(datapath, self.tunnel_ip, holder,
+                                                    interfaces)
+        if warning:
+            log.warning("%s", warning)
+        return warning
+
     # ---------------------------------------------------------------- main loop
     def run(self) -> None:
         attempt = 0
         while not self.stop.is_set():
             try:
                 self.prepare()
+                self.check_underlay()
                 break
             except OvsError as e:
                 log.warning("OVS not ready (%s); retrying", e)

@@ -1,4 +1,26 @@
-"""REST client of the Loris controller, shared by the agent and the CLI (stdlib only)."""
+"""REST client of the Loris controller, one for the agent, the CLI and the lab.
+
+`Client(base_url, timeout=30.0, token_file=None, ca_cert=None, *, socket_factory=None)`:
+
+- keep-alive: one `requests.Session` per thread that uses the client (the agent's long poll
+  and its worker each hold their own connection; a Session is not safe to share between
+  threads), closed with `close()`;
+- `timeout` is the default per-request timeout (connect, and each read); every call can
+  give its own (`desired()` waits its long poll plus 15 s);
+- credentials: the bearer token is read from `token_file` at each request (else LORIS_TOKEN),
+  so a replaced token is used without a restart; `send(..., token=...)` overrides it for one
+  request (a string, or False/None for none);
+- TLS: an https controller is verified against `ca_cert` (else LORIS_CA_CERT, else the
+  system's CAs); an unusable CA file raises CredentialsError at once;
+- `socket_factory(family, type) -> socket`: where the connections' sockets come from (see
+  hostagent/transport.py); the lab passes one that makes them inside a network namespace.
+  With a factory, proxy settings of the environment are ignored.
+
+Errors: `ApiError` (the controller answered 4xx/5xx, with its code and message),
+`ControllerUnreachable` (no answer: refused, timed out, TLS failed; `.timed_out` when it
+timed out), `CredentialsError` (a token or CA file that cannot be used). `send()` returns
+every answer as a `Reply`; `request()` and the named calls raise ApiError for the errors.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +30,15 @@ import random
 import socket
 import ssl
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
+import weakref
+from dataclasses import dataclass
 from typing import Any
+
+import requests
+import requests.utils
+
+from hostagent.transport import SocketFactory, Transport, failure_reason
 
 DEFAULT_CONTROLLER = "http://127.0.0.1:8780"
 # Where the controller keeps its operator token (docs/security.md): the CLI's default on the
@@ -30,7 +57,11 @@ class ApiError(RuntimeError):
 
 
 class ControllerUnreachable(RuntimeError):
-    pass
+    """No answer from the controller; `timed_out` when it did not answer in time."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 def controller_url(given: str | None) -> str:
@@ -72,16 +103,27 @@ def read_token(token_file: str | None) -> str | None:
     return os.environ.get("LORIS_TOKEN", "").strip() or None
 
 
+@dataclass(frozen=True)
+class Reply:
+    """An answer of the controller: its status, body (parsed JSON; text when the body is
+    not JSON; None when empty) and the status line's reason phrase."""
+
+    status: int
+    body: Any
+    reason: str = ""
+
+
 class Client:
-    """`token_file` is read at every request, so a replaced token is used without a restart;
-    `ca_cert` verifies an https controller (default: the system's CAs)."""
+    """The controller's REST API (see the module docstring for the arguments)."""
 
     def __init__(self, base_url: str, timeout: float = 30.0, token_file: str | None = None,
-                 ca_cert: str | None = None) -> None:
+                 ca_cert: str | None = None, *,
+                 socket_factory: SocketFactory | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.token_file = token_file
         self.ca_cert = ca_cert if ca_cert is not None else os.environ.get("LORIS_CA_CERT")
+        self.socket_factory = socket_factory
         self._tls: ssl.SSLContext | None = None
         if self.base_url.startswith("https://"):
             try:
@@ -89,6 +131,13 @@ class Client:
             except (OSError, ssl.SSLError) as e:
                 raise CredentialsError(f"cannot load CA certificate {self.ca_cert}: {e}") \
                     from None
+        # The environment's proxies, as urllib honoured them; nothing else from the
+        # environment (requests would also read ~/.netrc and REQUESTS_CA_BUNDLE).
+        self._proxies = {} if socket_factory else requests.utils.get_environ_proxies(
+            self.base_url)
+        self._local = threading.local()
+        self._sessions: weakref.WeakSet[requests.Session] = weakref.WeakSet()
+        self._sessions_lock = threading.Lock()
 
     @property
     def hostname(self) -> str:
@@ -102,39 +151,86 @@ class Client:
             raise ControllerUnreachable(
                 f"cannot resolve controller host {self.hostname}: {e}") from e
 
-    def request(
+    def _session(self) -> requests.Session:
+        """This thread's session: its own keep-alive connection."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False
+            session.proxies.update(self._proxies)
+            transport = Transport(self._tls, self.socket_factory)
+            session.mount("http://", transport)
+            session.mount("https://", transport)
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.add(session)
+        return session
+
+    def close(self) -> None:
+        """Close the connections of every thread's session (a later request opens anew).
+        A thread's session also goes, with its connection, when the thread ends."""
+        with self._sessions_lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def send(
         self, method: str, path: str, body: Any = None, *, timeout: float | None = None,
-        query: dict[str, Any] | None = None,
-    ) -> Any:
-        url = self.base_url + path
-        if query:
-            url += "?" + urllib.parse.urlencode(query)
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(url, data=data, method=method)
-        req.add_header("Accept", "application/json")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        token = read_token(self.token_file)
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
+        query: dict[str, Any] | None = None, token: str | bool | None = True,
+    ) -> Reply:
+        """One request; every HTTP answer comes back as a Reply. `token`: True for the
+        client's credentials, False or None for none, or the token to use. Raises
+        ControllerUnreachable when there is no answer, CredentialsError when the token file
+        cannot be read."""
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        bearer = read_token(self.token_file) if token is True else token or None
+        if bearer:
+            headers["Authorization"] = f"Bearer {bearer}"
         try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout,
-                                        context=self._tls) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            raise _api_error(e) from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            if isinstance(reason, ssl.SSLError):
+            resp = self._session().request(method, self.base_url + path, data=data,
+                                           headers=headers, params=query,
+                                           timeout=timeout or self.timeout)
+        except requests.RequestException as e:
+            reason, tls = failure_reason(e)
+            if tls:
                 raise ControllerUnreachable(
                     f"TLS with controller {self.base_url} failed ({reason}); is its "
                     "certificate signed by the CA given with --ca-cert / LORIS_CA_CERT, "
                     "for this address?") from None
             raise ControllerUnreachable(
                 f"controller {self.base_url} unreachable ({reason}); is it running? "
-                "(set --controller or LORIS_CONTROLLER)"
-            ) from None
-        return json.loads(raw) if raw.strip() else None
+                "(set --controller or LORIS_CONTROLLER)",
+                timed_out=isinstance(e, requests.Timeout)) from None
+        text = resp.content.decode(errors="replace")
+        if not text.strip():
+            return Reply(resp.status_code, None, resp.reason or "")
+        try:
+            return Reply(resp.status_code, json.loads(text), resp.reason or "")
+        except ValueError:
+            return Reply(resp.status_code, text, resp.reason or "")
+
+    def request(
+        self, method: str, path: str, body: Any = None, *, timeout: float | None = None,
+        query: dict[str, Any] | None = None,
+    ) -> Any:
+        """The parsed JSON answer (None when empty); ApiError for an error status."""
+        reply = self.send(method, path, body, timeout=timeout, query=query)
+        if reply.status >= 400:
+            raise _api_error(reply)
+        if isinstance(reply.body, str):
+            raise ApiError(reply.status, "bad_reply", f"controller answered {reply.status} "
+                           f"with a body that is not JSON: {reply.body.strip()[:200]}")
+        return reply.body
 
     # -- agent side
     def register(self, host: dict) -> dict:
@@ -187,14 +283,14 @@ def _items(body: Any, key: str) -> list[dict]:
     return list(body or [])
 
 
-def _api_error(e: urllib.error.HTTPError) -> ApiError:
-    raw = e.read()
-    try:
-        err = json.loads(raw)["error"]
-        return ApiError(e.code, str(err.get("code", "error")), str(err.get("message", "")))
-    except (ValueError, KeyError, TypeError):
-        text = raw.decode(errors="replace").strip() or e.reason
-        return ApiError(e.code, "http_error", f"controller answered {e.code}: {text}")
+def _api_error(reply: Reply) -> ApiError:
+    body = reply.body
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        return ApiError(reply.status, str(err.get("code", "error")), str(err.get("message", "")))
+    text = (body if isinstance(body, str) else json.dumps(body) if body is not None else "")
+    text = text.strip() or reply.reason
+    return ApiError(reply.status, "http_error", f"controller answered {reply.status}: {text}")
 
 
 def backoff_wait(stop: threading.Event, attempt: int, cap: float = 10.0) -> None:

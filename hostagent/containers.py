@@ -92,6 +92,13 @@ class Runtimes:
             return os.path.exists(os.path.join(NETNS_RUN_DIR, container_id[len(NETNS_PREFIX):]))
         return self._inspect(container_id) is not None
 
+    def identify(self, ref: str) -> tuple[str, str] | None:
+        """(Docker id, name) of container `ref`, running or not; None if there is none."""
+        if ref.startswith(NETNS_PREFIX):
+            return None
+        info = self._inspect(ref)
+        return (info["Id"], (info.get("Name") or ref).lstrip("/")) if info else None
+
     def _inspect(self, ref: str) -> dict | None:
         try:
             return self._docker().inspect_container(ref)

@@ -247,6 +247,18 @@ def netns_id(path: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
+def interface_of_address(ip: str) -> str | None:
+    """The name of the interface that holds the IPv4 address `ip` here, if any."""
+    try:
+        with ipr_in() as ipr:
+            for a in ipr.get_addr(family=2):
+                if a.get("IFA_ADDRESS") == ip:
+                    return ipr.get_links(a["index"])[0].get("IFLA_IFNAME")
+    except NetlinkError as e:
+        raise NetdevError(f"listing addresses failed: {e}") from e
+    return None
+
+
 def mtu_of_address(ip: str) -> int | None:
     """MTU of the interface that holds `ip` here (the tunnel endpoint)."""
     with ipr_in() as ipr:

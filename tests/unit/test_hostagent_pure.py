@@ -7,7 +7,8 @@ import hashlib
 import pytest
 
 from flows import contract
-from hostagent.cli import CliError, check_ip_argument, mesh_state, parse_pod
+from hostagent.cli.commands import mesh_state
+from hostagent.cli.common import CliError, check_ip_argument, parse_pod
 from hostagent.client import controller_url
 from hostagent.netdev import next_ifname
 from hostagent.ovs import _decode, kv

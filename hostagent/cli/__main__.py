@@ -1,0 +1,7 @@
+"""`python -m hostagent.cli`: the `loris` command."""
+
+import sys
+
+from hostagent.cli import main
+
+sys.exit(main())
