@@ -21,6 +21,7 @@ from helpers import (
     connect,
     loris_flows,
     ping_counts,
+    wait_for,
     wait_synced,
 )
 
@@ -115,10 +116,8 @@ def test_bad_input_is_refused_and_leaves_nothing_behind(lab):
     assert status == 422, body
     assert lab.api("GET", "/v1/ports")[1] == before
     # the agent removed what it may have made, and no flow changed anywhere
-    deadline = time.monotonic() + 10
-    while container_ports(lab, "h2") != ifaces_before:
-        assert time.monotonic() < deadline, container_ports(lab, "h2")
-        time.sleep(0.2)
+    wait_for(lambda: container_ports(lab, "h2") == ifaces_before, 10,
+             "h2's container ports as before")
     assert {h.name: loris_flows(lab, h.name, "br-int") for h in lab.hosts} == flows_before
 
 
@@ -217,10 +216,8 @@ def test_agent_restart_resynchronises(lab):
     assert not pings(lab, "g", "198.18.135.5", count=1)
     assert veth in container_ports(lab, "h2")        # nobody there to remove it yet
     lab.start_agent("h2")
-    deadline = time.monotonic() + SYNC_TIMEOUT
-    while veth in container_ports(lab, "h2"):
-        assert time.monotonic() < deadline, container_ports(lab, "h2")
-        time.sleep(0.2)
+    wait_for(lambda: veth not in container_ports(lab, "h2"), SYNC_TIMEOUT,
+             f"{veth} removed by the restarted agent")
     assert pings(lab, "a", "198.18.135.6")
 
 
