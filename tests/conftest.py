@@ -1,11 +1,15 @@
-"""Shared fixtures: labs of simulated hosts (see docs/lab.md), and failure reports that
-carry the lab's logs, OVS state and flows."""
+"""Shared fixtures: labs of simulated hosts (see docs/lab.md), clusters (a lab running the
+controller and host agents), and failure reports that carry the lab's logs, OVS state and
+flows."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Literal
 
 import pytest
+from helpers import host_view, wait_meshed, wait_synced
 
 from lab import Lab, live_labs
 
@@ -31,22 +35,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 def make_lab() -> Iterator[Callable[..., Lab]]:
     """Factory: `make_lab(hosts=3, tunnel="vxlan", docker=True)` returns a lab that is up;
     every lab made is torn down when the test ends."""
-    labs: list[Lab] = []
+    with contextlib.ExitStack() as labs:
 
-    def make(hosts: int = 3, tunnel: str = "vxlan", docker: bool = True) -> Lab:
-        lab = Lab(hosts=hosts, tunnel=tunnel, docker=docker)
-        labs.append(lab)
-        return lab.up()
+        def make(hosts: int = 3, tunnel: str = "vxlan", docker: bool = True) -> Lab:
+            return labs.enter_context(Lab(hosts=hosts, tunnel=tunnel, docker=docker))
 
-    yield make
-    errors = []
-    for lab in reversed(labs):
-        try:
-            lab.down()
-        except Exception as exc:
-            errors.append(exc)
-    if errors:
-        raise errors[0]
+        yield make
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +50,47 @@ def lab3(request: pytest.FixtureRequest) -> Iterator[Lab]:
     tunnel = getattr(request, "param", "vxlan")
     with Lab(hosts=3, tunnel=tunnel, docker=True) as lab:
         yield lab
+
+
+@pytest.fixture(scope="module")
+def make_cluster(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
+    """Factory for a module's tests: `make_cluster(hosts=3, docker=True, ...)` returns a lab
+    that is up, with the controller and agents running (see start_cluster). Every lab made
+    is torn down when the module's tests are done. The tunnel is VXLAN unless given, or
+    unless the factory is parametrized indirectly, e.g. on a class:
+    `@pytest.mark.parametrize("make_cluster", ["vxlan", "gre"], indirect=True)`."""
+    default_tunnel = getattr(request, "param", "vxlan")
+    with contextlib.ExitStack() as labs:
+
+        def make(hosts: int = 3, tunnel: str | None = None, docker: bool = True,
+                 **loris: Any) -> Lab:
+            lab = labs.enter_context(Lab(hosts=hosts, tunnel=tunnel or default_tunnel,
+                                         docker=docker))
+            return start_cluster(lab, **loris)
+
+        yield make
+
+
+def start_cluster(lab: Lab, agents: bool | Sequence[str] = True, tls: bool = False,
+                  controller_env: Mapping[str, str] | None = None,
+                  wait: Literal["synced", "meshed"] | None = "synced",
+                  record_before: bool = False) -> Lab:
+    """Start Loris on a lab that is up: the controller (over TLS only with `tls`, with
+    `controller_env` added to its environment) and an agent on each host of `agents` (True:
+    every host). Then wait until the agents' hosts are "synced" (registered, both bridges
+    connected and reconciled), "meshed" (synced, every agent polling and every host with a
+    tunnel to every other one; needs an agent on every host) or, None, not at all.
+    `record_before`: first keep each host's view without Loris (helpers.host_view) in
+    `lab.before`, keyed by host name."""
+    if record_before:
+        lab.before = {h.name: host_view(lab, h.name) for h in lab.hosts}
+    names = [h.name for h in lab.hosts] if agents is True else list(agents or ())
+    assert wait != "meshed" or len(names) == len(lab.hosts), "meshed needs every agent"
+    lab.start_controller(extra_env=controller_env, tls=tls)
+    for name in names:
+        lab.start_agent(name)
+    if wait == "synced":
+        wait_synced(lab, hosts=names)
+    elif wait == "meshed":
+        wait_meshed(lab)
+    return lab

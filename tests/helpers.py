@@ -1,4 +1,7 @@
-"""Helpers shared by the integration and e2e tests (fixtures live in conftest.py).
+"""Helpers shared by the integration and e2e tests: waiting for the cluster, connecting
+containers, pinging, moving bytes, and views of hosts and flows. Fixtures (labs, clusters)
+live in conftest.py; the checks that a lab holds exactly what the store says in
+convergence.py.
 
 Import as `from helpers import ...`: pytest puts tests/ on sys.path for its conftest.py.
 """
@@ -9,13 +12,22 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal
 
-from flows import Kind, parse_cookie
+from flows import Kind, contract, parse_cookie
 from lab import Lab
 
+if TYPE_CHECKING:
+    from lab.containers import Container
+
 SYNC_TIMEOUT = 30
+MESH_TIMEOUT = 30
+
+
+# ---------------------------------------------------------------------- waiting
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str,
@@ -25,6 +37,126 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str,
     while not predicate():
         assert time.monotonic() < deadline, f"{what} not within {timeout:g}s"
         time.sleep(interval)
+
+
+def wait_synced(lab: Lab, since: float = 0.0, timeout: float = SYNC_TIMEOUT,
+                hosts: Iterable[str] | None = None) -> list[dict]:
+    """Every host of `hosts` (default: all the lab's) registered, both its bridges connected
+    (after `since`, a Unix time) and reconciled by the controller. Returns GET /v1/hosts."""
+    names = sorted(hosts) if hosts is not None else [h.name for h in lab.hosts]
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = lab.api("GET", "/v1/hosts")
+        seen = {h["id"]: h for h in body} if status == 200 else {}
+        if all(name in seen and _bridges_synced(seen[name], since) for name in names):
+            return body
+        assert time.monotonic() < deadline, f"hosts {names} not synced: {status} {body}"
+        time.sleep(0.2)
+
+
+def _bridges_synced(host: dict, since: float) -> bool:
+    bridges = host["openflow"]["bridges"]
+    return set(bridges) == set(contract.BRIDGES) and all(
+        b["connected"] and b["synced"] and b["since"] > since for b in bridges.values())
+
+
+def wait_meshed(lab: Lab, since: float = 0.0) -> list[dict]:
+    """wait_synced, then every host of the lab has its agent polling and reports a tunnel
+    to every other one. Returns GET /v1/hosts."""
+    n = len(lab.hosts)
+
+    def meshed() -> bool:
+        status, hosts = lab.api("GET", "/v1/hosts")
+        return status == 200 and len(hosts) == n and all(
+            len(h["tunnels"]) == n - 1 and h["agent"]["polling"] for h in hosts)
+
+    wait_synced(lab, since)
+    wait_for(meshed, MESH_TIMEOUT, "every host polling with a tunnel to every other one")
+    return lab.api("GET", "/v1/hosts")[1]
+
+
+# ---------------------------------------------------------------------- containers
+
+
+def connect(lab: Lab, container: str, ip: str, pod: int, host: str | None = None,
+            timeout: float = 90, **fields: Any) -> tuple[int, Any]:
+    """POST /v1/ports for the lab container `container` (its short name) on its own host
+    (or `host`): (status, body). `fields` go into the request too (mac=...)."""
+    c = lab.container(container)
+    body = {"host": host or c.host.name, "container": c.name, "ip": ip, "pod": pod, **fields}
+    return lab.api("POST", "/v1/ports", body, timeout=timeout)
+
+
+def cli_connect(lab: Lab, container: str, ip: str, pod: int | str,
+                *options: str) -> subprocess.CompletedProcess[str]:
+    """`loris connect <name> <ip> <pod> [options]` on the container's host, which must
+    succeed."""
+    c = lab.container(container)
+    r = lab.loris(c.host, "connect", c.name, ip, str(pod), *options)
+    assert r.returncode == 0, f"loris connect {container}: {r.stderr}"
+    return r
+
+
+def cli_connect_json(lab: Lab, container: str, ip: str, pod: int | str,
+                     *options: str) -> dict:
+    """cli_connect with --json: the port as the controller returned it."""
+    return json.loads(cli_connect(lab, container, ip, pod, *options, "--json").stdout)
+
+
+def interface(lab: Lab, container: Container | str, ifname: str = "eth1") -> dict | None:
+    """`ip -j addr show dev <ifname>` in the container's current namespace (after a
+    restart: the new one), None when it has no such interface."""
+    c = lab.container(container) if isinstance(container, str) else container
+    r = lab.run(c, ["ip", "-j", "addr", "show", "dev", ifname], check=False)
+    return json.loads(r.stdout)[0] if r.returncode == 0 else None
+
+
+def inet(iface: dict | None) -> list[str]:
+    """The IPv4 addresses of an interface() result."""
+    return [a["local"] for a in (iface or {}).get("addr_info", []) if a["family"] == "inet"]
+
+
+# ---------------------------------------------------------------------- ping
+
+PingTools = Literal["host", "own", "busybox"]
+
+
+def ping(lab: Lab, src: Container | str, dst_ip: str, count: int = 1, wait: float = 1,
+         interval: float | None = None, source: str | None = None, tools: PingTools = "host",
+         timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """`ping -c count [-i interval] -W wait [-I source] dst_ip` from the container `src`
+    (or its short name), not checked. tools: "host", the host's iputils ping in the
+    container's namespace; "own", the container's own `ping` (busybox in a Docker
+    container of the lab's image, the host's in a netns one); "busybox", `busybox ping` in
+    the container, of either kind."""
+    c = lab.container(src) if isinstance(src, str) else src
+    argv = ["ping", "-c", str(count)]
+    if interval is not None:
+        argv += ["-i", f"{interval:g}"]
+    argv += ["-W", f"{wait:g}"]
+    if source:
+        argv += ["-I", source]
+    argv.append(dst_ip)
+    if tools == "host":
+        return lab.run(c, argv, check=False, timeout=timeout)
+    return c.exec(["busybox", *argv] if tools == "busybox" else argv, check=False,
+                  timeout=timeout)
+
+
+def pings(lab: Lab, src: Container | str, dst_ip: str, **options: Any) -> bool:
+    """At least one reply (ping's exit status 0); `options` as for ping()."""
+    return ping(lab, src, dst_ip, **options).returncode == 0
+
+
+def ping_in_background(lab: Lab, src: Container | str, dst_ip: str, interval: float = 0.1,
+                       count: int | None = None, timestamps: bool = False) -> subprocess.Popen:
+    """The host's iputils ping in the container's namespace, running on: `count` requests,
+    or until SIGINT. Output (stdout and stderr) in one text pipe; `timestamps`: -D."""
+    c = lab.container(src) if isinstance(src, str) else src
+    argv = ["ping", *(["-D"] if timestamps else []), "-i", f"{interval:g}", "-W", "1",
+            *(["-c", str(count)] if count is not None else []), dst_ip]
+    return subprocess.Popen(lab.enter(c) + argv, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
 
 
 def ping_counts(output: str) -> tuple[int, int]:
@@ -39,6 +171,9 @@ def loss(output: str) -> int:
     m = re.search(r"(\d+)% packet loss", output)
     assert m, output
     return int(m.group(1))
+
+
+# ---------------------------------------------------------------------- traffic
 
 
 def transfer(sender, receiver, receiver_ip: str, size: int, port: int = 5001) -> float:
@@ -64,19 +199,7 @@ def transfer(sender, receiver, receiver_ip: str, size: int, port: int = 5001) ->
     return elapsed
 
 
-def wait_all_synced(lab: Lab, since: float = 0.0, timeout: float = SYNC_TIMEOUT) -> list[dict]:
-    """Every host of the lab registered, both its bridges connected (after `since`, a Unix
-    time) and reconciled by the controller. Returns GET /v1/hosts."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status, hosts = lab.api("GET", "/v1/hosts")
-        bridges = [b for h in hosts for b in h["openflow"]["bridges"].values()] \
-            if status == 200 else []
-        if len(bridges) == 2 * len(lab.hosts) and all(
-                b["connected"] and b["synced"] and b["since"] > since for b in bridges):
-            return hosts
-        assert time.monotonic() < deadline, f"hosts not synced: {status} {hosts}"
-        time.sleep(0.2)
+# ---------------------------------------------------------------------- views
 
 
 def host_view(lab: Lab, host: str) -> dict:
@@ -98,6 +221,12 @@ def loris_flows(lab: Lab, host: str, bridge: str) -> list[str]:
     dumps compare equal when the flows did not change."""
     return sorted(f for f in lab.ovs(host).dump_flows(bridge, stats=False)
                   if f.startswith("cookie=0x4c"))  # fmt: skip
+
+
+def all_loris_flows(lab: Lab) -> dict[tuple[str, str], list[str]]:
+    """loris_flows of every bridge of every host, keyed by (host, bridge)."""
+    return {(h.name, b): loris_flows(lab, h.name, b)
+            for h in lab.hosts for b in contract.BRIDGES}  # fmt: skip
 
 
 def cookie_of(flow: str) -> tuple[Kind, int, int] | None:

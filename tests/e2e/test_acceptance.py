@@ -15,24 +15,38 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
-import sys
 import time
-from dataclasses import dataclass
 
 import pytest
+from acceptance_helpers import (
+    Member,
+    Net,
+    finish_ping,
+    flows_of_port,
+    flush_neighbours,
+    in_parallel,
+    inbound_filter,
+    neigh,
+    ping_many,
+    responder_hits,
+    send_arp_reply,
+    start_ping,
+)
 from helpers import (
+    all_loris_flows,
+    cli_connect,
+    cli_connect_json,
     cookie_of,
     host_view,
+    inet,
     loris_flows,
-    ping_counts,
     ports_by_container,
     transfer,
-    wait_all_synced,
     wait_for,
+    wait_synced,
 )
 
 from flows import Kind
-from lab import Lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -48,43 +62,12 @@ FAKE_MAC = "02:00:00:00:66:66"
 FREE_IP = PREFIX + "99"
 
 
-@dataclass
-class Member:
-    short: str
-    host: str
-    pod: int
-    ip: str          # bare address
-    mac: str = ""
-    port_id: int = 0
-    name: str = ""   # the Docker container's name
-
-
-class Net:
-    """The lab plus who is where."""
-
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab
-        self.members: dict[str, Member] = {}
-        self.pristine_h3: dict = {}
-
-    def __getitem__(self, short: str) -> Member:
-        return self.members[short]
-
-    def container(self, m: Member | str):
-        return self.lab.container(m if isinstance(m, str) else m.short)
-
-    def alive(self) -> list[Member]:
-        return list(self.members.values())
-
-
 @pytest.fixture(scope="module")
-def net(lab3: Lab) -> Net:
-    lab = lab3
+def net(make_cluster) -> Net:
+    # `loris cluster` below waits for the mesh, as a user would
+    lab = make_cluster(hosts=3, wait=None, record_before=True)
     n = Net(lab)
-    n.pristine_h3 = host_view(lab, "h3")
-    lab.start_controller()
-    for h in lab.hosts:
-        lab.start_agent(h)
+    n.pristine_h3 = lab.before["h3"]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda s: lab.add_container(s[1], s[0]), LAYOUT))
     r = lab.loris("h1", "cluster", *(h.tunnel_ip for h in lab.hosts), "--timeout", "30")
@@ -94,142 +77,16 @@ def net(lab3: Lab) -> Net:
         assert status == 201, body
     for short, host, pod, last in LAYOUT:
         m = Member(short, host, pod, PREFIX + str(last), name=lab.container(short).name)
-        port = connect(lab, m, f"{m.ip}/24", str(pod))
+        port = cli_connect_json(lab, short, f"{m.ip}/24", pod)
         m.mac, m.port_id = port["mac"], port["id"]
         n.members[short] = m
     return n
 
 
-# ------------------------------------------------------------------------------ helpers
-
-
-def connect(lab: Lab, m: Member, address: str, pod: str, *extra: str) -> dict:
-    r = lab.loris(m.host, "connect", m.name, address, pod, *extra, "--json")
-    assert r.returncode == 0, f"loris connect {m.short}: {r.stderr}"
-    return json.loads(r.stdout)
-
-
-def ping_many(net: Net, src: Member, ips: list[str], count: int = 2,
-              wait: int = 2) -> dict[str, int]:
-    """Ping every address from `src` at once (one `docker exec`); replies per address."""
-    if not ips:
-        return {}
-    script = " ".join(
-        f'(r=$(busybox ping -q -c {count} -i 0.2 -W {wait} {ip} 2>&1 | '
-        f"busybox grep -o '[0-9]* packets received'); echo \"{ip} ${{r%% *}}\") &"
-        for ip in ips) + " wait"
-    out = net.container(src).exec(["sh", "-c", script], timeout=30 + 2 * count).stdout
-    got = {}
-    for line in out.splitlines():
-        ip, _, n = line.partition(" ")
-        got[ip] = int(n or 0)
-    assert set(got) == set(ips), out
-    return got
-
-
-def in_parallel(fn, items):
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        return list(pool.map(fn, items))
-
-
-def neigh(net: Net, m: Member, ip: str) -> str:
-    """`m`'s neighbour entry for `ip` ('' if none)."""
-    return net.lab.run(net.container(m), ["ip", "neigh", "show", ip, "dev", "eth1"]).stdout.strip()
-
-
-def flush_neighbours(net: Net, members: list[Member]) -> None:
-    for m in members:
-        net.lab.run(net.container(m), ["ip", "neigh", "flush", "dev", "eth1", "nud", "all"])
-
-
-def eth1(net: Net, m: Member) -> dict | None:
-    r = net.lab.run(net.container(m), ["ip", "-j", "addr", "show", "dev", "eth1"], check=False)
-    return json.loads(r.stdout)[0] if r.returncode == 0 else None
-
-
-def inet(e: dict | None) -> list[str]:
-    return [a["local"] for a in (e or {}).get("addr_info", []) if a["family"] == "inet"]
-
-
-def all_loris_flows(lab: Lab) -> dict[tuple[str, str], list[str]]:
-    return {(h.name, b): loris_flows(lab, h.name, b)
-            for h in lab.hosts for b in ("br-int", "br-tun")}  # fmt: skip
-
-
-def flows_of_port(lab: Lab, hosts: list[str], port_id: int, mac: str) -> list[str]:
-    """Flows whose cookie names the port (kinds PORT and MEMBER) or that mention its MAC,
-    as '<host> <bridge>: <flow>'."""
-    found = []
-    for host in hosts:
-        for bridge in ("br-int", "br-tun"):
-            for f in lab.ovs(host).dump_flows(bridge, stats=False):
-                cookie = cookie_of(f)
-                if (cookie and cookie[0] in (Kind.PORT, Kind.MEMBER) and cookie[1] == port_id) \
-                        or mac in f:
-                    found.append(f"{host} {bridge}: {f}")
-    return found
-
-
-def n_packets(lab: Lab, host: str, bridge: str, predicate) -> int:
-    total = 0
-    for f in lab.ovs(host).dump_flows(bridge):
-        if predicate(f):
-            total += int(re.search(r"n_packets=(\d+)", f).group(1))
-    return total
-
-
-def responder_hits(net: Net, asker: Member, target: Member) -> int:
-    """Packets matched by the ARP-responder flow for `target` on `asker`'s host."""
-    def is_answer(f: str) -> bool:
-        cookie = cookie_of(f)
-        return cookie is not None and cookie[:2] == (Kind.MEMBER, target.port_id) and \
-            f"arp_tpa={target.ip}," in f and "table=10," in f
-    return n_packets(net.lab, asker.host, "br-int", is_answer)
-
-
-def inbound_filter(own_macs: list[str]) -> str:
-    """tcpdump filter: frames on a container's eth1 that were not sent by any of these MACs."""
-    return "not (" + " or ".join(f"ether src {mac}" for mac in own_macs) + ")"
-
-
-def start_ping(net: Net, name: str, src: Member, dst: Member, count: int):
-    """`ping -i 0.2 -c count` (iputils) from src to dst, as a lab process. It is left to
-    finish rather than interrupted: an interrupted ping counts the request still in flight
-    as lost."""
-    return net.lab.start_process(name, ["ping", "-i", "0.2", "-W", "2", "-c", str(count),
-                                        dst.ip], netns=net.container(src))  # fmt: skip
-
-
-def finish_ping(proc, count: int) -> None:
-    """The ping outlived what the test did to it (else make `count` larger), then every
-    request got its reply."""
-    assert proc.alive, f"the ping ended before the test was done: {proc.log_tail(3)}"
-    proc.wait(count * 0.2 + 10)
-    sent, received = ping_counts(proc.log_text())
-    assert (sent, received) == (count, count), proc.log_tail(5)
-
-
-def send_arp_reply(net: Net, attacker: Member, eth_dst: str, claimed_ip: str, target: Member,
-                   count: int = 3) -> None:
-    """A crafted unicast ARP reply from `attacker`'s eth1: '`claimed_ip` is at <attacker's
-    MAC>', addressed to `target` (raw socket, from inside the attacker's namespace)."""
-    code = (
-        "import socket, sys\n"
-        "mac = lambda s: bytes.fromhex(s.replace(':', ''))\n"
-        "src, dst, spa, tpa, n = sys.argv[1:]\n"
-        "f = mac(dst) + mac(src) + b'\\x08\\x06' + bytes.fromhex('0001080006040002')\n"
-        "f += mac(src) + socket.inet_aton(spa) + mac(dst) + socket.inet_aton(tpa)\n"
-        "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n"
-        "s.bind(('eth1', 0))\n"
-        "for _ in range(int(n)): s.send(f.ljust(60, b'\\0'))\n")
-    net.lab.run(net.container(attacker), [sys.executable, "-c", code, attacker.mac, eth_dst,
-                                          claimed_ip, target.ip, str(count)])
-
-
 # -------------------------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("lab3", ["vxlan", "gre"], indirect=True)
+@pytest.mark.parametrize("make_cluster", ["vxlan", "gre"], indirect=True)
 class TestAcceptance:
     def test_every_pair_in_a_pod_pings_both_ways(self, net: Net) -> None:
         by_pod: dict[int, list[Member]] = {}
@@ -246,7 +103,7 @@ class TestAcceptance:
 
     def test_10mb_tcp_across_hosts_arrives_intact(self, net: Net) -> None:
         mtu = net.lab.inner_mtu
-        assert eth1(net, net["a1"])["mtu"] == mtu and eth1(net, net["a3"])["mtu"] == mtu
+        assert net.eth1(net["a1"])["mtu"] == mtu and net.eth1(net["a3"])["mtu"] == mtu
         # A wrong MTU or checksum offload stalls or corrupts full-size segments.
         transfer(net.container("a1"), net.container("a3"), net["a3"].ip, 10 * 1024 * 1024)
 
@@ -316,14 +173,13 @@ class TestAcceptance:
         lab = net.lab
         c = lab.add_container("h3", "d1")
         d1 = Member("d1", "h3", 7, "", name=c.name)
-        r = lab.loris("h3", "connect", d1.name, "dhcp", "7")
-        assert r.returncode == 0, r.stderr
+        r = cli_connect(lab, "d1", "dhcp", 7)
         port = ports_by_container(lab)[d1.name]
         d1.ip, d1.mac, d1.port_id = port["lease"].split("/")[0], port["mac"], port["id"]
         assert f"ip {port['lease']}" in r.stdout and port["dhcp"] and port["state"] == "active"
         assert port["lease"].endswith("/24") and d1.ip.startswith(PREFIX)
         assert d1.ip not in [m.ip for m in net.alive() if m.pod == 7] + [DHCP_SERVER[7][0]]
-        assert inet(eth1(net, d1)) == [d1.ip]
+        assert inet(net.eth1(d1)) == [d1.ip]
         net.members["d1"] = d1
         # Ask again by hand: the controller answers, as the pod's DHCP server.
         server_ip, server_mac = DHCP_SERVER[7]
@@ -419,9 +275,9 @@ class TestAcceptance:
         assert ports_by_container(lab) == ports_before
         assert all_loris_flows(lab) == flows_before
         assert lab.ovs("h1").vsctl("list-ifaces", "br-int") == ifaces_before
-        assert eth1(net, x1) is None
+        assert net.eth1(x1) is None
         # The same MAC in another pod is fine, even on the same host as its first owner.
-        port = connect(lab, x1, x1.ip + "/24", "8", "--mac", a1.mac)
+        port = cli_connect_json(lab, "x1", x1.ip + "/24", 8, "--mac", a1.mac)
         x1.mac, x1.port_id = port["mac"], port["id"]
         assert x1.mac == a1.mac
         net.members["x1"] = x1
@@ -442,7 +298,7 @@ class TestAcceptance:
         for m in restarted:
             # The old namespace may outlive the restart for a while (the kernel destroys it
             # asynchronously): look at eth1 in the new one.
-            wait_for(lambda m=m: (e := eth1(net, m)) is not None and e["address"] == m.mac
+            wait_for(lambda m=m: (e := net.eth1(m)) is not None and e["address"] == m.mac
                      and inet(e) == [m.ip], 20, f"eth1 of {m.short} re-made")  # fmt: skip
         peers = {"b2": [net["b1"], net["x1"]], "d1": [net["a1"], net["a3"]]}
         for m in restarted:
@@ -494,7 +350,7 @@ class TestAcceptance:
         time.sleep(2)  # traffic flows on without it (fail_mode=secure)
         restarted = time.time()
         lab.start_controller()
-        wait_all_synced(lab, since=restarted)
+        wait_synced(lab, since=restarted)
         finish_ping(pinger, count)
         assert ports_by_container(lab) == ports_before
         assert all_loris_flows(lab) == flows_before
@@ -527,7 +383,7 @@ class TestAcceptance:
         ovs = lab.ovs("h3")
         assert "loris" not in ovs.vsctl("--columns=name,external_ids", "list", "Interface")
         for m in [m for m in net.alive() if m.host == "h3"]:
-            assert eth1(net, m) is None, m.short
+            assert net.eth1(m) is None, m.short
         status = json.loads(lab.loris("h1", "status", "--json").stdout)
         assert sorted(h["id"] for h in status) == ["h1", "h2"]
         assert not [p for p in ports_by_container(lab).values() if p["host"] == "h3"]

@@ -5,36 +5,40 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
+from functools import partial
 
+import helpers
 import pytest
-from helpers import loss, ports_by_container, wait_for
+from helpers import (
+    cli_connect,
+    cli_connect_json,
+    inet,
+    interface,
+    loss,
+    ping_in_background,
+    ports_by_container,
+    wait_for,
+)
 
-from lab import Lab
 from lab.core import venv_bin
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
 
 @pytest.fixture(scope="module")
-def lab():
-    with Lab(hosts=2, tunnel="vxlan") as lab:
-        lab.start_controller()
-        lab.start_agent("h1")
-        lab.start_agent("h2")
-        for short, host in (("a1", "h1"), ("a2", "h2"), ("a3", "h2")):
-            lab.add_container(host, short)
-        assert lab.loris("h1", "cluster", "198.18.0.11", "198.18.0.12").returncode == 0
-        for short, host, ip in (("a1", "h1", "198.18.135.1/24"), ("a2", "h2", "198.18.135.2/24")):
-            r = lab.loris(host, "connect", lab.container(short).name, ip, "7")
-            assert r.returncode == 0, r.stderr
-        yield lab
+def lab(make_cluster):
+    lab = make_cluster(hosts=2, wait=None)      # `loris cluster` below waits for the mesh
+    for short, host in (("a1", "h1"), ("a2", "h2"), ("a3", "h2")):
+        lab.add_container(host, short)
+    assert lab.loris("h1", "cluster", "198.18.0.11", "198.18.0.12").returncode == 0
+    for short, ip in (("a1", "198.18.135.1/24"), ("a2", "198.18.135.2/24")):
+        cli_connect(lab, short, ip, 7)
+    return lab
 
 
-def ping(lab, src: str, ip: str, wait: int = 1) -> bool:
-    r = lab.container(src).exec(["ping", "-c", "1", "-W", str(wait), ip], check=False)
-    return r.returncode == 0
+# one request, one second for its reply, with the container's own ping
+ping = partial(helpers.pings, tools="own")
 
 
 def wiring(lab, short: str) -> tuple:
@@ -47,20 +51,7 @@ def wiring(lab, short: str) -> tuple:
     return inside, host[0]["ifindex"], row
 
 
-def continuous_ping(lab, src: str, ip: str, count: int) -> subprocess.Popen:
-    # The host's iputils ping inside the container's namespace: 0.1 s interval.
-    return subprocess.Popen(lab.enter(lab.container(src)) + ["ping", "-i", "0.1", "-W", "1",
-                                                             "-c", str(count), ip],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 # ---------------------------------------------------------------------------------- tests
-
-
-def eth1_of(lab, short: str) -> dict | None:
-    """eth1 in the container's current namespace (after a restart: the new one)."""
-    r = lab.run(lab.container(short), ["ip", "-j", "addr", "show", "eth1"], check=False)
-    return json.loads(r.stdout)[0] if r.returncode == 0 else None
 
 
 def wait_rewired(lab, short: str, port: dict) -> None:
@@ -71,9 +62,8 @@ def wait_rewired(lab, short: str, port: dict) -> None:
     ip = port["ip"].split("/")[0]
 
     def back() -> bool:
-        e = eth1_of(lab, short)
-        return e is not None and e["address"] == port["mac"] and \
-            ip in [a["local"] for a in e["addr_info"] if a["family"] == "inet"]
+        e = interface(lab, short)
+        return e is not None and e["address"] == port["mac"] and ip in inet(e)
 
     wait_for(back, 15, f"eth1 of {short} re-made")
     wait_for(lambda: ping(lab, "a1", ip), 10, f"{short} reachable again")
@@ -103,9 +93,7 @@ def test_stopped_container_shows_an_error_and_comes_back_when_started(lab):
 
 def test_removed_container_leaves_no_flow_behind(lab):
     a3 = lab.container("a3")
-    r = lab.loris("h2", "connect", a3.name, "198.18.135.3/24", "7", "--json")
-    assert r.returncode == 0, r.stderr
-    port = json.loads(r.stdout)
+    port = cli_connect_json(lab, "a3", "198.18.135.3/24", 7)
     mac = port["mac"]
 
     def flows_mentioning() -> list[str]:
@@ -136,7 +124,7 @@ def test_one_agent_per_open_vswitch(lab):
 
 def test_agent_restart_loses_no_packet_and_rewires_nothing(lab):
     before = wiring(lab, "a1")
-    pinger = continuous_ping(lab, "a1", "198.18.135.2", count=50)
+    pinger = ping_in_background(lab, "a1", "198.18.135.2", interval=0.1, count=50)
     time.sleep(0.5)
     assert lab.processes["agent-h1"].stop() == 0  # SIGTERM: a clean, prompt exit
     lab.start_agent("h1")
@@ -153,7 +141,7 @@ def test_restart_missed_while_the_agent_was_down_is_repaired_at_start(lab):
     port = ports_by_container(lab)[lab.container("a2").name]
     lab.container("a2").restart()
     time.sleep(1)
-    assert eth1_of(lab, "a2") is None  # nobody re-made it
+    assert interface(lab, "a2") is None  # nobody re-made it
     lab.start_agent("h2")
     wait_rewired(lab, "a2", port)
 
@@ -174,15 +162,13 @@ def test_controller_away_traffic_and_repairs_go_on(lab):
                                     lab.loris("h1", "status").stdout)) == 2, 40,
              "both agents and all bridges back with the restarted controller")  # fmt: skip
     lab.add_container("h1", "a4")
-    r = lab.loris("h1", "connect", lab.container("a4").name, "198.18.135.4/24", "7")
-    assert r.returncode == 0, r.stderr
+    cli_connect(lab, "a4", "198.18.135.4/24", 7)
     assert ping(lab, "a4", "198.18.135.2")
 
 
 def test_netns_container(lab):
     n1 = lab.add_container("h1", "n1", kind="netns")
-    r = lab.loris("h1", "connect", n1.name, "198.18.135.5/24", "7")
-    assert r.returncode == 0, r.stderr
+    cli_connect(lab, "n1", "198.18.135.5/24", 7)
     assert ping(lab, "a2", "198.18.135.5")
     r = lab.loris("h1", "disconnect", n1.name)
     assert r.returncode == 0, r.stderr

@@ -8,9 +8,11 @@ One lab for the module; the tests run in order and build on each other's state.
 from __future__ import annotations
 
 import json
+from functools import partial
 
+import helpers
 import pytest
-from helpers import host_view
+from helpers import host_view, inet, interface
 
 from flows import contract
 from lab import Lab
@@ -87,16 +89,8 @@ def two_ports(lab: Lab) -> list[dict]:
             port(6, lab.container("n1").name, MAC_N1, "198.18.135.6/24")]  # fmt: skip
 
 
-def eth(lab: Lab, container: str, ifname: str = "eth1") -> dict | None:
-    """`ip -j addr` of an interface inside a container (host tools, container netns)."""
-    c = lab.container(container)
-    r = lab.run(c, ["ip", "-j", "addr", "show", "dev", ifname], check=False)
-    return json.loads(r.stdout)[0] if r.returncode == 0 else None
-
-
-def ping(lab: Lab, src: str, dst_ip: str, count: int = 1) -> bool:
-    r = lab.run(lab.container(src), ["ping", "-c", str(count), "-W", "2", dst_ip], check=False)
-    return r.returncode == 0
+# one request, two seconds for its reply (host's iputils ping)
+ping = partial(helpers.pings, wait=2)
 
 
 # ---------------------------------------------------------------------------------- tests
@@ -151,9 +145,9 @@ def test_ports_wired_into_docker_and_netns_containers(lab):
         assert ids["loris-container"] == lab.container(cname).name
         assert ids["loris-pod"] == str(POD)
         assert ids["attached-mac"] == mac
-        e = eth(lab, cname)
+        e = interface(lab, cname)
         assert e["address"] == mac and e["mtu"] == mtu and "UP" in e["flags"]
-        assert [a["local"] for a in e["addr_info"] if a["family"] == "inet"] == [ip]
+        assert inet(e) == [ip]
         features = lab.run(lab.container(cname), ["ethtool", "-k", "eth1"]).stdout
         assert "tx-checksumming: off" in features
     host_links = host_view(lab, "h1")["links"]
@@ -162,10 +156,10 @@ def test_ports_wired_into_docker_and_netns_containers(lab):
     assert "lp7" not in host_links and "lc7" not in host_links and "lp7" not in rows["Interface"]
 
     # A second pass changes nothing: same rows, same veths (nothing re-wired).
-    ifindex = {n: eth(lab, n)["ifindex"] for n in ("c1", "n1")}
+    ifindex = {n: interface(lab, n)["ifindex"] for n in ("c1", "n1")}
     assert apply(lab, desired(lab, ports)) == actual
     assert ovs_rows(lab, "h1") == rows
-    assert {n: eth(lab, n)["ifindex"] for n in ("c1", "n1")} == ifindex
+    assert {n: interface(lab, n)["ifindex"] for n in ("c1", "n1")} == ifindex
 
 
 def test_wired_ports_carry_traffic(lab):
@@ -184,7 +178,7 @@ def test_second_pod_gets_eth2_and_a_bad_mac_rolls_back(lab):
              port(9, c1, "01:00:5e:00:00:09", "198.18.137.9/24", pod=9)]  # multicast MAC
     actual = apply(lab, desired(lab, ports))
     assert actual["ports"]["8"]["ofport"] > 0
-    e = eth(lab, "c1", "eth2")
+    e = interface(lab, "c1", "eth2")
     assert e["address"] == "02:00:00:08:00:08"
     # Port 9 failed after its veth was made and moved: nothing of it is left anywhere.
     assert actual["ports"]["9"]["error"]["code"] == "wiring_failed"
@@ -196,21 +190,21 @@ def test_second_pod_gets_eth2_and_a_bad_mac_rolls_back(lab):
 
 def test_undesired_ports_are_removed(lab):
     apply(lab, desired(lab, two_ports(lab)))
-    assert eth(lab, "c1", "eth2") is None
+    assert interface(lab, "c1", "eth2") is None
     assert "lp8" not in host_view(lab, "h1")["links"]
     assert "lp8" not in ovs_rows(lab, "h1")["Interface"]
-    assert eth(lab, "c1") is not None
+    assert interface(lab, "c1") is not None
 
 
 def test_restarted_container_is_rewired_with_its_ofport(lab):
     before = apply(lab, desired(lab, two_ports(lab)))
     lab.container("c1").restart()
-    assert eth(lab, "c1") is None  # the veth died with the old namespace
+    assert interface(lab, "c1") is None  # the veth died with the old namespace
     after = apply(lab, desired(lab, two_ports(lab)))
     assert after == before  # same ofports
-    e = eth(lab, "c1")
+    e = interface(lab, "c1")
     assert e["address"] == MAC_C1
-    assert [a["local"] for a in e["addr_info"] if a["family"] == "inet"] == ["198.18.135.5"]
+    assert inet(e) == ["198.18.135.5"]
     lab.ovs("h1").ofctl("add-flow", "br-int", "priority=1,actions=NORMAL")
     try:
         assert ping(lab, "c1", "198.18.135.6", count=2)
@@ -236,7 +230,7 @@ def test_dhcp_port_runs_a_real_client_once_active(lab):
         actual = apply(lab, desired(lab, [*two_ports(lab), dhcp_port]))
         lease = actual["ports"]["10"]["lease"]
         assert lease.startswith("198.18.135.5") and lease.endswith("/24"), actual
-        e = eth(lab, "d1")
+        e = interface(lab, "d1")
         assert [f"{a['local']}/{a['prefixlen']}" for a in e["addr_info"]
                 if a["family"] == "inet"] == [lease]  # fmt: skip
         assert ping(lab, "d1", "198.18.135.6")

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from functools import partial
 
+import helpers
 import pytest
-from helpers import host_view
+from helpers import cli_connect, cli_connect_json, host_view, inet, interface, wait_for
 
 from lab.core import venv_bin
 
@@ -21,12 +23,9 @@ IPS = ["198.18.0.11", "198.18.0.12", "198.18.0.13"]
 
 
 @pytest.fixture(scope="module")
-def lab(lab3):
-    lab = lab3
-    lab.before = {h.name: host_view(lab, h.name) for h in lab.hosts}
-    lab.start_controller()
-    lab.start_agent("h1")
-    lab.start_agent("h2")  # h3's agent starts during the cluster test
+def lab(make_cluster):
+    # h3's agent starts during the cluster test, which also waits for the mesh
+    lab = make_cluster(hosts=3, agents=["h1", "h2"], wait=None, record_before=True)
     for name, host in (("c1", "h1"), ("c2", "h2"), ("c3", "h3"), ("c4", "h1"), ("c5", "h2")):
         lab.add_container(host, name)
     return lab
@@ -47,18 +46,12 @@ def name(lab, short: str) -> str:
     return lab.container(short).name
 
 
-def ping(lab, src: str, ip: str, count: int = 1, wait: int = 2) -> bool:
-    r = lab.container(src).exec(["ping", "-c", str(count), "-W", str(wait), ip], check=False)
-    return r.returncode == 0
+# one request, two seconds for its reply, with the container's own ping
+ping = partial(helpers.pings, wait=2, tools="own")
 
 
 def ports_json(lab) -> list[dict]:
     return json.loads(loris(lab, "h1", "ports", "--json").stdout)
-
-
-def eth1(lab, short: str) -> dict | None:
-    r = lab.run(lab.container(short), ["ip", "-j", "addr", "show", "dev", "eth1"], check=False)
-    return json.loads(r.stdout)[0] if r.returncode == 0 else None
 
 
 # ---------------------------------------------------------------------------------- tests
@@ -89,18 +82,17 @@ def test_cluster_waits_until_every_host_is_meshed(lab):
 
 
 def test_connect_static_addresses(lab):
-    r = loris(lab, "h1", "connect", name(lab, "c1"), "198.18.135.1/24", "7")
+    r = cli_connect(lab, "c1", "198.18.135.1/24", 7)
     assert "ip 198.18.135.1/24" in r.stdout and "pod 7" in r.stdout
     mac2 = "02:00:00:00:07:02"
-    port2 = json.loads(loris(lab, "h2", "connect", name(lab, "c2"), "198.18.135.2/24", "7",
-                             "--mac", mac2, "--json").stdout)  # fmt: skip
+    port2 = cli_connect_json(lab, "c2", "198.18.135.2/24", 7, "--mac", mac2)
     assert port2["mac"] == mac2 and port2["state"] == "active" and port2["host"] == "h2"
-    loris(lab, "h3", "connect", name(lab, "c3"), "198.18.135.3/24", "8")  # another pod
+    cli_connect(lab, "c3", "198.18.135.3/24", 8)  # another pod
     # connect returned: reachable at once, across hosts, and pods are isolated.
     assert ping(lab, "c1", "198.18.135.2")
     assert ping(lab, "c2", "198.18.135.1")
     assert not ping(lab, "c1", "198.18.135.3", wait=1)
-    e = eth1(lab, "c2")
+    e = interface(lab, "c2")
     assert e["address"] == mac2 and e["mtu"] == 1450
 
 
@@ -124,7 +116,7 @@ def test_connect_errors_are_one_line_and_change_nothing(lab):
     assert status == 201
     before_ports = ports_json(lab)
     before_ovs = lab.ovs("h1").vsctl("--columns=name", "list", "Interface")
-    c1_mac = eth1(lab, "c1")["address"]
+    c1_mac = interface(lab, "c1")["address"]
     c4 = name(lab, "c4")
     cases = [
         (["web9", "198.18.135.9/24", "7"], "container web9 not found"),
@@ -143,18 +135,16 @@ def test_connect_errors_are_one_line_and_change_nothing(lab):
         assert message in r.stderr, (args, r.stderr)
     assert ports_json(lab) == before_ports
     assert lab.ovs("h1").vsctl("--columns=name", "list", "Interface") == before_ovs
-    assert eth1(lab, "c4") is None
+    assert interface(lab, "c4") is None
     assert "lp" not in " ".join(n for n in host_view(lab, "h1")["links"] if n != "lp1")
 
 
 def test_connect_dhcp(lab):
-    r = loris(lab, "h1", "connect", name(lab, "c4"), "dhcp", "9")
+    r = cli_connect(lab, "c4", "dhcp", 9)
     assert "ip 198.18.137.2/24" in r.stdout  # .1 is the pod's DHCP server
-    port5 = json.loads(loris(lab, "h2", "connect", name(lab, "c5"), "dhcp", "9",
-                             "--json").stdout)  # fmt: skip
+    port5 = cli_connect_json(lab, "c5", "dhcp", 9)
     assert port5["lease"] == "198.18.137.3/24" and port5["dhcp"] is True
-    addrs = [a["local"] for a in eth1(lab, "c5")["addr_info"] if a["family"] == "inet"]
-    assert addrs == ["198.18.137.3"]
+    assert inet(interface(lab, "c5")) == ["198.18.137.3"]
     assert ping(lab, "c4", "198.18.137.3")
     assert not ping(lab, "c4", "198.18.135.2", wait=1)
 
@@ -184,7 +174,7 @@ def test_status_pods_and_ports_tables(lab):
 def test_disconnect(lab):
     r = loris(lab, "h2", "disconnect", name(lab, "c5"))
     assert "disconnected from pod 9" in r.stdout
-    assert eth1(lab, "c5") is None
+    assert interface(lab, "c5") is None
     assert name(lab, "c5") not in [p["container"] for p in ports_json(lab)]
     assert not ping(lab, "c4", "198.18.137.3", wait=1)
     r = loris(lab, "h2", "disconnect", name(lab, "c5"), ok=False)
@@ -194,7 +184,7 @@ def test_disconnect(lab):
     # By Docker id instead of the name used at connect.
     cid = lab.docker_client.api.inspect_container(name(lab, "c4"))["Id"][:12]
     loris(lab, "h1", "disconnect", cid, "9")
-    assert eth1(lab, "c4") is None
+    assert interface(lab, "c4") is None
 
 
 def test_cleanup_leaves_no_trace_and_the_others_keep_working(lab):
@@ -206,15 +196,13 @@ def test_cleanup_leaves_no_trace_and_the_others_keep_working(lab):
     r = loris(lab, "h3", "cleanup")
     assert "host h3 deregistered" in r.stdout
     assert host_view(lab, "h3") == lab.before["h3"]
-    assert eth1(lab, "c3") is None
+    assert interface(lab, "c3") is None
     hosts = json.loads(loris(lab, "h1", "status", "--json").stdout)
     assert sorted(h["id"] for h in hosts) == ["h1", "h2"]
     assert name(lab, "c3") not in [p["container"] for p in ports_json(lab)]
     # The others drop their tunnel to h3 and keep forwarding.
-    deadline = time.monotonic() + 10
-    while "lt-c612000d" in lab.ovs("h1").vsctl("list-ports", "br-tun"):
-        assert time.monotonic() < deadline, "h1 kept its tunnel to the removed h3"
-        time.sleep(0.2)
+    wait_for(lambda: "lt-c612000d" not in lab.ovs("h1").vsctl("list-ports", "br-tun"), 10,
+             "h1 dropping its tunnel to the removed h3")
     assert ping(lab, "c1", "198.18.135.2")
     r = loris(lab, "h3", "cleanup")
     assert "host h3 was not registered" in r.stdout

@@ -11,9 +11,19 @@ from __future__ import annotations
 import re
 import signal
 import time
+from functools import partial
 
+import helpers
 import pytest
-from helpers import SYNC_TIMEOUT, loris_flows, ping_counts, wait_all_synced
+from helpers import (
+    SYNC_TIMEOUT,
+    all_loris_flows,
+    connect,
+    loris_flows,
+    ping_counts,
+    wait_for,
+    wait_synced,
+)
 
 from lab import Lab
 
@@ -24,29 +34,16 @@ STATIC = {"a": ("h1", "198.18.135.5/24"), "b": ("h2", "198.18.135.6/24"),
 
 
 @pytest.fixture(scope="module")
-def lab():
-    with Lab(hosts=3, tunnel="vxlan", docker=False) as lab:
-        lab.start_controller()
-        for h in lab.hosts:
-            lab.start_agent(h)
-        wait_all_synced(lab)
-        for name in ("a", "b", "c", "d", "e", "f", "g"):
-            host = {"d": "h3", "e": "h2", "f": "h1", "g": "h2"}.get(name) or STATIC[name][0]
-            lab.add_container(host, name, kind="netns")
-        yield lab
+def lab(make_cluster):
+    lab = make_cluster(hosts=3, docker=False)
+    for name in ("a", "b", "c", "d", "e", "f", "g"):
+        host = {"d": "h3", "e": "h2", "f": "h1", "g": "h2"}.get(name) or STATIC[name][0]
+        lab.add_container(host, name, kind="netns")
+    return lab
 
 
-def connect(lab: Lab, name: str, ip: str, pod: int, host: str | None = None,
-            **extra) -> tuple[int, dict]:
-    c = lab.container(name)
-    body = {"host": host or c.host.name, "container": c.name, "ip": ip, "pod": pod, **extra}
-    return lab.api("POST", "/v1/ports", body, timeout=90)
-
-
-def pings(lab: Lab, src: str, dst_ip: str, count: int = 2) -> bool:
-    r = lab.run(lab.container(src), ["ping", "-c", str(count), "-i", "0.2", "-W", "1", dst_ip],
-                check=False)
-    return r.returncode == 0
+# two requests 0.2 s apart, one second for each reply (host's iputils ping)
+pings = partial(helpers.pings, count=2, interval=0.2)
 
 
 def container_ports(lab: Lab, host: str) -> list[str]:
@@ -119,10 +116,8 @@ def test_bad_input_is_refused_and_leaves_nothing_behind(lab):
     assert status == 422, body
     assert lab.api("GET", "/v1/ports")[1] == before
     # the agent removed what it may have made, and no flow changed anywhere
-    deadline = time.monotonic() + 10
-    while container_ports(lab, "h2") != ifaces_before:
-        assert time.monotonic() < deadline, container_ports(lab, "h2")
-        time.sleep(0.2)
+    wait_for(lambda: container_ports(lab, "h2") == ifaces_before, 10,
+             "h2's container ports as before")
     assert {h.name: loris_flows(lab, h.name, "br-int") for h in lab.hosts} == flows_before
 
 
@@ -165,7 +160,7 @@ def test_reconnect_reconciles_stale_and_missing_flows_but_not_foreign_ones(lab):
                                     "dl_dst=02:de:ad:00:00:02 actions=drop")
     since = time.time()
     ovs.appctl("bridge/reconnect", "br-int")
-    wait_all_synced(lab, since=0)
+    wait_synced(lab, since=0)
     deadline = time.monotonic() + SYNC_TIMEOUT
     while True:
         flows = lab.ovs("h1").dump_flows("br-int", stats=False)
@@ -182,8 +177,7 @@ def test_reconnect_reconciles_stale_and_missing_flows_but_not_foreign_ones(lab):
 
 def test_controller_restart_loses_neither_state_nor_a_ping(lab):
     ports_before = lab.api("GET", "/v1/ports")[1]
-    flows_before = {(h.name, b): loris_flows(lab, h.name, b)
-                    for h in lab.hosts for b in ("br-int", "br-tun")}
+    flows_before = all_loris_flows(lab)
     ping = lab.start_process("ping-a-b", ["ping", "-i", "0.2", "198.18.135.6"],
                              netns=lab.container("a"))
     time.sleep(1.5)
@@ -191,7 +185,7 @@ def test_controller_restart_loses_neither_state_nor_a_ping(lab):
     time.sleep(3)                                   # traffic keeps flowing without it
     restarted = time.time()
     lab.start_controller()
-    wait_all_synced(lab, since=restarted)
+    wait_synced(lab, since=restarted)
     time.sleep(1.5)
     ping.signal(signal.SIGINT)
     ping.wait(5)
@@ -202,8 +196,7 @@ def test_controller_restart_loses_neither_state_nor_a_ping(lab):
     assert sent >= 25 and set(range(1, sent)) <= answered, ping.log_tail(5)
     # same state, and the resync found every flow in place: nothing added, nothing deleted
     assert lab.api("GET", "/v1/ports")[1] == ports_before
-    assert {(h.name, b): loris_flows(lab, h.name, b)
-            for h in lab.hosts for b in ("br-int", "br-tun")} == flows_before
+    assert all_loris_flows(lab) == flows_before
     log = lab.processes["controller"].log_text().split("Loris controller up")[-1]
     reconciles = re.findall(r"reconciled (br-\w+) of (h\d).*: (\d+) added, (\d+) stale", log)
     assert {(b, h) for b, h, _, _ in reconciles} >= {(b, h.name) for h in lab.hosts
@@ -223,10 +216,8 @@ def test_agent_restart_resynchronises(lab):
     assert not pings(lab, "g", "198.18.135.5", count=1)
     assert veth in container_ports(lab, "h2")        # nobody there to remove it yet
     lab.start_agent("h2")
-    deadline = time.monotonic() + SYNC_TIMEOUT
-    while veth in container_ports(lab, "h2"):
-        assert time.monotonic() < deadline, container_ports(lab, "h2")
-        time.sleep(0.2)
+    wait_for(lambda: veth not in container_ports(lab, "h2"), SYNC_TIMEOUT,
+             f"{veth} removed by the restarted agent")
     assert pings(lab, "a", "198.18.135.6")
 
 

@@ -3,23 +3,33 @@
 
 One 3-host lab for the module (plain network-namespace containers), its tests in order; each
 leaves the lab converged for the next. Every test ends by checking that no part holds
-anything the store does not know about (`assert_converged`): no veth, no OVS port, no flow
-of a port that does not exist, and a consistent database.
+anything the store does not know about (`assert_converged`, tests/convergence.py): no veth,
+no OVS port, no flow of a port that does not exist, and a consistent database.
 """
 
 from __future__ import annotations
 
 import re
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
+from functools import partial
 
+import helpers
 import pytest
-from helpers import cookie_of, loris_flows, loss, wait_all_synced, wait_for
+from convergence import assert_converged, lp_ovs_ports, lp_veths
+from helpers import (
+    cli_connect,
+    connect,
+    interface,
+    loris_flows,
+    loss,
+    ping_in_background,
+    wait_for,
+    wait_meshed,
+)
 
-from flows import Kind
 from lab import Lab, LabError
 
 pytestmark = [pytest.mark.integration]
@@ -27,135 +37,12 @@ pytestmark = [pytest.mark.integration]
 POD = 20                       # the base pod: a (h1), b (h2), c (h3)
 BASE = {"a": ("h1", "198.18.148.11/24"), "b": ("h2", "198.18.148.12/24"),
         "c": ("h3", "198.18.148.13/24")}
-CONVERGE_S = 30                # how long the agents and switches get to converge
 
 
-# ---------------------------------------------------------------------- shared checks
-# (also used by test_soak.py)
+# ---------------------------------------------------------------------- helpers, the lab
 
-def wait_meshed(lab: Lab, since: float = 0.0) -> list[dict]:
-    """wait_all_synced, and every host reports a tunnel to every other one."""
-    n = len(lab.hosts)
-
-    def meshed() -> bool:
-        status, hosts = lab.api("GET", "/v1/hosts")
-        return status == 200 and len(hosts) == n and all(
-            len(h["tunnels"]) == n - 1 and h["agent"]["polling"] for h in hosts)
-
-    wait_all_synced(lab, since)
-    wait_for(meshed, 30, "every host polling with a tunnel to every other one")
-    return lab.api("GET", "/v1/hosts")[1]
-
-
-def lp_veths(lab: Lab, host: str) -> set[str]:
-    out = lab.run(host, ["ip", "-o", "link", "show", "type", "veth"]).stdout
-    return {m for m in re.findall(r"^\d+: ([^:@]+)", out, re.M) if m.startswith("lp")}
-
-
-def lp_ovs_ports(lab: Lab, host: str) -> dict[str, int | None]:
-    """Container ports (lp<id>) in the host's OVS: name -> ofport, in one read."""
-    out = lab.ovs(host).vsctl("--format=csv", "--no-headings", "--columns=name,ofport",
-                              "list", "Interface")
-    rows = [line.split(",") for line in out.split()]
-    return {name: int(ofport) if ofport.lstrip("-").isdigit() else None
-            for name, ofport in rows if name.startswith("lp")}
-
-
-def db_problems(lab: Lab) -> list[str]:
-    """Read the controller's SQLite file (read-only, beside the running controller):
-    integrity, foreign keys, local VLANs exactly for the (host, pod) pairs with ports."""
-    conn = sqlite3.connect(f"file:{lab.dir / 'loris.db'}?mode=ro", uri=True, timeout=10)
-    try:
-        problems = []
-        integrity = conn.execute("PRAGMA integrity_check").fetchall()
-        if integrity != [("ok",)]:
-            problems.append(f"integrity_check: {integrity}")
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            problems.append("the store is not in WAL mode")
-        dangling = conn.execute("PRAGMA foreign_key_check").fetchall()
-        if dangling:
-            problems.append(f"dangling rows: {dangling}")
-        orphans = conn.execute("SELECT id FROM ports WHERE pod_id NOT IN (SELECT id FROM pods)"
-                               " OR host_id NOT IN (SELECT id FROM hosts)").fetchall()
-        if orphans:
-            problems.append(f"ports without their pod or host: {orphans}")
-        vlans = set(conn.execute("SELECT host_id, pod_id FROM local_vlans").fetchall())
-        used = set(conn.execute("SELECT DISTINCT host_id, pod_id FROM ports").fetchall())
-        if vlans != used:
-            problems.append(f"local VLANs {sorted(vlans)} != (host, pod) with ports "
-                            f"{sorted(used)}")
-        return problems
-    finally:
-        conn.close()
-
-
-def residue(lab: Lab) -> list[str]:
-    """Everything on the hosts that the controller's store does not account for, and every
-    port of the store that is not fully wired. Empty when converged."""
-    status, ports = lab.api("GET", "/v1/ports")
-    assert status == 200, ports
-    problems = db_problems(lab)
-    ids = {p["id"] for p in ports}
-    macs = {p["mac"] for p in ports}
-    by_host = {h.name: {p["id"]: p for p in ports if p["host"] == h.name} for h in lab.hosts}
-    pods_on = {h: {p["pod"] for p in mine.values()} for h, mine in by_host.items()}
-    for h in lab.hosts:
-        mine = by_host[h.name]
-        want = {f"lp{i}" for i in mine}
-        veths, ovs_ports = lp_veths(lab, h.name), lp_ovs_ports(lab, h.name)
-        if veths != want:
-            problems.append(f"{h.name}: veths {sorted(veths)}, store wants {sorted(want)}")
-        if set(ovs_ports) != want:
-            problems.append(f"{h.name}: OVS ports {sorted(ovs_ports)}, store wants "
-                            f"{sorted(want)}")
-        port_flows: set[int] = set()
-        for bridge in ("br-int", "br-tun"):
-            for f in loris_flows(lab, h.name, bridge):
-                kind, obj, _ = cookie_of(f) or (None, None, None)
-                if kind in (Kind.PORT, Kind.MEMBER) and obj not in ids:
-                    problems.append(f"{h.name} {bridge}: flow of port {obj}, which does not "
-                                    f"exist: {f}")
-                if kind == Kind.POD and obj not in pods_on[h.name]:
-                    problems.append(f"{h.name} {bridge}: flow of pod {obj}, which has no port "
-                                    f"on {h.name}: {f}")
-                stray = {m for m in re.findall(r"02(?::[0-9a-f]{2}){5}", f) if m not in macs}
-                if stray:
-                    problems.append(f"{h.name} {bridge}: flow with unknown MAC {stray}: {f}")
-                if kind == Kind.PORT:
-                    port_flows.add(obj)
-        for i, p in mine.items():
-            if p["state"] != "active" or p["error"]:
-                problems.append(f"port {i} is {p['state']} {p['error'] or ''}")
-            elif ovs_ports.get(f"lp{i}") != p["ofport"]:
-                problems.append(f"port {i}: ofport {p['ofport']} in the store, "
-                                f"{ovs_ports.get(f'lp{i}')} on {h.name}")
-            elif i not in port_flows:
-                problems.append(f"port {i} has no flows on {h.name}")
-    return problems
-
-
-def assert_converged(lab: Lab, timeout: float = CONVERGE_S) -> None:
-    """Within `timeout`, the hosts hold exactly what the store says, fully wired."""
-    deadline = time.monotonic() + timeout
-    while True:
-        problems = residue(lab)
-        if not problems:
-            return
-        assert time.monotonic() < deadline, \
-            f"not converged within {timeout:g}s:\n" + "\n".join(problems[:30])
-        time.sleep(0.5)
-
-
-def pings(lab: Lab, src, dst_ip: str, count: int = 1) -> bool:
-    return lab.run(src, ["ping", "-c", str(count), "-i", "0.2", "-W", "1", dst_ip],
-                   check=False).returncode == 0
-
-
-def continuous_ping(lab: Lab, src, dst_ip: str, interval: float = 0.1) -> subprocess.Popen:
-    """The host's iputils ping in the container's namespace until SIGINT; -D timestamps."""
-    return subprocess.Popen(lab.enter(src) + ["ping", "-D", "-i", str(interval), "-W", "1",
-                                              dst_ip],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+# one request, one second for its reply (host's iputils ping)
+pings = partial(helpers.pings, interval=0.2)
 
 
 def stop_ping(ping: subprocess.Popen) -> str:
@@ -164,22 +51,19 @@ def stop_ping(ping: subprocess.Popen) -> str:
     return out
 
 
+def continuous_ping(lab: Lab, src, dst_ip: str, interval: float = 0.1) -> subprocess.Popen:
+    """Until stop_ping; -D timestamps for longest_gap."""
+    return ping_in_background(lab, src, dst_ip, interval, timestamps=True)
+
+
 def longest_gap(output: str) -> float:
     """The longest time without a reply, from ping -D's timestamps."""
     stamps = [float(t) for t in re.findall(r"^\[(\d+\.\d+)\].*bytes from", output, re.M)]
     return max((b - a for a, b in zip(stamps, stamps[1:], strict=False)), default=0.0)
 
 
-def connect(lab: Lab, name: str, ip: str, pod: int, timeout: float = 90,
-            **extra) -> tuple[int, dict]:
-    c = lab.container(name)
-    return lab.api("POST", "/v1/ports", {"host": c.host.name, "container": c.name, "ip": ip,
-                                         "pod": pod, **extra}, timeout=timeout)
-
-
 def has_eth1(lab: Lab, name: str) -> bool:
-    return lab.run(lab.container(name), ["ip", "link", "show", "eth1"],
-                   check=False).returncode == 0
+    return interface(lab, name) is not None
 
 
 def kill_controller(lab: Lab) -> None:
@@ -188,21 +72,15 @@ def kill_controller(lab: Lab) -> None:
     proc.wait(10)
 
 
-# ---------------------------------------------------------------------- the lab
-
 @pytest.fixture(scope="module")
-def lab():
-    with Lab(hosts=3, tunnel="vxlan", docker=False) as lab:
-        lab.start_controller()
-        for h in lab.hosts:
-            lab.start_agent(h)
-        wait_meshed(lab)
-        assert lab.api("POST", "/v1/pods", {"id": POD, "subnet": "198.18.148.0/24"})[0] == 201
-        for name, (host, ip) in BASE.items():
-            lab.add_container(host, name, kind="netns")
-            status, body = connect(lab, name, ip, POD)
-            assert status == 201, body
-        yield lab
+def lab(make_cluster):
+    lab = make_cluster(hosts=3, docker=False, wait="meshed")
+    assert lab.api("POST", "/v1/pods", {"id": POD, "subnet": "198.18.148.0/24"})[0] == 201
+    for name, (host, ip) in BASE.items():
+        lab.add_container(host, name, kind="netns")
+        status, body = connect(lab, name, ip, POD)
+        assert status == 201, body
+    return lab
 
 
 # ---------------------------------------------------------------------- tests
@@ -306,8 +184,7 @@ def test_controller_frozen_for_30s(lab):
     assert all(h["openflow"]["bridges"][b]["since"] == hosts_before[h["id"]]["openflow"]
                ["bridges"][b]["since"] for h in lab.api("GET", "/v1/hosts")[1]
                for b in ("br-int", "br-tun")), "an OpenFlow session dropped"
-    r = lab.loris("h1", "connect", d.name, "198.18.148.14/24", str(POD))
-    assert r.returncode == 0, r.stderr
+    cli_connect(lab, "d", "198.18.148.14/24", POD)
     assert pings(lab, d, "198.18.148.13")
     assert_converged(lab)
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import re
 import subprocess
+from functools import partial
 
+import helpers
 import pytest
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
@@ -24,6 +26,7 @@ from flows import (
     PodSpec,
     PortSpec,
     Topology,
+    contract,
     flatten,
     host_flows,
     to_flowmod,
@@ -51,10 +54,6 @@ def mac_of(name: str) -> str:
     return f"02:00:00:00:{ord(name[0]):02x}:{int(name[1:]):02x}"
 
 
-def tunnel_port(ip: str) -> str:
-    return "lt-" + "".join(f"{int(x):02x}" for x in ip.split("."))
-
-
 def make_bridges(lab: Lab) -> None:
     """br-int + br-tun + patch ports + one VXLAN port per peer, as docs/design.md names them."""
     for h in lab.hosts:
@@ -69,7 +68,7 @@ def make_bridges(lab: Lab) -> None:
                      f"options:peer={peer}"]
         for other in lab.hosts:
             if other is not h:
-                name = tunnel_port(other.tunnel_ip)
+                name = contract.tunnel_port_name(other.tunnel_ip)
                 args += ["--", "add-port", "br-tun", name, "--", "set", "interface", name,
                          f"type={lab.tunnel}", f"options:remote_ip={other.tunnel_ip}",
                          "options:key=flow", "options:df_default=true"]
@@ -92,7 +91,7 @@ def world():
             ports.append(PortSpec(pid, pod, host, ofport(lab, host, veth), mac_of(name), ip, dhcp))
         hosts = []
         for h in lab.hosts:
-            tunnels = {o.name: ofport(lab, h.name, tunnel_port(o.tunnel_ip))
+            tunnels = {o.name: ofport(lab, h.name, contract.tunnel_port_name(o.tunnel_ip))
                        for o in lab.hosts if o is not h}
             hosts.append(HostSpec(h.name, h.tunnel_ip, ofport(lab, h.name, "patch-tun"),
                                   ofport(lab, h.name, "patch-int"), tunnels, VLANS[h.name]))
@@ -354,11 +353,8 @@ def test_tunnel_ingress_agrees_with_the_simulator(world, case):
 
 # ---- real packets ----------------------------------------------------------------------------
 
-def ping(lab: Lab, src: str, dst_ip: str, source: str | None = None) -> bool:
-    # three tries: one reply is success (ping exits 0), none is failure
-    argv = ["ping", "-c", "3", "-i", "0.2", "-W", "1"]
-    argv += (["-I", source] if source else []) + [dst_ip]
-    return lab.run(lab.container(src), argv, check=False).returncode == 0
+# three tries: one reply is success (ping exits 0), none is failure (host's iputils ping)
+ping = partial(helpers.pings, count=3, interval=0.2)
 
 
 def neighbour(lab: Lab, name: str, ip: str) -> str:

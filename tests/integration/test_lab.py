@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import transfer
+from helpers import ping, transfer
 
 from lab import CommandError, Lab, LabError, cleanup, procs
 from lab.core import REPO_ROOT, venv_bin
@@ -43,13 +43,11 @@ def mesh(lab3: Lab) -> dict:
     return containers
 
 
-def ping(src, dst_ip: str, count: int = 3) -> str:
-    res = src.exec(["busybox", "ping", "-c", str(count), "-i", "0.2", "-W", "2", dst_ip],
-                   check=False,
-                   timeout=30)
+def all_answered(lab: Lab, src, dst_ip: str, count: int = 3) -> None:
+    """busybox ping in the container `src`: every request answered."""
+    res = ping(lab, src, dst_ip, count=count, interval=0.2, wait=2, tools="busybox")
     assert f"{count} packets received" in res.stdout, (
         f"{src.name} -> {dst_ip}: {res.stdout}{res.stderr}")
-    return res.stdout
 
 
 def root_links() -> str:
@@ -145,17 +143,17 @@ class TestPlainMesh:
     def test_ping_between_containers_on_different_hosts(self, lab3: Lab, mesh: dict) -> None:
         d1, n2, n3 = mesh["d1"], mesh["n2"], mesh["n3"]
         assert d1.name == f"{lab3.prefix}-d1" and n3.name == f"netns:{lab3.prefix}-c-n3"
-        ping(d1, OVERLAY["d2"])            # Docker h1 -> Docker h2
+        all_answered(lab3, d1, OVERLAY["d2"])   # Docker h1 -> Docker h2
         # Bare namespaces h2 -> h3, watched on h3's underlay: it really is tunnelled.
         cap = lab3.capture("h3", "eth0", TUNNEL_FILTER[lab3.tunnel])
-        ping(n2, OVERLAY["n3"])
+        all_answered(lab3, n2, OVERLAY["n3"])
         count, lines = cap.stop()
         echoes = [line for line in lines if "198.18.100.12 > 198.18.100.13: ICMP echo request"
                   in line or "198.18.100.13 > 198.18.100.12: ICMP echo reply" in line]
         assert count == len(lines) and len(echoes) == 6, lines  # 3 requests in, 3 replies out
         assert all(("GRE" in line) if lab3.tunnel == "gre" else ("4789" in line)
                    for line in lines), lines
-        ping(n3, OVERLAY["d1"])            # mixed kinds, h3 -> h1
+        all_answered(lab3, n3, OVERLAY["d1"])   # mixed kinds, h3 -> h1
 
         # The MTU inside containers leaves room for the encapsulation.
         link = lab3.run(d1, ["ip", "-o", "link", "show", "eth1"]).stdout
@@ -292,11 +290,11 @@ def test_two_labs_side_by_side(make_lab) -> None:
         y = lab.add_container("h2", "y", kind="netns")
         lab.attach_plain(x, "198.18.100.1/24")
         lab.attach_plain(y, "198.18.100.2/24")
-        ping(x, "198.18.100.2")
+        all_answered(lab, x, "198.18.100.2")
     first, second = labs
     with pytest.raises(LabError, match=f"prefix {second.prefix} is already in use"):
         Lab(hosts=1, docker=False, prefix=second.prefix).up()
     pids, inodes = lab_inventory(first.prefix)
     first.down()
     assert_nothing_left(first.prefix, pids, inodes)
-    ping(second.container("y"), "198.18.100.1")
+    all_answered(second, second.container("y"), "198.18.100.1")

@@ -14,7 +14,7 @@ import stat
 import time
 
 import pytest
-from helpers import wait_for
+from helpers import cli_connect, ping, pings, wait_for, wait_synced
 
 from flows import contract
 from lab import Lab
@@ -26,22 +26,8 @@ pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
-def lab():
-    with Lab(hosts=3, tunnel="vxlan", docker=False) as lab:
-        lab.start_controller(tls=True)
-        for h in ("h1", "h2"):
-            lab.start_agent(h)
-        wait_synced(lab, ["h1", "h2"])
-        yield lab
-
-
-def wait_synced(lab: Lab, hosts: list[str], timeout: float = 30) -> None:
-    def synced() -> bool:
-        status, body = lab.api("GET", "/v1/hosts")
-        seen = {h["id"]: h for h in body} if status == 200 else {}
-        return all(h in seen and all(b["connected"] and b["synced"] for b in
-                                     seen[h]["openflow"]["bridges"].values()) for h in hosts)
-    wait_for(synced, timeout, f"hosts {hosts} registered with both bridges connected")
+def lab(make_cluster):
+    return make_cluster(hosts=3, docker=False, tls=True, agents=["h1", "h2"])
 
 
 def test_connect_and_ping_across_hosts_over_tls(lab):
@@ -55,9 +41,8 @@ def test_connect_and_ping_across_hosts_over_tls(lab):
     b = lab.add_container("h2", "b", kind="netns")
     assert lab.loris_env("h1")["LORIS_CONTROLLER"].startswith("https://")
     for c, ip in ((a, "198.18.135.5/24"), (b, "198.18.135.6/24")):
-        r = lab.loris(c.host, "connect", c.name, ip, "7")
-        assert r.returncode == 0, r.stderr
-    r = lab.run(a, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.18.135.6"], check=False)
+        cli_connect(lab, c.short, ip, 7)
+    r = ping(lab, a, "198.18.135.6", count=3, interval=0.2, wait=2)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -140,7 +125,7 @@ def test_switches_with_untrusted_or_foreign_certificates_are_refused(lab):
     status, hosts = lab.api("GET", "/v1/hosts")
     assert sorted(h["id"] for h in hosts) == ["h1", "h2"]
     lab.ovs("h3").vsctl("del-br", "br-rogue")
-    wait_synced(lab, ["h1", "h2"])                 # the real hosts never noticed
+    wait_synced(lab, hosts=["h1", "h2"])           # the real hosts never noticed
 
 
 def test_an_agent_acts_only_for_its_own_host(lab):
@@ -168,8 +153,7 @@ def test_an_agent_acts_only_for_its_own_host(lab):
     assert status == 200 and after["error"] is None and after["state"] == "active"
     _, h2_after = lab.api("GET", "/v1/hosts/h2")
     assert h2_after["tunnel_ip"] == h2["tunnel_ip"]
-    r = lab.run(lab.container("a"), ["ping", "-c", "1", "-W", "2", "198.18.135.6"], check=False)
-    assert r.returncode == 0
+    assert pings(lab, "a", "198.18.135.6", wait=2)
 
 
 def test_credentials_are_private_and_loris_token_issues_agent_tokens(lab):

@@ -15,7 +15,7 @@ import json
 import time
 
 import pytest
-from helpers import wait_for
+from helpers import connect
 
 from lab import Lab
 from lab.core import venv_bin
@@ -80,38 +80,34 @@ print(json.dumps({"sent": sent, "offers": offers[0], "seconds": seconds}), flush
 
 
 @pytest.fixture(scope="module")
-def lab():
-    with Lab(hosts=2, tunnel="vxlan", docker=False) as lab:
-        lab.start_controller()
-        for h in lab.hosts:
-            lab.start_agent(h)
-        assert lab.api("POST", "/v1/pods", {"id": POD, "subnet": SUBNET})[0] == 201
-        yield lab
+def lab(make_cluster):
+    # meshed: both agents polling before the first connect
+    lab = make_cluster(hosts=2, docker=False, wait="meshed")
+    assert lab.api("POST", "/v1/pods", {"id": POD, "subnet": SUBNET})[0] == 201
+    return lab
 
 
-def connect(lab: Lab, name: str, host: str, ip: str) -> tuple[float, dict]:
-    c = lab.add_container(host, name, kind="netns")
+def timed_connect(lab: Lab, name: str, host: str, ip: str) -> tuple[float, dict]:
+    """A new netns container `name` on `host`, connected into POD: (seconds, port)."""
+    lab.add_container(host, name, kind="netns")
     started = time.monotonic()
-    status, port = lab.api("POST", "/v1/ports", {"host": host, "container": c.name, "ip": ip,
-                                                 "pod": POD}, timeout=90)
+    status, port = connect(lab, name, ip, POD)
     took = time.monotonic() - started
     assert status == 201, port
     return took, port
 
 
 def test_a_dhcp_flood_is_dropped_and_starves_nobody(lab):
-    wait_for(lambda: all(h["agent"]["polling"] for h in lab.api("GET", "/v1/hosts")[1])
-             and len(lab.api("GET", "/v1/hosts")[1]) == 2, 30, "both agents polling")
-    _, flooder = connect(lab, "flooder", "h1", "dhcp")
-    baseline, _ = connect(lab, "calm", "h1", "dhcp")        # a DHCP connect, undisturbed
+    _, flooder = timed_connect(lab, "flooder", "h1", "dhcp")
+    baseline, _ = timed_connect(lab, "calm", "h1", "dhcp")  # a DHCP connect, undisturbed
 
     proc = lab.start_process("flooder", [venv_bin() / "python", "-c", FLOODER, "eth1",
                                          flooder["mac"], str(FLOOD_S)],
                              netns=lab.container("flooder"))
     time.sleep(1.0)                                          # the flood is on
     assert proc.alive, proc.log_text()
-    during, victim = connect(lab, "victim", "h1", "dhcp")   # same bridge as the flooder
-    static, _ = connect(lab, "remote", "h2", "198.18.137.200/24")
+    during, victim = timed_connect(lab, "victim", "h1", "dhcp")  # flooder's bridge
+    static, _ = timed_connect(lab, "remote", "h2", "198.18.137.200/24")
     latencies = []
     for _ in range(5):
         started = time.monotonic()

@@ -5,14 +5,13 @@ database row or Docker state, and the controller's memory is back near where it 
 from __future__ import annotations
 
 import itertools
-import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from helpers import loris_flows
-from test_faults import assert_converged, connect, has_eth1, pings, wait_meshed
+from convergence import assert_converged, read_store
+from helpers import all_loris_flows, connect, interface, pings
 
 from lab import Lab
 
@@ -34,17 +33,9 @@ def rss_kb(pid: int) -> int:
 
 
 def table_counts(lab: Lab) -> dict[str, int]:
-    conn = sqlite3.connect(f"file:{lab.dir / 'loris.db'}?mode=ro", uri=True, timeout=10)
-    try:
+    with read_store(lab) as conn:
         return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
                 for t in ("hosts", "tunnels", "pods", "ports", "local_vlans")}
-    finally:
-        conn.close()
-
-
-def all_flows(lab: Lab) -> dict[tuple[str, str], list[str]]:
-    return {(h.name, b): loris_flows(lab, h.name, b)
-            for h in lab.hosts for b in ("br-int", "br-tun")}
 
 
 def lab_docker_containers(lab: Lab) -> list[str]:
@@ -54,22 +45,18 @@ def lab_docker_containers(lab: Lab) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def lab():
-    with Lab(hosts=3, tunnel="vxlan", docker=True) as lab:
-        lab.start_controller()
+def lab(make_cluster):
+    lab = make_cluster(hosts=3, docker=True, wait="meshed")
+    for pod, net in PODS.items():
+        assert lab.api("POST", "/v1/pods", {"id": pod, "subnet": f"{net}.0/24"})[0] == 201
+        # anchors: one permanent member per host and pod, so the pods' own flows and
+        # local VLANs stay, and what the soak adds and removes is all that changes
         for h in lab.hosts:
-            lab.start_agent(h)
-        wait_meshed(lab)
-        for pod, net in PODS.items():
-            assert lab.api("POST", "/v1/pods", {"id": pod, "subnet": f"{net}.0/24"})[0] == 201
-            # anchors: one permanent member per host and pod, so the pods' own flows and
-            # local VLANs stay, and what the soak adds and removes is all that changes
-            for h in lab.hosts:
-                name = f"anchor{pod}{h.index}"
-                lab.add_container(h, name, kind="netns")
-                status, body = connect(lab, name, f"{net}.{h.index + 1}/24", pod)
-                assert status == 201, body
-        yield lab
+            name = f"anchor{pod}{h.index}"
+            lab.add_container(h, name, kind="netns")
+            status, body = connect(lab, name, f"{net}.{h.index + 1}/24", pod)
+            assert status == 201, body
+    return lab
 
 
 def test_thousand_connect_disconnect_cycles_leak_nothing(lab):
@@ -89,7 +76,7 @@ def test_thousand_connect_disconnect_cycles_leak_nothing(lab):
     docker_before = lab_docker_containers(lab)
     controller = lab.processes["controller"]
     rss_start = rss_kb(controller.pid)
-    flows_before, counts_before = all_flows(lab), table_counts(lab)
+    flows_before, counts_before = all_loris_flows(lab), table_counts(lab)
 
     counter = itertools.count()
     failures: list[str] = []
@@ -122,16 +109,16 @@ def test_thousand_connect_disconnect_cycles_leak_nothing(lab):
     assert sum(done) == CYCLES
 
     assert_converged(lab)
-    assert all_flows(lab) == flows_before
+    assert all_loris_flows(lab) == flows_before
     assert table_counts(lab) == counts_before
     for pair in slots:
         for name, _, _ in pair:
-            assert not has_eth1(lab, name), name
+            assert interface(lab, name) is None, name
     assert lab_docker_containers(lab) == docker_before
     assert all(state.endswith(" running") for state in docker_before), docker_before
     # the anchors still talk across hosts
-    assert pings(lab, lab.container("anchor311"), "198.18.159.4")
-    assert pings(lab, lab.container("anchor323"), "198.18.160.2")
+    assert pings(lab, "anchor311", "198.18.159.4", interval=0.2)
+    assert pings(lab, "anchor323", "198.18.160.2", interval=0.2)
     rss[CYCLES] = rss_kb(controller.pid)
     agents = {h.name: rss_kb(lab.processes[f"agent-{h.name}"].pid) for h in lab.hosts}
     print(f"\nsoak: {CYCLES} connect/disconnect cycles, {CLIENTS} clients, in {elapsed:.0f} s "
