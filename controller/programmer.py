@@ -210,7 +210,7 @@ class Programmer:
         batch = _Batch.of(jobs)
         for dpid in batch.clear:
             self._clear(host_id, dpid)
-        with self.store.tx() as tx:
+        with self.store.read() as tx:
             host = tx.host(host_id)
         if host is None:
             return {b: NOT_REGISTERED for b in BRIDGES}
@@ -360,7 +360,7 @@ class _Desired:
 
     def _topology(self, all_pods: bool) -> Any:
         if self._topo is None or (all_pods and not self._all_pods):
-            with self.store.tx() as tx:
+            with self.store.read() as tx:
                 pods = self.pods | set(tx.local_vlans(self.host_id)) if all_pods else self.pods
                 found: list[topology.Problem] = []
                 self._topo, _ = topology.build(tx, pods=pods, problems=found)

@@ -4,18 +4,16 @@ lab/core.py; flags per docs/design.md)."""
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
-import socket
-import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from hostagent.client import Client, ControllerUnreachable
 from lab.command import LabError, run
 from lab.naming import API_PORT, CONTROL_IP, OPENFLOW_PORT, Host
 from lab.netns import socket_in_netns
@@ -183,61 +181,26 @@ class LorisLaunchers:
             time.sleep(0.1)
 
 
-# ----- the REST call (one place, so that it can move to the shared client) -----------------
+# ----- the REST call: Loris's own client, its sockets in the control namespace -------------
 
 def controller_request(netns_path: str, method: str, path: str, *, body: Any = None,
                        token: str | None = None, timeout: float = 30,
                        ca_file: Path | None = None) -> tuple[int, Any]:
-    """One HTTP request to the controller's REST API at 198.19.0.1:8780, from a socket in
-    the network namespace `netns_path`; TLS verified with `ca_file` when one is given.
+    """One request to the controller's REST API at 198.19.0.1:8780 through Loris's own REST
+    client, its sockets made in the network namespace `netns_path`; TLS verified with
+    `ca_file` when one is given.
 
     Returns (status, parsed JSON body); a body that is not JSON comes back as text, an
     empty body as None. A connection failure raises LabError."""
-    conn = _NetnsHTTPConnection(netns_path, CONTROL_IP, API_PORT, timeout, ca_file)
-    headers = {"Accept": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
+    scheme = "https" if ca_file else "http"
+    client = Client(f"{scheme}://{CONTROL_IP}:{API_PORT}",
+                    ca_cert=str(ca_file) if ca_file else None,
+                    socket_factory=partial(socket_in_netns, netns_path))
     try:
-        conn.request(method.upper(), path, body=data, headers=headers)
-        resp = conn.getresponse()
-        raw = resp.read()
-    except OSError as exc:
+        reply = client.send(method.upper(), path, body, timeout=timeout, token=token)
+    except ControllerUnreachable as exc:
         raise LabError(f"{method} {path} to the controller at {CONTROL_IP}:{API_PORT} "
                        f"failed: {exc}") from exc
     finally:
-        conn.close()
-    text = raw.decode(errors="replace")
-    if not text.strip():
-        return resp.status, None
-    try:
-        return resp.status, json.loads(text)
-    except ValueError:
-        return resp.status, text
-
-
-class _NetnsHTTPConnection(http.client.HTTPConnection):
-    """An HTTP connection whose socket lives in another network namespace; TLS (verified
-    with `ca_file`) when one is given."""
-
-    def __init__(self, netns_path: str, host: str, port: int, timeout: float,
-                 ca_file: Path | None = None) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self._netns_path = netns_path
-        self._tls = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
-
-    def connect(self) -> None:
-        sock = socket_in_netns(self._netns_path)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect((self.host, self.port))
-        except OSError:
-            sock.close()
-            raise
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._tls is not None:
-            sock = self._tls.wrap_socket(sock, server_hostname=self.host)
-        self.sock = sock
+        client.close()
+    return reply.status, reply.body
