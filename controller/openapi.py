@@ -76,6 +76,9 @@ SCHEMAS: dict = {
                            description="IPv4 address of the host's tunnel endpoint"),
         "tunnel_type": {"type": "string", "enum": ["vxlan", "gre"]},
         "dpids": _obj({"br-int": _ref("Dpid"), "br-tun": _ref("Dpid")}, ["br-int", "br-tun"]),
+        "switch_cert_sha256": _text(contract.CERT_SHA256, description="SHA-256 of the DER "
+                                    "of the host's switch certificate (OpenFlow over TLS): "
+                                    "the only one the controller takes from its bridges"),
     }, ["id", "tunnel_ip", "tunnel_type", "dpids"], examples=[
         {"id": "h1", "tunnel_ip": "198.18.0.11", "tunnel_type": "vxlan",
          "dpids": {"br-int": "0x000133112ee14ee4", "br-tun": "0x000233112ee14ee4"}}]),
@@ -100,7 +103,9 @@ SCHEMAS: dict = {
         "desired_version": {"type": "integer"},
         "actual_version": _nullable_int,
         "agent": _obj({"last_seen": {"type": ["number", "null"]},
-                       "polling": {"type": "boolean"}}),
+                       "polling": {"type": "boolean"},
+                       "away": {"type": "boolean", "description": "not heard from for "
+                                "agent_away_polls poll intervals: connects fail at once"}}),
         "ports": {"type": "integer", "description": "number of ports on the host"},
         "openflow": _obj({
             "port": {"type": "integer"},
@@ -325,6 +330,11 @@ PATHS: dict = {
     },
 }
 
+
+# ---- credentials and the audit trail (controller/safety_api.py) ------------------------
+from controller import openapi_safety  # noqa: E402 (it uses the helpers above)
+
+openapi_safety.extend(SCHEMAS, PATHS)
 
 PUBLIC = ("/v1/health", "/v1/openapi.json")      # controller/auth.py PUBLIC_ROUTES
 

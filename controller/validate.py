@@ -113,6 +113,7 @@ class HostRegistration:
     tunnel_type: str
     dpid_int: int
     dpid_tun: int
+    switch_cert_sha256: str | None = None   # the agent's switch certificate (TLS)
 
 
 def host_registration(body: object) -> HostRegistration:
@@ -126,7 +127,7 @@ def host_registration(body: object) -> HostRegistration:
     if dpids["br-int"] == dpids["br-tun"]:
         raise invalid("'dpids': br-int and br-tun need different datapath ids")
     return HostRegistration(body["id"], tunnel_ip, body["tunnel_type"],
-                            dpids["br-int"], dpids["br-tun"])
+                            dpids["br-int"], dpids["br-tun"], body.get("switch_cert_sha256"))
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,11 @@ def port_id_param(text: str) -> int:
 
 def host_id_param(text: str) -> str:
     check_schema(text, "HostId", "host id")
+    return text
+
+
+def operator_name_param(text: str) -> str:
+    check_schema(text, "OperatorName", "operator name")
     return text
 
 

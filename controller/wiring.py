@@ -6,9 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from controller.access import Access
 from controller.agent_protocol import AgentProtocol
 from controller.agents import AgentBoard
 from controller.api import Api, Operations
+from controller.audit import AuditTrail
 from controller.auth import Authenticator
 from controller.config import Settings
 from controller.connect import Connections
@@ -20,7 +22,9 @@ from controller.programmer import Programmer
 from controller.reads import Reads
 from controller.store import Store
 from controller.switch_events import SwitchEvents
+from controller.switch_guard import SwitchGuard
 from controller.switches import Switches
+from controller.tokens import TokenBook
 
 
 @dataclass
@@ -36,6 +40,11 @@ class Parts:
     api: Api
     dhcp: Responder
     dhcp_limit: RateLimiter
+    # operator safety: credentials, which switches may connect, the audit trail
+    auth: Authenticator | None = None
+    access: Access | None = None
+    switch_guard: SwitchGuard | None = None
+    audit: AuditTrail | None = None
 
 
 def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[], Any],
@@ -44,17 +53,25 @@ def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[]
     """`spawn(fn, *args)` starts a thread of the running hub; `make_queue()` makes a queue
     whose `get(block=False)` raises `queue_empty`. `auth` checks the REST API's callers (the
     controller always has one: auth.load_or_create; None leaves the API open, for in-process
-    tests). `store` defaults to a Store of `settings.db`."""
+    tests). `store` defaults to a Store of `settings.db`. With `auth` the credentials are
+    checked against the store (controller/tokens.py) and every write is audited."""
     store = Store(settings.db) if store is None else store
     switches = Switches(settings.flow_timeout)
     programmer = Programmer(store, switches, spawn, make_queue, queue_empty)
-    board = AgentBoard()
+    board = AgentBoard(settings.agent_away_after)
     ctx = Context(store, settings, board, programmer, switches)
     reads = Reads(ctx)
+    guard = SwitchGuard()
+    access = audit = None
+    if auth is not None:
+        auth = auth.with_book(TokenBook(store), settings.derived_agent_tokens)
+        access = Access(ctx, auth, guard)
+        access.sync()
+        audit = AuditTrail(store, settings.audit_max_events, settings.audit_max_days)
     ops = Operations(reads=reads, hosts=Hosts(ctx, reads), pods=Pods(ctx),
-                     ports=Connections(ctx), agents=AgentProtocol(ctx))
+                     ports=Connections(ctx), agents=AgentProtocol(ctx), access=access)
     events = SwitchEvents(ctx)
-    api = Api(ops, settings.max_body, auth)
+    api = Api(ops, settings.max_body, auth, audit)
 
     def lookup(dpid: int, in_port: int, cookie: int) -> tuple[Any, Any] | None:
         found = events.dhcp_binding(dpid, in_port, cookie)
@@ -64,4 +81,5 @@ def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[]
         return binding, f"port {port.id}, {port.container} on {port.host_id}"
 
     return Parts(settings, store, switches, programmer, board, ctx, ops, events, api,
-                 Responder(lookup), RateLimiter(settings.dhcp_rate, 10))
+                 Responder(lookup), RateLimiter(settings.dhcp_rate, 10), auth, access, guard,
+                 audit)
