@@ -81,10 +81,13 @@ class Agent:
 
     def register(self) -> None:
         dpids = contract.dpids(self.host_id)
-        reply = self.client.register({
+        host = {
             "id": self.host_id, "tunnel_ip": self.tunnel_ip, "tunnel_type": self.tunnel_type,
             "dpids": {b: f"0x{contract.dpid_hex(d)}" for b, d in dpids.items()},
-        })  # fmt: skip
+        }  # fmt: skip
+        if self.switch_tls:  # the one certificate the controller takes from our bridges
+            host["switch_cert_sha256"] = pki.certificate_sha256(self.switch_tls[1])
+        reply = self.client.register(host)
         openflow = (reply or {}).get("openflow") or {}
         port = openflow.get("port") or contract.DEFAULT_OPENFLOW_PORT
         if openflow.get("tls") and not self.switch_tls:

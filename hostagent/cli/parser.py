@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hostagent import pki
-from hostagent.cli import commands, host_commands, pki_commands
+from hostagent.cli import commands, host_commands, pki_commands, safety_commands
 from hostagent.client import DEFAULT_OPERATOR_TOKEN_FILE
 
 DESCRIPTION = ("`loris`: prepare a host and manage container networking through the Loris "
@@ -67,10 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pod", help="only this pod")
     s.add_argument("--on-host", dest="filter_host", help="only ports of this host")
     s.set_defaults(func=commands.cmd_ports)
-    s = sub.add_parser("token", parents=[common],
-                       help="print the agent token of a host (needs the operator token)")
-    s.add_argument("for_host", metavar="HOST", help="host id")
-    s.set_defaults(func=commands.cmd_token)
+    # ---- credentials and the audit trail: token, tokens, events (safety_commands.py) ----
+    safety_commands.add_parsers(sub, common)
     _add_pki(sub)
     return p
 
