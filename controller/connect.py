@@ -48,10 +48,11 @@ class Connections:
         if silent is None:
             return None
         settings = self.ctx.settings
-        heard = ("has not been heard from" if self.ctx.board.last_seen(host_id) is not None
-                 else "has not been heard from since the controller started,")
-        return unavailable(f"the agent of host {host_id} {heard} {silent:.0f} s ago (agents "
-                           f"poll every {settings.agent_poll_interval:g} s; away after "
+        ago = f"{silent:.1f}" if silent < 10 else f"{silent:.0f}"
+        seen = (f"was last seen {ago} s ago" if self.ctx.board.last_seen(host_id) is not None
+                else f"has not been seen since the controller started {ago} s ago")
+        return unavailable(f"the agent of host {host_id} {seen} (agents poll every "
+                           f"{settings.agent_poll_interval:g} s and are away after "
                            f"{settings.agent_away_after:g} s); is loris-hostagent running "
                            "there, and can it reach the controller?", "agent_away")
 
