@@ -104,15 +104,15 @@ class AuditTrail:
         """After a request was answered: record or count it if it was a write."""
         if method not in WRITES:
             return
-        who = env.get("loris.principal")
-        credential = who.label if who is not None else "anonymous"
+        who, error = env.get("loris.principal"), env.get("loris.error")
+        credential = (who.label if who is not None else
+                      getattr(error, "credential", None) or "anonymous")
         if 400 <= status < 500:
             self._count_refused(credential, status)
             return
         route = env.get("loris.route")
         if (method, route) in NOT_RECORDED or route is None:
             return
-        error = env.get("loris.error")
         try:
             operation, obj, detail = self._describe(method, route, env)
             if error is not None:

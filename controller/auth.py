@@ -180,9 +180,11 @@ class Authenticator:
         row = found.credential
         if row is not None:
             if row.revoked:
-                raise unauthorized(f"the token of {row.kind} {row.name} was revoked at "
-                                   f"{_when(row.revoked_at)}; an operator issues a new one "
-                                   f"with `loris token {_issue_args(row.kind, row.name)}`")
+                e = unauthorized(f"the token of {row.kind} {row.name} was revoked at "
+                                 f"{_when(row.revoked_at)}; an operator issues a new one "
+                                 f"with `loris token {_issue_args(row.kind, row.name)}`")
+                e.credential = f"{row.kind} {row.name}"     # whose it was, for the audit
+                raise e
             if row.kind == AGENT:
                 return agent(row.name, row.token_sha256)
             return Principal("operator", None, row.name, row.token_sha256)
