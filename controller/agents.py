@@ -12,7 +12,9 @@ after which the agent polls again at once, so a live agent is heard from about e
 interval; one not heard from for `agent_away_polls` intervals is away (`away()`), and a
 connect to its host fails at once instead of waiting for the wire timeout. A board that
 has not heard from an agent yet counts from its own start (a restarted controller gives
-the agents time to come back).
+the agents time to come back). When an away agent is heard from again, `on_back(host)` is
+called (wiring.py: its switches are reconciled, since work for them may have been skipped
+or lost while the host was unreachable).
 
 Written by REST handlers (long polls, reports, publishes) and read by the views: every
 table is behind the board's lock.
@@ -38,8 +40,10 @@ def silent_for(last_heard: float | None, started: float, now: float,
 class AgentBoard:
     """Desired versions per host, the long polls waiting on them, and agent liveness."""
 
-    def __init__(self, away_after: float = float("inf")) -> None:
+    def __init__(self, away_after: float = float("inf"),
+                 on_back: Callable[[str, float], None] | None = None) -> None:
         self.away_after = away_after
+        self.on_back = on_back
         self.started = time.time()
         self._lock = threading.Lock()
         self._versions: dict[str, int] = {}
@@ -64,9 +68,15 @@ class AgentBoard:
             return dict(self._versions)
 
     def seen(self, host_id: str) -> None:
-        """A request of the host's agent arrived."""
+        """A request of the host's agent arrived (`on_back` if it was away until now)."""
+        now = time.time()
         with self._lock:
-            self._last_seen[host_id] = time.time()
+            last = self._last_seen.get(host_id)
+            self._last_seen[host_id] = now
+        if self.on_back is not None and last is not None:
+            silent = silent_for(last, self.started, now, self.away_after)
+            if silent is not None:
+                self.on_back(host_id, silent)
 
     def last_seen(self, host_id: str) -> float | None:
         """When a request of the host's agent last arrived (epoch seconds), None if never."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from controller.access import Access
@@ -25,6 +27,17 @@ from controller.switch_events import SwitchEvents
 from controller.switch_guard import SwitchGuard
 from controller.switches import Switches
 from controller.tokens import TokenBook
+from flows import BRIDGES
+
+LOG = logging.getLogger("loris.service")
+
+
+def _agent_back(programmer: Programmer, host_id: str, silent: float) -> None:
+    """An agent away for `silent` seconds is back: reconcile its host's switches from a
+    dump (the pods' flows other connects sent them meanwhile may not have arrived)."""
+    LOG.info("the agent of host %s is back after %.0f s away: reconciling its switches",
+             host_id, silent)
+    programmer.submit(host_id, None, sync=BRIDGES)
 
 
 @dataclass
@@ -58,7 +71,7 @@ def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[]
     store = Store(settings.db) if store is None else store
     switches = Switches(settings.flow_timeout)
     programmer = Programmer(store, switches, spawn, make_queue, queue_empty)
-    board = AgentBoard(settings.agent_away_after)
+    board = AgentBoard(settings.agent_away_after, partial(_agent_back, programmer))
     ctx = Context(store, settings, board, programmer, switches)
     reads = Reads(ctx)
     guard = SwitchGuard()

@@ -38,6 +38,18 @@ def test_board_away_follows_the_agents_requests():
     assert board.away("h2", now=heard + 6) is not None          # never heard from
 
 
+def test_an_agent_back_from_away_is_announced_once():
+    back = []
+    board = AgentBoard(away_after=0.05, on_back=lambda host, silent: back.append(host))
+    board.seen("h1")
+    board.seen("h1")                      # present all along: nothing to announce
+    assert back == []
+    eventually(lambda: board.away("h1") is not None, "h1's agent to be away")
+    board.seen("h1")
+    board.seen("h1")
+    assert back == ["h1"]
+
+
 def test_the_away_settings_are_checked():
     from controller import config
 
