@@ -20,7 +20,7 @@ import logging
 from controller.auth import Authenticator
 from controller.context import Context
 from controller.errors import not_found
-from controller.switch_guard import SwitchGuard
+from controller.switch_guard import SwitchGuard, close_session
 from controller.tokens import AGENT, OPERATOR, TokenBook
 from flows import contract
 
@@ -87,4 +87,4 @@ class Access:
                 if dp is not None:
                     LOG.warning("closing the OpenFlow session of %s of revoked host %s",
                                 bridge, host.id)
-                    dp.close()
+                    close_session(dp)

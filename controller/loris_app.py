@@ -35,7 +35,7 @@ from os_ken.lib import hub  # noqa: E402
 from os_ken.ofproto import ofproto_v1_3  # noqa: E402
 
 from controller import auth, concurrency, config, recovery, wiring  # noqa: E402
-from controller.switch_guard import fingerprint  # noqa: E402
+from controller.switch_guard import close_session, fingerprint  # noqa: E402
 
 LOG = logging.getLogger("loris.app")
 CONF = cfg.CONF
@@ -127,7 +127,7 @@ class LorisApp(app_manager.OSKenApp):
         dp = ev.datapath
         if ev.state == MAIN_DISPATCHER:
             if not self._switch_admitted(dp):
-                dp.close()
+                close_session(dp)
                 return
             self.parts.switches.connected(dp)
             self.parts.switch_events.connected(dp.id)

@@ -18,9 +18,12 @@ API, and every few seconds to catch the admin command's changes in another proce
 from __future__ import annotations
 
 import hashlib
+import socket
+import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from controller.auth import switch_may_claim
 
@@ -28,6 +31,27 @@ from controller.auth import switch_may_claim
 def fingerprint(der: bytes | None) -> str | None:
     """The SHA-256 of a certificate's DER bytes, as `CERT_SHA256` writes it."""
     return hashlib.sha256(der).hexdigest() if der else None
+
+
+def close_session(dp: Any) -> None:
+    """End a datapath's OpenFlow session (its switch reconnects and is asked again).
+
+    os-ken's Datapath.close() shuts the socket's write side through the socket object,
+    which under TLS unwraps it: the session's receive loop then dies with a traceback
+    ("Read on closed or unwrapped SSL socket"). Here the TCP socket beneath TLS is shut
+    instead: the receive loop sees the end of the stream and stops quietly."""
+    sock = getattr(dp, "socket", None)
+    if not isinstance(sock, ssl.SSLSocket):
+        dp.close()
+        return
+    from os_ken.controller.handler import DEAD_DISPATCHER
+
+    dp.set_state(DEAD_DISPATCHER)
+    try:            # through a duplicate of the descriptor: the TLS object is left alone
+        with socket.fromfd(sock.fileno(), sock.family, sock.type) as raw:
+            raw.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 @dataclass(frozen=True)

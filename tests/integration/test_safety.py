@@ -125,6 +125,7 @@ def test_revoking_one_host_cuts_it_off_alone(lab):
                        ("operator admin", "revoke agent token")], ops
     wait_meshed(lab)
     assert_converged(lab)
+    assert "Traceback" not in log.log_text(), log.log_tail(60)   # sessions closed quietly
 
 
 def _fails_fast(lab: Lab, host: str, name: str, ip: str, pod: int, cut: str,
