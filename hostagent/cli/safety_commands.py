@@ -72,7 +72,7 @@ def utc(ts: float | None) -> str | None:
 
 def cmd_token(args: argparse.Namespace) -> int:
     words = list(args.words)
-    revoke = bool(words) and words[0] == "revoke" and (len(words) == 2 or args.operator)
+    revoke = bool(words) and words[0] == "revoke"    # (a host named "revoke": use the API)
     if revoke:
         words = words[1:]
     if args.operator is not None:
