@@ -27,6 +27,8 @@ from controller.auth import PUBLIC_ROUTES, Authenticator, Principal, authorize_h
 from controller.connect import Connections
 from controller.errors import ApiError, bad_request
 from controller.hosts import Hosts
+from controller.metrics import Metrics
+from controller.observe import Observe, metrics_response
 from controller.pods import Pods
 from controller.reads import Reads
 
@@ -54,6 +56,7 @@ class Operations:
     pods: Pods
     ports: Connections
     agents: AgentProtocol
+    observe: Observe | None = None      # trace, resync, port counters, metrics
 
 
 class Api:
@@ -64,10 +67,11 @@ class Api:
     Without it the API is open: only for in-process tests of the API's logic."""
 
     def __init__(self, ops: Operations, max_body: int = 64 * 1024,
-                 auth: Authenticator | None = None) -> None:
+                 auth: Authenticator | None = None, metrics: Metrics | None = None) -> None:
         self.ops = ops
         self.max_body = max_body
         self.auth = auth
+        self.metrics = metrics
         self.mapper = routes.Mapper()
         self._routes: dict[str, dict[str, Handler]] = {}
         r = self._route
@@ -83,6 +87,11 @@ class Api:
         r("/v1/pods/{pod_id}", GET=self.show_pod, DELETE=self.delete_pod)
         r("/v1/ports", GET=self.list_ports, POST=self.connect)
         r("/v1/ports/{port_id}", GET=self.show_port, DELETE=self.disconnect)
+        # observability (docs/operations.md, docs/metrics.md)
+        r("/v1/trace", POST=self.trace)
+        r("/v1/hosts/{host_id}/resync", POST=self.resync)
+        r("/v1/metrics/token", POST=self.metrics_token)
+        r("/metrics", GET=self.serve_metrics)
 
     def _route(self, path: str, **methods: Handler) -> None:
         self.mapper.connect(path, path=path, requirements={
@@ -95,9 +104,17 @@ class Api:
 
     @webob.dec.wsgify
     def __call__(self, req: webob.Request) -> webob.Response:
+        resp = self._answer(req)
+        if self.metrics is not None:
+            self.metrics.rest_request(req.environ.get("loris.route") or "unmatched",
+                                      req.method, resp.status_code)
+        return resp
+
+    def _answer(self, req: webob.Request) -> webob.Response:
         try:
             match = self.mapper.match(req.path_info)
             path = match.pop("path") if match is not None else None
+            req.environ["loris.route"] = path
             who = None
             if self.auth is not None and path not in PUBLIC_ROUTES:
                 # before anything else: an anonymous caller learns nothing, not even 404s
@@ -116,6 +133,8 @@ class Api:
             if who is not None:
                 self.auth.authorize_route(who, req.method, path, match)
             status, body = handler(req, match)
+            if isinstance(body, webob.Response):       # not JSON (GET /metrics)
+                return body
             return _json_response(status, body)
         except ApiError as e:
             if e.status >= 500:
@@ -235,18 +254,19 @@ class Api:
         return 204, None
 
     def list_ports(self, req: webob.Request, args: dict) -> tuple[int, Any]:
-        q = validate.query(req.GET, ("pod", "host", "container"))
+        q = validate.query(req.GET, ("pod", "host", "container", "stats"))
         pod = validate.pod_id_param(q["pod"]) if "pod" in q else None
         host = validate.host_id_param(q["host"]) if "host" in q else None
-        return 200, self.ops.reads.list_ports(pod, host, q.get("container"))
+        return 200, self._stats(q, self.ops.reads.list_ports(pod, host, q.get("container")))
 
     def connect(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
         return 201, self.ops.ports.connect(validate.port_create(self._body(req)))
 
     def show_port(self, req: webob.Request, args: dict) -> tuple[int, Any]:
-        validate.query(req.GET, ())
-        return 200, self.ops.reads.show_port(validate.port_id_param(args["port_id"]))
+        q = validate.query(req.GET, ("stats",))
+        port = self.ops.reads.show_port(validate.port_id_param(args["port_id"]))
+        return 200, self._stats(q, [port])[0]
 
     def disconnect(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
@@ -258,6 +278,39 @@ class Api:
                            f"deleting port {port_id}")
         self.ops.ports.disconnect(port_id)
         return 204, None
+
+    # ---- observability ---------------------------------------------------------------------
+    def _stats(self, q: dict, ports: list[dict]) -> list[dict]:
+        """With ?stats=true, each port with its counters (port_stats.py)."""
+        if not validate.bool_param(q.get("stats", "false"), "stats"):
+            return ports
+        return self._observe().with_stats(ports)
+
+    def _observe(self) -> Observe:
+        if self.ops.observe is None:
+            raise ApiError(404, "not_found", "this controller was built without observability")
+        return self.ops.observe
+
+    def trace(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        return 200, self._observe().trace(validate.trace_request(self._body(req)))
+
+    def resync(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        self._no_body(req)
+        self._observe().resync(validate.host_id_param(args["host_id"]))
+        return 204, None
+
+    def metrics_token(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        self._no_body(req)
+        if self.auth is None:
+            raise ApiError(404, "not_found", "this controller runs without authentication")
+        return 200, {"token": self.auth.metrics_token()}
+
+    def serve_metrics(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        return 200, metrics_response(self._observe().metrics.render)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:

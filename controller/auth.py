@@ -9,6 +9,10 @@
   ports of its own host (Docker removal events).
 - `GET /v1/health` and `GET /v1/openapi.json` are public (liveness; the document is the
   source code's own description and holds no state).
+- The **metrics** token (`metrics:<HMAC-SHA256(agent.key, "metrics")>`, derived like an
+  agent's: `loris token --metrics`) may only scrape `GET /metrics`. The controller can
+  also serve /metrics without credentials on a listen address of its own
+  (`metrics_listen`), for a Prometheus on a trusted network.
 
 Both files are created on first start, mode 0600 in a 0700 directory (default: next to the
 database, `<db dir>/credentials/`); a file others can read stops the controller (like ssh).
@@ -37,6 +41,8 @@ from flows.contract import HOST_ID
 OPERATOR_FILE = "operator.token"
 AGENT_KEY_FILE = "agent.key"
 AGENT_PREFIX = "agent:"
+METRICS_PREFIX = "metrics:"
+METRICS_ROUTES = frozenset({("GET", "/metrics")})
 _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]{1,256}$")       # printable ASCII, no space
 
 PUBLIC_ROUTES = frozenset({"/v1/health", "/v1/openapi.json"})
@@ -53,14 +59,17 @@ HOW_TO = ("send 'Authorization: Bearer <token>': the operator token is in the co
 
 @dataclass(frozen=True)
 class Principal:
-    role: str                 # "operator" | "agent"
+    role: str                 # "operator" | "agent" | "metrics"
     host: str | None = None   # the agent's host
 
     def __str__(self) -> str:
+        if self.role == "metrics":
+            return "the metrics token"
         return "operator" if self.role == "operator" else f"agent of host {self.host}"
 
 
 OPERATOR = Principal("operator")
+METRICS = Principal("metrics")
 
 
 def unauthorized(message: str) -> ApiError:
@@ -92,6 +101,14 @@ class Authenticator:
         return hmac.new(self._agent_key, b"loris-agent-token\0" + host_id.encode(),
                         hashlib.sha256).hexdigest()
 
+    def metrics_token(self) -> str:
+        """The read-only token of GET /metrics (derived: nothing to store or rotate apart
+        from agent.key)."""
+        return METRICS_PREFIX + self._metrics_mac()
+
+    def _metrics_mac(self) -> str:
+        return hmac.new(self._agent_key, b"loris-metrics-token\0", hashlib.sha256).hexdigest()
+
     def authenticate(self, header: str | None) -> Principal:
         """The principal of an `Authorization` header value, or ApiError 401."""
         if not header:
@@ -100,7 +117,11 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not _TOKEN_CHARS.match(token):
             raise unauthorized(f"malformed Authorization header; {HOW_TO}")
-        if token.startswith(AGENT_PREFIX):
+        if token.startswith(METRICS_PREFIX):
+            if hmac.compare_digest(token[len(METRICS_PREFIX):].encode(),
+                                   self._metrics_mac().encode()):
+                return METRICS
+        elif token.startswith(AGENT_PREFIX):
             host_id, _, mac = token[len(AGENT_PREFIX):].rpartition(":")
             if HOST_ID.matches(host_id) and hmac.compare_digest(
                     mac.encode(), self._mac(host_id).encode()):
@@ -113,6 +134,11 @@ class Authenticator:
     def authorize_route(who: Principal, method: str, route: str, args: dict) -> None:
         """Route-level check (403): an agent only on its few routes, for its own host."""
         if who.role == "operator":
+            return
+        if who.role == "metrics":
+            if (method, route) not in METRICS_ROUTES:
+                raise forbidden(f"{who} may only scrape GET /metrics; {method} {route} needs "
+                                "the operator token")
             return
         if (method, route) not in AGENT_ROUTES:
             raise forbidden(f"{who} may not call {method} {route}; that needs the operator "
@@ -213,8 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m controller.auth",
                                 description="Loris credentials on the controller machine")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("token", help="print the agent token of a host (or the operator's)")
-    s.add_argument("host", help="host id, or 'operator'")
+    s = sub.add_parser("token", help="print the agent token of a host (or the operator's, or "
+                       "the metrics token)")
+    s.add_argument("host", nargs="?", help="host id, or 'operator'")
+    s.add_argument("--metrics", action="store_true", help="the read-only metrics token")
     for s in sub.choices.values():
         s.add_argument("--db", default=os.environ.get("LORIS_DB") or DEFAULT_DB,
                        help="the controller's database (LORIS_DB); credentials are next to it")
@@ -223,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         auth = load_or_create(credentials_dir(args.db, args.credentials))
-        if args.host == "operator":
+        if args.metrics:
+            print(auth.metrics_token())
+        elif not args.host:
+            raise ValueError("name a host, 'operator', or give --metrics")
+        elif args.host == "operator":
             print(auth.operator_token())
         else:
             print(auth.agent_token(args.host))

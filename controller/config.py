@@ -48,6 +48,9 @@ class Settings:
     api_key: str = setting("", "...and this key (PEM)")
     openflow_tls: bool = setting(False, "switches connect with ssl: (os-ken's --ctl-* "
                                  "options)", derived=True)
+    metrics_listen: str = setting("", "also serve GET /metrics WITHOUT credentials on this "
+                                  "HOST:PORT (plain HTTP; empty: only on the REST API, with "
+                                  "the metrics or operator token)")
 
     @property
     def api_host(self) -> str:
@@ -129,6 +132,8 @@ def load(env: Mapping[str, str] | None = None, section: Mapping[str, object] | N
             values[f.name] = coerce(f.name, _kind(f), raw)
     settings = Settings(**values)
     split_listen(settings.api_listen)     # fail at start-up, not at the first request
+    if settings.metrics_listen:
+        split_listen(settings.metrics_listen)
     if bool(settings.api_cert) != bool(settings.api_key):
         raise ValueError(f"REST over TLS needs both api_cert and api_key ({env_name('api_cert')}"
                          f", {env_name('api_key')})")

@@ -84,16 +84,28 @@ class LorisApp(app_manager.OSKenApp):
         self.api_server = make_server(parts.api, parts.settings.api_host,
                                       parts.settings.api_port, tls)
         self.threads.append(hub.spawn(self._serve_api))
+        if parts.settings.metrics_listen:
+            from controller.config import split_listen
+            from controller.observe import metrics_app
+            host, port = split_listen(parts.settings.metrics_listen)
+            self.metrics_server = make_server(metrics_app(parts.metrics.render), host, port)
+            self.threads.append(hub.spawn(self._serve, self.metrics_server, "metrics"))
+            LOG.info("metrics WITHOUT credentials on http://%s/metrics",
+                     parts.settings.metrics_listen)
         self.threads.append(hub.spawn(self._dhcp_worker))
         LOG.info("Loris controller up: REST %s, OpenFlow port %d, store %s",
                  parts.settings.api_listen, parts.settings.openflow_port, parts.settings.db)
         return thread
 
     def _serve_api(self) -> None:
+        self._serve(self.api_server, "REST")
+
+    @staticmethod
+    def _serve(server, what: str) -> None:
         try:
-            self.api_server.serve_forever()
+            server.serve_forever()
         except Exception:
-            LOG.exception("the REST server stopped")
+            LOG.exception("the %s server stopped", what)
 
     def _dhcp_worker(self) -> None:
         """Answers DHCP packet-ins outside the event loop (it reads the store)."""

@@ -15,6 +15,8 @@ from controller.connect import Connections
 from controller.context import Context
 from controller.dhcp import RateLimiter, Responder
 from controller.hosts import Hosts
+from controller.metrics import Metrics, Sources
+from controller.observe import Observe
 from controller.pods import Pods
 from controller.programmer import Programmer
 from controller.reads import Reads
@@ -36,6 +38,7 @@ class Parts:
     api: Api
     dhcp: Responder
     dhcp_limit: RateLimiter
+    metrics: Metrics
 
 
 def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[], Any],
@@ -49,12 +52,14 @@ def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[]
     switches = Switches(settings.flow_timeout)
     programmer = Programmer(store, switches, spawn, make_queue, queue_empty)
     board = AgentBoard()
-    ctx = Context(store, settings, board, programmer, switches)
+    metrics = Metrics()
+    store.on_commit = metrics.store_commit
+    ctx = Context(store, settings, board, programmer, switches, metrics)
     reads = Reads(ctx)
     ops = Operations(reads=reads, hosts=Hosts(ctx, reads), pods=Pods(ctx),
-                     ports=Connections(ctx), agents=AgentProtocol(ctx))
+                     ports=Connections(ctx), agents=AgentProtocol(ctx), observe=Observe(ctx))
     events = SwitchEvents(ctx)
-    api = Api(ops, settings.max_body, auth)
+    api = Api(ops, settings.max_body, auth, metrics)
 
     def lookup(dpid: int, in_port: int, cookie: int) -> tuple[Any, Any] | None:
         found = events.dhcp_binding(dpid, in_port, cookie)
@@ -63,5 +68,8 @@ def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[]
         binding, port = found
         return binding, f"port {port.id}, {port.container} on {port.host_id}"
 
+    dhcp, dhcp_limit = Responder(lookup), RateLimiter(settings.dhcp_rate, 10)
+    metrics.attach(Sources(store, switches, board, lambda: dict(dhcp.replies),
+                           lambda: dhcp_limit.dropped))
     return Parts(settings, store, switches, programmer, board, ctx, ops, events, api,
-                 Responder(lookup), RateLimiter(settings.dhcp_rate, 10))
+                 dhcp, dhcp_limit, metrics)

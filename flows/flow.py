@@ -203,10 +203,12 @@ def _value_text(name: str, value: object) -> str:
 
 
 def _match_text(name: str, value: object) -> str:
+    # a field Loris never matches on (a foreign flow's, read from a switch) keeps its OXM name
+    text = FIELDS.get(name, name)
     if isinstance(value, tuple):
         v, m = value
-        return f"{FIELDS[name]}={_value_text(name, v)}/{_value_text(name, m)}"
-    return f"{FIELDS[name]}={_value_text(name, value)}"
+        return f"{text}={_value_text(name, v)}/{_value_text(name, m)}"
+    return f"{text}={_value_text(name, value)}"
 
 
 def _action_text(action: tuple) -> str:
@@ -232,4 +234,6 @@ def _action_text(action: tuple) -> str:
         return f"goto_table:{action[1]}"
     if op == "resubmit":
         return f"resubmit(,{action[1]})"
+    if op == "unsupported":           # read from a switch, not modelled (flowdump)
+        return f"<{action[1]}>"
     raise ValueError(f"unknown action {action!r}")
