@@ -245,8 +245,9 @@ def _on_host(trace: FabricTrace, host: str, names: Names) -> dict:
     return {
         "path": [[b, t, f"{c:#x}"] for b, t, c in source_host_path(trace, host)],
         "ports": sorted({d.ofport for d in trace.deliveries if d.host == host}),
-        "tunnels": sorted({(names.tunnel_ips.get(dst, dst), key)
-                           for src, dst, key, _ in trace.tunnelled if src == host}),
+        "tunnels": [list(t) for t in sorted({(names.tunnel_ips.get(dst, dst), key)
+                                             for src, dst, key, _ in trace.tunnelled
+                                             if src == host})],
         "controller": any(h == host for h, *_ in trace.controller),
     }
 
