@@ -19,13 +19,21 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.process_collector import ProcessCollector
 
 from flows import BRIDGES
 
+# no `*_created` series: one more sample per counter that nobody graphs (process-wide)
+disable_created_metrics()
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 CONNECT_PHASES = ("wiring", "programming", "lease", "total")
 PORT_STATES = ("pending", "wired", "active", "error")
