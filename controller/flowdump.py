@@ -135,7 +135,9 @@ def _action(action: Any, ofp: Any) -> tuple:
             value = int(value) | VID_PRESENT        # OpenFlow 1.3 sets a tag that is present
         return ("set_field", action.key, value)
     if kind == "NXActionRegMove":
-        return ("move", action.src_field, action.dst_field, action.n_bits)
+        # os-ken names NXM_OF_ETH_SRC "eth_src_nxm"; the pipeline writes the OXM name
+        return ("move", action.src_field.removesuffix("_nxm"),
+                action.dst_field.removesuffix("_nxm"), action.n_bits)
     if kind == "NXActionResubmitTable":
         return ("resubmit", action.table_id)
     if kind == "OFPActionExperimenterUnknown" and action.experimenter == ONF_EXPERIMENTER_ID:

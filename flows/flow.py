@@ -226,7 +226,7 @@ def _action_text(action: tuple) -> str:
         shown = f"{value:#x}" if name == "tunnel_id" else str(value)   # vlan_vid: 0x1000|vid
         return f"set_field:{shown}->{_SET_FIELD_NAMES.get(name, name)}"
     if op == "move":
-        return f"move:{NXM[action[1]]}[]->{NXM[action[2]]}[]"
+        return f"move:{NXM.get(action[1], action[1])}[]->{NXM.get(action[2], action[2])}[]"
     if op == "write_metadata":
         mask = action[2]
         return f"write_metadata:{action[1]:#x}" + ("" if mask == (1 << 64) - 1 else f"/{mask:#x}")

@@ -211,56 +211,71 @@ def test_the_text_ends_with_the_verdict_and_its_fix():
 # ---- ofproto/trace -------------------------------------------------------------------------
 
 SWITCH = """\
-Flow: icmp,in_port=10,vlan_tci=0x0000,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:03
+Flow: icmp,in_port=2,vlan_tci=0x0000,dl_src=02:c0:25:35:f6:f5,dl_dst=02:26:69:62:26:fe,nw_src=198.18.135.11,nw_dst=198.18.135.13,nw_tos=0,nw_ecn=0,nw_ttl=0,nw_frag=no,icmp_type=8,icmp_code=0
 
 bridge("br-int")
 ----------------
- 0. in_port=10,dl_src=02:00:00:00:00:01,ip,nw_src=198.18.135.11, priority 100, cookie 0x4c4000001aaaaaa
+ 0. ip,in_port=2,dl_src=02:c0:25:35:f6:f5,nw_src=198.18.135.11, priority 100, cookie 0x4c4000001f5b0cc0
     write_metadata:0x8
     goto_table:20
-20. metadata=0x8,dl_dst=00:00:00:00:00:00/01:00:00:00:00:00, priority 10, cookie 0x4c3000007bbbbbb
+20. metadata=0x8,dl_dst=00:00:00:00:00:00/01:00:00:00:00:00, priority 10, cookie 0x4c300000763606ce
     push_vlan:0x8100
-    set_field:4196->vlan_vid
+    set_field:4097->vlan_vid
     output:1
 
 bridge("br-tun")
 ----------------
-     0. in_port=1, priority 100, cookie 0x4c10000001ccccc
-            goto_table:10
-    10. dl_vlan=100,dl_dst=02:00:00:00:00:03, priority 100, cookie 0x4c5000003dddddd
-            pop_vlan
-            set_field:0x8->tun_id
-            output:2
-             -> output to native tunnel
+ 0. in_port=1, priority 100, cookie 0x4c10000001caed05
+    goto_table:10
+10. dl_vlan=1,dl_dst=02:26:69:62:26:fe, priority 100, cookie 0x4c50000036c34671
+    pop_vlan
+    set_field:0x8->tun_id
+    output:2
+     -> output to native tunnel
+     -> tunneling to 198.18.0.12 via br-phy
+     -> tunneling from d2:f3:c5:d0:03:7b 198.18.0.11 to d6:11:19:14:99:33 198.18.0.12
 
-Final flow: unchanged
-Megaflow: recirc_id=0,eth,ip,in_port=10,dl_src=02:00:00:00:00:01
-Datapath actions: tnl_push(tnl_port(4789),header(size=50,type=4,eth(dst=aa:bb:cc:dd:ee:ff,src=aa:bb:cc:dd:ee:00,dl_type=0x0800),ipv4(src=198.18.0.11,dst=198.18.0.12,proto=17,tos=0,ttl=64,frag=0x4000),udp(src=0,dst=4789,csum=0x0),vxlan(flags=0x8000000,vni=0x8)),out_port(5))
-"""  # noqa: E501 (ofproto/trace's own lines)
+bridge("br-phy")
+----------------
+ 0. priority 0
+    NORMAL
+     -> no learned MAC for destination, flooding
+
+Final flow: icmp,metadata=0x8,in_port=2,dl_vlan=1,dl_vlan_pcp=0,vlan_tci1=0x0000,dl_src=02:c0:25:35:f6:f5,dl_dst=02:26:69:62:26:fe,nw_src=198.18.135.11,nw_dst=198.18.135.13,nw_tos=0,nw_ecn=0,nw_ttl=0,nw_frag=no,icmp_type=8,icmp_code=0
+Megaflow: recirc_id=0,eth,ip,in_port=2,dl_src=02:c0:25:35:f6:f5,dl_dst=02:26:69:62:26:fe,nw_src=198.18.135.11,nw_ecn=0,nw_frag=no
+Datapath actions: tnl_push(tnl_port(5),header(size=50,type=4,eth(dst=d6:11:19:14:99:33,src=d2:f3:c5:d0:03:7b,dl_type=0x0800),ipv4(src=198.18.0.11,dst=198.18.0.12,proto=17,tos=0,ttl=64,frag=0x4000),udp(src=0,dst=4789,csum=0x0),vxlan(flags=0x8000000,vni=0x8)),out_port(2)),1
+"""  # noqa: E501 (real ofproto/trace output, OVS 3.1, userspace datapath)
 DPIF = """\
-netdev@ovs-netdev: hit:3 missed:2
+netdev@ovs-netdev: hit:10 missed:4
   br-int:
-    br-int 65534/2: (tap)
-    lp1 10/7: (system)
+    br-int 65534/3: (tap)
+    lp1 2/6: (system)
+    lp2 3/7: (system)
     patch-tun 1/none: (patch: peer=patch-int)
+  br-phy:
+    br-phy 65534/2: (tap)
+    eth0 1/1: (system)
   br-tun:
-    lt-c612000c 2/4789: (vxlan: key=flow, remote_ip=198.18.0.12)
+    br-tun 65534/4: (tap)
+    lt-c612000c 2/5: (vxlan: key=flow, remote_ip=198.18.0.12)
+    patch-int 1/none: (patch: peer=patch-tun)
 """
 
 
 def test_ofproto_trace_is_parsed_and_compared_with_the_controllers_path():
     switch = ofproto_trace.parse(SWITCH)
-    assert switch.path == [("br-int", 0, 0x4c4000001aaaaaa), ("br-int", 20, 0x4c3000007bbbbbb),
-                           ("br-tun", 0, 0x4c10000001ccccc), ("br-tun", 10, 0x4c5000003dddddd)]
+    loris = [("br-int", 0, 0x4c4000001f5b0cc0), ("br-int", 20, 0x4c300000763606ce),
+             ("br-tun", 0, 0x4c10000001caed05), ("br-tun", 10, 0x4c50000036c34671)]
+    assert switch.path == loris + [("br-phy", 0, 0)]       # the tunnel packet goes on there
     assert switch.tunnels == {("198.18.0.12", 8)} and not switch.dropped
     odp = ofproto_trace.odp_ports(DPIF)
-    assert odp[7] == ("br-int", 10) and odp[4789] == ("br-tun", 2)
-    expected = {"path": [[b, t, f"{c:#x}"] for b, t, c in switch.path], "ports": [],
+    assert odp[6] == ("br-int", 2) and odp[5] == ("br-tun", 2)
+    expected = {"path": [[b, t, f"{c:#x}"] for b, t, c in loris], "ports": [],
                 "tunnels": [["198.18.0.12", 8]], "controller": False}
     assert ofproto_trace.compare(expected, switch, odp) == []
     other = dict(expected, path=expected["path"][:3], tunnels=[])
     problems = ofproto_trace.compare(other, switch, odp)
-    assert problems[0] == ("flows: the switch hit br-tun table 10 cookie 0x4c5000003dddddd "
+    assert problems[0] == ("flows: the switch hit br-tun table 10 cookie 0x4c50000036c34671 "
                            "where the controller's trace hit nothing more")
     assert problems[1].startswith("into tunnels: the switch 198.18.0.12 key 8")
 
