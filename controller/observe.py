@@ -12,10 +12,10 @@ import webob.dec
 
 from controller import validate
 from controller.context import Context
-from controller.errors import unavailable
+from controller.errors import conflict, unavailable
 from controller.metrics import CONTENT_TYPE, Metrics
 from controller.port_stats import PortStats
-from controller.programmer import OK
+from controller.programmer import NOT_CONNECTED, NOT_REGISTERED, OK
 from controller.tracing import Tracer
 from flows import BRIDGES
 
@@ -55,7 +55,14 @@ class Observe:
         except TimeoutError:
             raise unavailable(f"the bridges of host {host_id} were not reconciled within "
                               f"{timeout:g} s", "resync_timeout") from None
+        except Exception as e:            # the worker failed the job (logged there)
+            raise unavailable(f"reconciling host {host_id} failed: {e}",
+                              "resync_failed") from None
         failed = {b: why for b, why in result.items() if why != OK}
+        if failed and set(failed.values()) <= {NOT_CONNECTED, NOT_REGISTERED}:
+            raise conflict(f"host {host_id}: " + ", ".join(sorted(failed)) + " not connected "
+                           "to the controller, nothing to reconcile (it is reconciled when it "
+                           "connects); check `loris status`", "switch_not_connected")
         if failed:
             raise unavailable(f"reconciling host {host_id}: " + "; ".join(
                 f"{b}: {why}" for b, why in sorted(failed.items())), "resync_failed")

@@ -401,7 +401,8 @@ PATHS.update({
         "parameters": [_HOST],
         "post": {"summary": "reconcile the host's bridges with a dump of their flows (puts "
                             "back flows removed by hand, deletes stale ones)",
-                 "responses": {"204": _resp("reconciled"), **_errors(400, 404, 422, 503)}},
+                 "responses": {"204": _resp("reconciled"),
+                               **_errors(400, 404, 409, 422, 503)}},
     },
     "/v1/metrics/token": {
         "post": {"summary": "issue the read-only metrics token (operator only)",

@@ -146,10 +146,10 @@ class Tracer:
                         raise unavailable(f"reading the flows of {bridge} on {host_id} failed: "
                                           f"{e}", "switch_not_answering") from None
                 if dumped is None:
-                    raise unavailable(f"{bridge} of host {host_id} is not connected to the "
-                                      "controller, so its flows cannot be read; check "
-                                      "`loris status` and loris-hostagent there",
-                                      "switch_not_connected")
+                    raise conflict(f"{bridge} of host {host_id} is not connected to the "
+                                   "controller, so its flows cannot be read; check "
+                                   "`loris status` and loris-hostagent there",
+                                   "switch_not_connected")
                 installed.setdefault(host_id, {})[bridge] = [d.flow for d in dumped]
                 packets.update(((host_id, bridge, d.flow), d.packets) for d in dumped)
                 mine = frozenset(d.flow for d in dumped if _in_scope(d.flow, pods, names))

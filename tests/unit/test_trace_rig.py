@@ -97,7 +97,10 @@ def test_errors_name_the_container_and_the_fix(rig):
     rig.disconnect(dpid(rig, "h2", "br-int"))
     with pytest.raises(ApiError) as e:
         trace(rig, source="c1", destination="c2")
-    assert e.value.status == 503 and "br-int of host h2 is not connected" in e.value.message
+    assert e.value.status == 409 and "br-int of host h2 is not connected" in e.value.message
+    with pytest.raises(ApiError) as e:
+        rig.observe.resync("h2")
+    assert e.value.status == 409 and e.value.code == "switch_not_connected"
     with pytest.raises(ApiError) as e:
         validate.trace_request({"source": "c1"})
     assert e.value.status == 422 and "needs 'destination'" in e.value.message
