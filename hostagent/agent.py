@@ -72,6 +72,7 @@ class Agent:
         self.passes = 0
         self.pass_seconds_total = 0.0
         self.last_pass_seconds = 0.0
+        self.send_stats = True
         self._deletes_lock = threading.Lock()  # Docker-event thread and worker both retry
         self.registered = False
         self.reconciler = Reconciler(
@@ -206,12 +207,27 @@ class Agent:
             # and a report is sent only when what the agent made changed (or went stale)
             if actual != self._reported or stale:
                 try:
-                    self.client.put_actual(self.host_id, dict(actual, stats=self.stats()))
+                    self._report(actual)
                     self._reported, self._reported_at = actual, time.monotonic()
                 except (ControllerUnreachable, ApiError) as e:
                     log.warning("reporting actual state failed: %s", e)
                     self._reported = None
             return actual
+
+    def _report(self, actual: dict) -> None:
+        if not self.send_stats:
+            self.client.put_actual(self.host_id, actual)
+            return
+        try:
+            self.client.put_actual(self.host_id, dict(actual, stats=self.stats()))
+        except ApiError as e:
+            # a controller older than the `stats` field refuses it (400 unknown field):
+            # report without it from now on
+            if e.status != 400 or "stats" not in e.message:
+                raise
+            log.info("the controller takes no stats in reports: %s", e.message)
+            self.send_stats = False
+            self.client.put_actual(self.host_id, actual)
 
     def _count_pass(self, seconds: float) -> None:
         self.passes += 1
