@@ -103,6 +103,8 @@ class AgentProtocol:
             if full:
                 targets[host_id] = None
         ctx.board.seen(host_id)
+        if report.stats is not None:
+            ctx.board.report_stats(host_id, report.stats)
         ctx.ports_changed(changed)
         for h, sections in targets.items():
             ctx.programmer.submit(h, sections)

@@ -48,6 +48,7 @@ class AgentBoard:
         self._lock = threading.Lock()
         self._versions: dict[str, int] = {}
         self._last_seen: dict[str, float] = {}
+        self._stats: dict[str, dict[str, float]] = {}     # the figures of each agent's report
         self._polls = Waiters()
 
     def publish(self, versions: Mapping[str, int]) -> None:
@@ -95,6 +96,19 @@ class AgentBoard:
     def polling(self, host_id: str) -> bool:
         return self._polls.waiting(host_id) > 0
 
+    def polls_open(self) -> int:
+        """Long polls waiting now, of every host."""
+        return self._polls.total()
+
+    def report_stats(self, host_id: str, stats: Mapping[str, float]) -> None:
+        """The figures an agent carried in its last report (passes, wiring errors...)."""
+        with self._lock:
+            self._stats[host_id] = dict(stats)
+
+    def agent_stats(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return {h: dict(s) for h, s in self._stats.items()}
+
     def wait(self, host_id: str, since: int, timeout: float,
              still_valid: Callable[[], bool] | None = None) -> int | None:
         """Block until the host's desired version differs from `since` (or the host is gone),
@@ -113,3 +127,4 @@ class AgentBoard:
     def forget(self, host_id: str) -> None:
         with self._lock:
             self._last_seen.pop(host_id, None)
+            self._stats.pop(host_id, None)

@@ -29,6 +29,8 @@ from controller.auth import PUBLIC_ROUTES, Authenticator, Principal, authorize_h
 from controller.connect import Connections
 from controller.errors import ApiError, bad_request
 from controller.hosts import Hosts
+from controller.metrics import Metrics
+from controller.observe import Observe, metrics_response
 from controller.pods import Pods
 from controller.reads import Reads
 from controller.safety_api import SafetyApi
@@ -58,6 +60,7 @@ class Operations:
     ports: Connections
     agents: AgentProtocol
     access: Access | None = None     # credentials (controller/access.py)
+    observe: Observe | None = None      # trace, resync, port counters, metrics
 
 
 class Api:
@@ -69,11 +72,13 @@ class Api:
     every write is recorded (or, refused, counted) once answered (controller/audit.py)."""
 
     def __init__(self, ops: Operations, max_body: int = 64 * 1024,
-                 auth: Authenticator | None = None, audit: AuditTrail | None = None) -> None:
+                 auth: Authenticator | None = None, audit: AuditTrail | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.ops = ops
         self.max_body = max_body
         self.auth = auth
         self.audit = audit
+        self.metrics = metrics
         self.mapper = routes.Mapper()
         self._routes: dict[str, dict[str, Handler]] = {}
         r = self._route
@@ -90,6 +95,11 @@ class Api:
         r("/v1/ports/{port_id}", GET=self.show_port, DELETE=self.disconnect)
         # ---- credentials and the audit trail (controller/safety_api.py) ------------------
         SafetyApi(self).register()
+        # observability (docs/operations.md, docs/metrics.md)
+        r("/v1/trace", POST=self.trace)
+        r("/v1/hosts/{host_id}/resync", POST=self.resync)
+        r("/v1/metrics/token", POST=self.metrics_token)
+        r("/metrics", GET=self.serve_metrics)
 
     def _route(self, path: str, **methods: Handler) -> None:
         self.mapper.connect(path, path=path, requirements={
@@ -105,6 +115,9 @@ class Api:
         resp = self._respond(req)
         if self.audit is not None:
             self.audit.observe(req.method, req.environ, resp.status_code)
+        if self.metrics is not None:
+            self.metrics.rest_request(req.environ.get("loris.route") or "unmatched",
+                                      req.method, resp.status_code)
         return resp
 
     def _respond(self, req: webob.Request) -> webob.Response:
@@ -134,6 +147,8 @@ class Api:
                 self.auth.authorize_route(who, req.method, path, match)
             status, body = handler(req, match)
             req.environ["loris.result"] = body
+            if isinstance(body, webob.Response):       # not JSON (GET /metrics)
+                return body
             return _json_response(status, body)
         except ApiError as e:
             req.environ["loris.error"] = e
@@ -252,18 +267,19 @@ class Api:
         return 204, None
 
     def list_ports(self, req: webob.Request, args: dict) -> tuple[int, Any]:
-        q = validate.query(req.GET, ("pod", "host", "container"))
+        q = validate.query(req.GET, ("pod", "host", "container", "stats"))
         pod = validate.pod_id_param(q["pod"]) if "pod" in q else None
         host = validate.host_id_param(q["host"]) if "host" in q else None
-        return 200, self.ops.reads.list_ports(pod, host, q.get("container"))
+        return 200, self._stats(q, self.ops.reads.list_ports(pod, host, q.get("container")))
 
     def connect(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
         return 201, self.ops.ports.connect(validate.port_create(self._body(req)))
 
     def show_port(self, req: webob.Request, args: dict) -> tuple[int, Any]:
-        validate.query(req.GET, ())
-        return 200, self.ops.reads.show_port(validate.port_id_param(args["port_id"]))
+        q = validate.query(req.GET, ("stats",))
+        port = self.ops.reads.show_port(validate.port_id_param(args["port_id"]))
+        return 200, self._stats(q, [port])[0]
 
     def disconnect(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
@@ -276,6 +292,39 @@ class Api:
             authorize_host(who, port["host"], f"deleting port {port_id}")
         self.ops.ports.disconnect(port_id)
         return 204, None
+
+    # ---- observability ---------------------------------------------------------------------
+    def _stats(self, q: dict, ports: list[dict]) -> list[dict]:
+        """With ?stats=true, each port with its counters (port_stats.py)."""
+        if not validate.bool_param(q.get("stats", "false"), "stats"):
+            return ports
+        return self._observe().with_stats(ports)
+
+    def _observe(self) -> Observe:
+        if self.ops.observe is None:
+            raise ApiError(404, "not_found", "this controller was built without observability")
+        return self.ops.observe
+
+    def trace(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        return 200, self._observe().trace(validate.trace_request(self._body(req)))
+
+    def resync(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        self._no_body(req)
+        self._observe().resync(validate.host_id_param(args["host_id"]))
+        return 204, None
+
+    def metrics_token(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        self._no_body(req)
+        if self.auth is None:
+            raise ApiError(404, "not_found", "this controller runs without authentication")
+        return 200, {"token": self.auth.metrics_token()}
+
+    def serve_metrics(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        return 200, metrics_response(self._observe().metrics.render)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:

@@ -14,6 +14,10 @@
   state and delete ports of its own host (Docker removal events).
 - `GET /v1/health` and `GET /v1/openapi.json` are public (liveness; the document is the
   source code's own description and holds no state).
+- The **metrics** token (`metrics:<HMAC-SHA256(agent.key, "metrics")>`, derived like an
+  agent's: `loris token --metrics`) may only scrape `GET /metrics`. The controller can
+  also serve /metrics without credentials on a listen address of its own
+  (`metrics_listen`), for a Prometheus on a trusted network.
 
 Both files are created on first start, mode 0600 in a 0700 directory (default: next to the
 database, `<db dir>/credentials/`); a file others can read stops the controller (like ssh).
@@ -45,6 +49,8 @@ from flows.contract import HOST_ID
 OPERATOR_FILE = "operator.token"
 AGENT_KEY_FILE = "agent.key"
 DERIVED = "derived"          # Principal.credential of a token derived from agent.key
+METRICS_PREFIX = "metrics:"
+METRICS_ROUTES = frozenset({("GET", "/metrics")})
 _TOKEN_CHARS = re.compile(r"^[\x21-\x7e]{1,256}$")       # printable ASCII, no space
 
 PUBLIC_ROUTES = frozenset({"/v1/health", "/v1/openapi.json"})
@@ -63,12 +69,14 @@ HOW_TO = ("send 'Authorization: Bearer <token>': the operator token is in the co
 class Principal:
     """Who made a request. Principals compare by what they may do (role and host); `name`
     and `credential` (the token's hash, or DERIVED) say which credential it was."""
-    role: str                 # "operator" | "agent"
+    role: str                 # "operator" | "agent" | "metrics"
     host: str | None = None   # the agent's host
     name: str = field(default=ADMIN, compare=False)
     credential: str = field(default="", compare=False, repr=False)
 
     def __str__(self) -> str:
+        if self.role == "metrics":
+            return "the metrics token"
         if self.role == "operator":
             return "operator" if self.name == ADMIN else f"operator {self.name}"
         return f"agent of host {self.host}"
@@ -76,10 +84,13 @@ class Principal:
     @property
     def label(self) -> str:
         """The credential's name as the audit trail shows it: 'operator admin', 'agent h2'."""
+        if self.role == "metrics":
+            return "metrics"
         return f"operator {self.name}" if self.role == "operator" else f"agent {self.host}"
 
 
 OPERATOR = Principal("operator")
+METRICS = Principal("metrics")
 
 
 def agent(host_id: str, credential: str = DERIVED) -> Principal:
@@ -157,6 +168,13 @@ class Authenticator:
         tokens.check_name(kind, name)
         derived = self.agent_token(name) if kind == AGENT else None
         self.book.revoke(kind, name, derived)
+    def metrics_token(self) -> str:
+        """The read-only token of GET /metrics (derived: nothing to store or rotate apart
+        from agent.key)."""
+        return METRICS_PREFIX + self._metrics_mac()
+
+    def _metrics_mac(self) -> str:
+        return hmac.new(self._agent_key, b"loris-metrics-token\0", hashlib.sha256).hexdigest()
 
     def authenticate(self, header: str | None) -> Principal:
         """The principal of an `Authorization` header value, or ApiError 401."""
@@ -166,6 +184,11 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not _TOKEN_CHARS.match(token):
             raise unauthorized(f"malformed Authorization header; {HOW_TO}")
+        if token.startswith(METRICS_PREFIX):
+            if hmac.compare_digest(token[len(METRICS_PREFIX):].encode(),
+                                   self._metrics_mac().encode()):
+                return METRICS
+            raise unauthorized(f"invalid token; {HOW_TO}")
         if self.book is None:
             if token.startswith(AGENT_PREFIX):
                 host_id = self._derived_ok(token)
@@ -212,6 +235,11 @@ class Authenticator:
     def authorize_route(who: Principal, method: str, route: str, args: dict) -> None:
         """Route-level check (403): an agent only on its few routes, for its own host."""
         if who.role == "operator":
+            return
+        if who.role == "metrics":
+            if (method, route) not in METRICS_ROUTES:
+                raise forbidden(f"{who} may only scrape GET /metrics; {method} {route} needs "
+                                "the operator token")
             return
         if (method, route) not in AGENT_ROUTES:
             raise forbidden(f"{who} may not call {method} {route}; that needs the operator "
@@ -336,8 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m controller.auth",
                                 description="Loris credentials on the controller machine")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("token", help="issue a host's agent token (or print admin's: 'operator')")
-    s.add_argument("host", help="host id, or 'operator'")
+    s = sub.add_parser("token", help="issue a host's agent token (or print admin's: 'operator'; "
+                       "or the metrics token: --metrics)")
+    s.add_argument("host", nargs="?", help="host id, or 'operator'")
+    s.add_argument("--metrics", action="store_true", help="the read-only metrics token")
     s = sub.add_parser("operator", help="issue (or re-issue) the token of a named operator")
     s.add_argument("name", help="operator name")
     s = sub.add_parser("revoke", help="revoke a host's agent token (or an operator's)")
@@ -351,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         auth = load_or_create(credentials_dir(args.db, args.credentials))
+        if args.command == "token" and args.metrics:
+            print(auth.metrics_token())
+            return 0
+        if args.command == "token" and not args.host:
+            raise ValueError("name a host, 'operator', or give --metrics")
         if args.command == "token" and args.host == "operator":
             print(auth.operator_token())
             return 0

@@ -58,6 +58,9 @@ class Settings:
                                          "for hosts never issued their own (upgrades)")
     audit_max_events: int = setting(100_000, "events the audit trail keeps at most")
     audit_max_days: float = setting(90.0, "days the audit trail keeps an event at most")
+    metrics_listen: str = setting("", "also serve GET /metrics WITHOUT credentials on this "
+                                  "HOST:PORT (plain HTTP; empty: only on the REST API, with "
+                                  "the metrics or operator token)")
 
     @property
     def api_host(self) -> str:
@@ -151,6 +154,8 @@ def load(env: Mapping[str, str] | None = None, section: Mapping[str, object] | N
     if settings.audit_max_events < 1 or settings.audit_max_days <= 0:
         raise ValueError(f"{env_name('audit_max_events')} and {env_name('audit_max_days')} "
                          "must be above 0")
+    if settings.metrics_listen:
+        split_listen(settings.metrics_listen)
     if bool(settings.api_cert) != bool(settings.api_key):
         raise ValueError(f"REST over TLS needs both api_cert and api_key ({env_name('api_cert')}"
                          f", {env_name('api_key')})")

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from controller import ipam, validate, views
 from controller.context import Context
 from controller.errors import ApiError, conflict, invalid, not_found, unavailable
+from controller.metrics import Metrics
 from controller.store import Port
 
 LOG = logging.getLogger("loris.service")
@@ -36,6 +37,24 @@ WAIT_SLICE = 0.25       # a waiting connect checks this often whether the agent 
 def _deleted(port: Port) -> ApiError:
     return conflict(f"port {port.id} was deleted while it was being connected",
                     "port_deleted")
+
+
+class _Phases:
+    """The connect-latency histogram's phases (wiring, programming, lease) and total."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.started = self.mark = time.monotonic()
+
+    def done(self, phase: str) -> None:
+        now = time.monotonic()
+        self.metrics.connect_phase(phase, now - self.mark)
+        self.mark = now
+
+    def finished(self, ok: bool) -> None:
+        if ok:
+            self.metrics.connect_phase("total", time.monotonic() - self.started)
+        self.metrics.connect_result(ok)
 
 
 class Connections:
@@ -61,11 +80,14 @@ class Connections:
         port = self._insert(req)
         what = f"connecting {port.container} on {port.host_id} to pod {port.pod_id}"
         LOG.info("%s: port %d %s %s", what, port.id, port.ip, port.mac)
+        phases = _Phases(ctx.metrics)
         try:
             self._wait_wired(port)
+            phases.done("wiring")
             with ctx.store.read() as tx:
                 hosts = ctx.pod_hosts(tx, port.pod_id)
             ctx.program_pod(port.pod_id, hosts, port.host_id, what)
+            phases.done("programming")
             with ctx.store.tx() as tx:
                 if tx.port(port.id) is None:
                     raise _deleted(port)
@@ -75,13 +97,16 @@ class Connections:
             ctx.publish()
             if port.dhcp:
                 self._wait_leased(port)
+                phases.done("lease")
             with ctx.store.read() as tx:
                 final = tx.port(port.id)
             if final is None:
                 raise _deleted(port)
+            phases.finished(True)
             return views.port(final)
         except BaseException as e:
             LOG.warning("%s failed, undoing: %s", what, getattr(e, "message", e))
+            phases.finished(False)
             self._undo(port, wait=getattr(e, "code", None) != "agent_away")
             raise
 

@@ -18,6 +18,7 @@ from controller.agents import AgentBoard
 from controller.concurrency import Waiters
 from controller.config import Settings
 from controller.errors import ApiError, not_found, unavailable
+from controller.metrics import Metrics
 from controller.programmer import NOT_CONNECTED, NOT_REGISTERED, OK, Programmer
 from controller.store import Host, Store, Tx
 from controller.switches import Switches
@@ -30,12 +31,14 @@ class Context:
     """The parts an operation needs, and the steps every operation shares."""
 
     def __init__(self, store: Store, settings: Settings, board: AgentBoard,
-                 programmer: Programmer, switches: Switches) -> None:
+                 programmer: Programmer, switches: Switches,
+                 metrics: Metrics | None = None) -> None:
         self.store = store
         self.settings = settings
         self.board = board
         self.programmer = programmer
         self.switches = switches
+        self.metrics = Metrics() if metrics is None else metrics
         # a connect waits here, on its port id, for the agent's report of that port
         self.port_waiters = Waiters()
         self._publish_lock = threading.Lock()

@@ -86,6 +86,14 @@ class LorisApp(app_manager.OSKenApp):
         self.api_server = make_server(parts.api, parts.settings.api_host,
                                       parts.settings.api_port, tls)
         self.threads.append(hub.spawn(self._serve_api))
+        if parts.settings.metrics_listen:
+            from controller.config import split_listen
+            from controller.observe import metrics_app
+            host, port = split_listen(parts.settings.metrics_listen)
+            self.metrics_server = make_server(metrics_app(parts.metrics.render), host, port)
+            self.threads.append(hub.spawn(self._serve, self.metrics_server, "metrics"))
+            LOG.info("metrics WITHOUT credentials on http://%s/metrics",
+                     parts.settings.metrics_listen)
         self.threads.append(hub.spawn(self._dhcp_worker))
         self.threads.append(hub.spawn(self._credentials_sync))
         LOG.info("Loris controller up: REST %s, OpenFlow port %d, store %s",
@@ -93,10 +101,14 @@ class LorisApp(app_manager.OSKenApp):
         return thread
 
     def _serve_api(self) -> None:
+        self._serve(self.api_server, "REST")
+
+    @staticmethod
+    def _serve(server, what: str) -> None:
         try:
-            self.api_server.serve_forever()
+            server.serve_forever()
         except Exception:
-            LOG.exception("the REST server stopped")
+            LOG.exception("the %s server stopped", what)
 
     def _credentials_sync(self) -> None:
         """Revocations made outside the API (`python -m controller.auth revoke`, another

@@ -292,6 +292,8 @@ class Store:
         self.path = path
         self.busy_timeout = busy_timeout
         self._run_blocking = run_blocking
+        # called with the seconds of each COMMIT that wrote rows (the controller's metrics)
+        self.on_commit: Callable[[float], None] | None = None
         self._lock = threading.RLock()
         # the writer, shared by every thread; the lock serialises transactions. Its busy
         # timeout is 0: a BEGIN that would wait goes to _begin_waiting, off the hub.
@@ -366,7 +368,10 @@ class Store:
                 if self._conn.total_changes == changes:
                     self._conn.execute("COMMIT")         # nothing written: nothing to sync
                 else:
+                    started = time.perf_counter()
                     self._run_blocking(self._conn.execute, "COMMIT")
+                    if self.on_commit is not None:
+                        self.on_commit(time.perf_counter() - started)
             except sqlite3.Error as e:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")

@@ -19,6 +19,8 @@ from controller.connect import Connections
 from controller.context import Context
 from controller.dhcp import RateLimiter, Responder
 from controller.hosts import Hosts
+from controller.metrics import Metrics, Sources
+from controller.observe import Observe
 from controller.pods import Pods
 from controller.programmer import Programmer
 from controller.reads import Reads
@@ -53,6 +55,7 @@ class Parts:
     api: Api
     dhcp: Responder
     dhcp_limit: RateLimiter
+    metrics: Metrics
     # operator safety: credentials, which switches may connect, the audit trail
     auth: Authenticator | None = None
     access: Access | None = None
@@ -72,7 +75,9 @@ def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[]
     switches = Switches(settings.flow_timeout)
     programmer = Programmer(store, switches, spawn, make_queue, queue_empty)
     board = AgentBoard(settings.agent_away_after, partial(_agent_back, programmer))
-    ctx = Context(store, settings, board, programmer, switches)
+    metrics = Metrics()
+    store.on_commit = metrics.store_commit
+    ctx = Context(store, settings, board, programmer, switches, metrics)
     reads = Reads(ctx)
     guard = SwitchGuard()
     access = audit = None
@@ -82,9 +87,10 @@ def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[]
         access.sync()
         audit = AuditTrail(store, settings.audit_max_events, settings.audit_max_days)
     ops = Operations(reads=reads, hosts=Hosts(ctx, reads), pods=Pods(ctx),
-                     ports=Connections(ctx), agents=AgentProtocol(ctx), access=access)
+                     ports=Connections(ctx), agents=AgentProtocol(ctx), access=access,
+                     observe=Observe(ctx))
     events = SwitchEvents(ctx)
-    api = Api(ops, settings.max_body, auth, audit)
+    api = Api(ops, settings.max_body, auth, audit, metrics)
 
     def lookup(dpid: int, in_port: int, cookie: int) -> tuple[Any, Any] | None:
         found = events.dhcp_binding(dpid, in_port, cookie)
@@ -93,6 +99,8 @@ def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[]
         binding, port = found
         return binding, f"port {port.id}, {port.container} on {port.host_id}"
 
+    dhcp, dhcp_limit = Responder(lookup), RateLimiter(settings.dhcp_rate, 10)
+    metrics.attach(Sources(store, switches, board, lambda: dict(dhcp.replies),
+                           lambda: dhcp_limit.dropped))
     return Parts(settings, store, switches, programmer, board, ctx, ops, events, api,
-                 Responder(lookup), RateLimiter(settings.dhcp_rate, 10), auth, access, guard,
-                 audit)
+                 dhcp, dhcp_limit, metrics, auth, access, guard, audit)

@@ -4,6 +4,7 @@
     loris token revoke HOST           revoke it
     loris token --operator NAME       issue (or re-issue) an operator's token, print it
     loris token revoke --operator NAME
+    loris token --metrics             print the read-only token of GET /metrics
     loris tokens                      the credentials and their state
     loris events [--object KIND:ID] [--since WHEN] [--until WHEN] [--limit N] [--before ID]
 """
@@ -20,7 +21,7 @@ from hostagent.cli.common import CliError, operator_client, print_json
 from hostagent.tables import table
 
 TOKEN_USAGE = ("loris token HOST | loris token revoke HOST | loris token --operator NAME | "
-               "loris token revoke --operator NAME")
+               "loris token revoke --operator NAME | loris token --metrics")
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -33,6 +34,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                    help="HOST: issue its agent token (its previous one stops working); "
                         "revoke HOST: revoke it")
     s.add_argument("--operator", metavar="NAME", help="an operator's token instead")
+    s.add_argument("--metrics", action="store_true",
+                   help="print the read-only token of GET /metrics instead (docs/metrics.md)")
     s.set_defaults(func=cmd_token)
     s = sub.add_parser("tokens", parents=[common], help="list the credentials (never a token)")
     s.set_defaults(func=cmd_tokens)
@@ -71,6 +74,8 @@ def utc(ts: float | None) -> str | None:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    if args.metrics:
+        return _metrics_token(args)
     words = list(args.words)
     revoke = bool(words) and words[0] == "revoke"    # (a host named "revoke": use the API)
     if revoke:
@@ -100,6 +105,18 @@ def cmd_token(args: argparse.Namespace) -> int:
             print(message)
         return 0
     reply = client.agent_token(name) if kind == "agent" else client.operator_token(name)
+    if args.json:
+        print_json(reply)
+    else:
+        print(reply["token"])
+    return 0
+
+
+def _metrics_token(args: argparse.Namespace) -> int:
+    if args.words or args.operator is not None:
+        raise CliError("--metrics takes no host and no operator: the metrics token is one for "
+                       f"the cluster; usage: {TOKEN_USAGE}")
+    reply = operator_client(args).request("POST", "/v1/metrics/token")
     if args.json:
         print_json(reply)
     else:

@@ -29,7 +29,8 @@ def test_every_configurable_setting_has_its_env_name_and_file_option():
                      "api_key",
                      # operator safety (docs/security.md)
                      "agent_poll_interval", "agent_away_polls", "derived_agent_tokens",
-                     "audit_max_events", "audit_max_days"]
+                     "audit_max_events", "audit_max_days",
+                     "metrics_listen"]
     options = {o.dest: o for o in config.config_file_options()}
     assert list(options) == names
     for f in config.configurable():
