@@ -74,7 +74,7 @@ def extend(SCHEMAS: dict, PATHS: dict) -> None:  # noqa: N803 (openapi.py's name
         "/v1/events": {"get": {
             "summary": "the audit trail: accepted writes, newest first, paged (operator only)",
             "parameters": [
-                _query("object", {"type": "string", "maxLength": 210},
+                _query("object", _text(contract.AUDIT_OBJECT, maxLength=210),
                        "one object (port:12, host:h2, pod:7, operator:alice) or a kind (port)"),
                 _query("since", {"type": "number", "minimum": 0}, "from this time (epoch s)"),
                 _query("until", {"type": "number", "minimum": 0}, "up to this time (epoch s)"),

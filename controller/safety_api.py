@@ -13,20 +13,19 @@ All of them are the operator's (an agent's token gets 403: auth.AGENT_ROUTES).
 from __future__ import annotations
 
 import math
-import re
 from typing import TYPE_CHECKING, Any
 
 import webob
 
 from controller import validate
 from controller.errors import ApiError, bad_request, invalid
+from flows import contract
 
 if TYPE_CHECKING:
     from controller.access import Access
     from controller.api import Api
 
 MAX_EVENTS_PAGE = 1000
-_OBJECT = re.compile(r"[a-z]+(?::[\x21-\x7e]{1,200})?", re.ASCII)
 Answer = tuple[int, Any]
 
 
@@ -93,9 +92,8 @@ class SafetyApi:
         if trail is None:
             raise ApiError(404, "not_found", "this controller keeps no audit trail")
         obj = q.get("object")
-        if obj is not None and not _OBJECT.fullmatch(obj):
-            raise invalid(f"object {obj!r} must be KIND:ID (e.g. port:12, host:h2, pod:7) or "
-                          "a kind alone (port)", "invalid_format")
+        if obj is not None and not contract.AUDIT_OBJECT.matches(obj):
+            raise invalid(contract.AUDIT_OBJECT.error(obj), "invalid_format")
         since = _time_param(q["since"], "since") if "since" in q else None
         until = _time_param(q["until"], "until") if "until" in q else None
         before = validate.int_param(q["before"], "before", 1, 2**62) if "before" in q else None

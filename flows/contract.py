@@ -78,6 +78,10 @@ OPERATOR_NAME = Pattern(
 CERT_SHA256 = Pattern(
     "certificate fingerprint", r"[0-9a-f]{64}",
     "a certificate fingerprint is the SHA-256 of its DER bytes as 64 lowercase hex digits")
+AUDIT_OBJECT = Pattern(
+    "object", r"[a-z]+(?::[\x21-\x7e]{1,200})?",
+    "an object of the audit trail is KIND:ID (e.g. port:12, host:h2, pod:7, operator:alice) "
+    "or a kind alone (port)")
 
 # ---- numbers ---------------------------------------------------------------------------
 GLOBAL_POD = 0                    # the pod of a connect that names none

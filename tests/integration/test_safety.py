@@ -115,6 +115,10 @@ def test_revoking_one_host_cuts_it_off_alone(lab):
     restarted = time.time()
     lab.start_agent("h2")
     wait_synced(lab, since=restarted, hosts=["h2"])
+    # the switches come back as soon as the token is re-issued; the agent only once its
+    # process is up (seconds on a busy machine), and until then h2 is still away
+    wait_for(lambda: not lab.api("GET", "/v1/hosts/h2")[1]["agent"]["away"], 30,
+             "h2's restarted agent to be heard")
     status, body = connect(lab, "e", "198.18.150.15/24", POD)
     assert status == 201, body
     assert pings(lab, lab.container("e"), "198.18.150.13")
