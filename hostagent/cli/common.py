@@ -32,7 +32,7 @@ def parse_pod(text: str | None) -> int | str | None:
                            "(0 is the global pod) or a pod's name")  # fmt: skip
         return int(text)
     if not contract.POD_NAME.matches(text):
-        raise CliError(f"pod {text!r} is neither a pod id (a number 0..{contract.MAX_POD_ID}) "
+        raise CliError(f"pod {text!r} is not a pod id (a number 0..{contract.MAX_POD_ID}) "
                        f"nor a pod name ({contract.POD_NAME.hint})")  # fmt: skip
     return text
 

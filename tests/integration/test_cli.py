@@ -129,7 +129,7 @@ def test_connect_errors_are_one_line_and_change_nothing(lab):
          f"MAC {c1_mac} already used by {name(lab, 'c1')} in pod 7"),
         ([c4, "198.18.135.4/24", "seven"], "pod seven does not exist; create it with "
                                            "`loris pod create seven`"),
-        ([c4, "198.18.135.4/24", "7x"], "neither a pod id"),
+        ([c4, "198.18.135.4/24", "7x"], "not a pod id"),
         ([c4, "198.18.135.4/24", "7", "--controller", "http://198.19.0.1:9"], "unreachable"),
     ]  # fmt: skip
     for args, message in cases:

@@ -269,9 +269,9 @@ def test_cli_pod_arguments():
 @pytest.mark.parametrize("argv,needle", [
     (["pod", "create", "7"], "--id 7"),
     (["pod", "create", "red", "--id", "0"], "--id '0' is not a pod id"),
-    (["pod", "delete", "r d"], "neither a pod id"),
-    (["connect", "c1", "10.1.0.5/24", "r:d"], "neither a pod id"),
-    (["ports", "--pod", "7x"], "neither a pod id"),
+    (["pod", "delete", "r d"], "not a pod id"),
+    (["connect", "c1", "10.1.0.5/24", "r:d"], "not a pod id"),
+    (["ports", "--pod", "7x"], "not a pod id"),
 ])
 def test_cli_arguments_are_checked_before_asking(argv, needle, capsys):
     assert main([*argv, "--controller", "http://127.0.0.1:9"]) == 1
