@@ -149,7 +149,13 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
     pod = parse_pod(args.pod)
     client = operator_client(args)
     _answering(client)
-    ports = client.ports(host=args.host, pod=pod)
+    try:
+        ports = client.ports(host=args.host, pod=pod)
+    except ApiError as e:
+        if e.code != "pod_not_found":
+            raise
+        raise CliError(f"pod {pod} does not exist (`loris pods` lists them), so container "
+                       f"{args.container} is not connected to it") from None
     mine = [p for p in ports if _designates(args.container, p["container"])]
     where = f" to pod {pod}" if pod is not None else ""
     if not mine:

@@ -333,3 +333,5 @@ def test_cli_creates_shows_lists_and_deletes_pods_by_name(controller, parts, cap
     assert code == 0 and json.loads(out)["deleted"]["name"] == "blue"
     code, _, err = _loris(controller, capsys, "connect", "web1", "10.1.0.5/24", "red")
     assert code == 1 and "loris pod create red" in err
+    code, _, err = _loris(controller, capsys, "disconnect", "web1", "red")
+    assert code == 1 and "pod red does not exist (`loris pods` lists them)" in err
