@@ -7,7 +7,8 @@ torn down like Loris's, with OVN where a real deployment puts it:
 - the control namespace runs the northbound and southbound `ovsdb-server`s and
   `ovn-northd` (SB also listens on `tcp:198.19.0.1:6642` for the hosts);
 - every host's own OVS gets `external_ids:ovn-remote` (that SB address), `ovn-encap-type`
-  (GENEVE, which the userspace datapath tunnels through `br-phy` like Loris's VXLAN),
+  (VXLAN by default, as Loris's lab; GENEVE works as well on the userspace datapath: both
+  are tunnelled through `br-phy`),
   `ovn-encap-ip` (the host's tunnel IP) and the `system-id` the lab already set, and runs
   one `ovn-controller` against its own `db.sock`;
 - OVN's integration bridge is `br-ovn` (`external_ids:ovn-bridge`), made by us with the
@@ -39,7 +40,7 @@ from lab.naming import CONTROL_IP, random_mac
 from lab.ovs import ovs_env, wait_for_unix_socket
 
 BRIDGE = "br-ovn"
-ENCAP = "geneve"
+ENCAPS = ("vxlan", "geneve")
 SB_PORT = 6642
 SCHEMAS = Path("/usr/share/ovn")
 PACKAGES = ("ovn-central", "ovn-host")
@@ -59,7 +60,10 @@ class OvnLab:
     """A lab running OVN: central daemons in the control namespace, ovn-controller on every
     host; ports bound one at a time (`bind`) or in bulk (`grow`)."""
 
-    def __init__(self, hosts: int = 5, docker: bool = True) -> None:
+    def __init__(self, hosts: int = 5, docker: bool = True, encap: str = "vxlan") -> None:
+        if encap not in ENCAPS:
+            raise ValueError(f"encap={encap!r}: use one of {', '.join(ENCAPS)}")
+        self.encap = encap
         self.lab = Lab(hosts=hosts, docker=docker)
         self.dir = self.lab.dir / "ovn"
         self.bulk: list[str] = []           # logical port names of the bulk ports
@@ -119,7 +123,7 @@ class OvnLab:
                   "other-config:disable-in-band=true",
                   "--", "set", "Open_vSwitch", ".",
                   f"external_ids:ovn-remote=tcp:{CONTROL_IP}:{SB_PORT}",
-                  f"external_ids:ovn-encap-type={ENCAP}",
+                  f"external_ids:ovn-encap-type={self.encap}",
                   f"external_ids:ovn-encap-ip={host.tunnel_ip}",
                   f"external_ids:ovn-bridge={BRIDGE}",
                   f"external_ids:ovn-bridge-datapath-type={self.lab.datapath_type}")
