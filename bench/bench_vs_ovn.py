@@ -175,6 +175,7 @@ def run(size: str = "full", session=None) -> Result:
         ovn_trials = OvnTrials(ovn, cfg["pool"])
         data = {}
         for n in cfg["ports"]:
+            print(f"vs-ovn: {n:,} ports, {cfg['trials']} rounds", flush=True)
             data[n] = measure_size(n, cfg, ll, ovn, loris, extras, ovn_trials)
         result.details["failures"] = loris.failures
         result.details["sizes"] = {
