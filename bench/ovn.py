@@ -26,7 +26,9 @@ script baseline (bench/baseline.py) to make the veth, then one `ovs-vsctl add-po
 
 from __future__ import annotations
 
+import itertools
 import shlex
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -67,11 +69,11 @@ class OvnLab:
         self.lab = Lab(hosts=hosts, docker=docker)
         self.dir = self.lab.dir / "ovn"
         self.bulk: list[str] = []           # logical port names of the bulk ports
-        self._numbers = iter(range(1, 1 << 30))
+        self._numbers = itertools.count(1)      # names of bound ports: p<n>, vo<n>
 
     # ---- life cycle ---------------------------------------------------------------------
     def up(self) -> OvnLab:
-        missing = [t for t in TOOLS if not _which(t)]
+        missing = [t for t in TOOLS if shutil.which(t) is None]
         if missing:
             raise LabError(f"OVN tools {missing} are missing: install the Debian packages "
                            f"{' '.join(PACKAGES)} (./dev bench does)")
@@ -295,8 +297,3 @@ class OvnLab:
             out[h.name] = int(text.split("flow_count=")[1].split()[0])
         return out
 
-
-def _which(tool: str) -> bool:
-    import shutil
-
-    return shutil.which(tool) is not None
