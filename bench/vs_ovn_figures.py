@@ -93,7 +93,7 @@ def size_figures(n: int, d: Mapping) -> list[Figure]:
         out.append(Figure(f"adding bulk ports {g['loris']['from']:,} -> {g['loris']['to']:,}",
                           g["loris"]["connect_s"], "s", g["ovn"]["connect_s"],
                           "OVN: batched nbctl + one ovs-vsctl per host",
-                          note="Loris: REST, 48 at a time; namespaces not counted"))
+                          note="Loris: REST, many at a time; namespaces not counted"))
     return out
 
 
