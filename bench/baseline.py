@@ -17,9 +17,11 @@ from lab import Lab
 BRIDGE = "br-v1"
 
 
-def connect_script(container: Any, host_port: str, ip_cidr: str, mac: str, mtu: int,
-                   ifname: str = "eth1", bridge: str = BRIDGE) -> str:
-    ip = ip_cidr.split("/")[0]
+def veth_script(container: Any, host_port: str, ip_cidr: str, mac: str, mtu: int,
+                ifname: str = "eth1") -> str:
+    """The script's steps up to the bridge: find the container's namespace, make the veth,
+    move, name, address and configure its inner end, bring up the host end. The OVN
+    baseline (bench/ovn.py) runs the same steps."""
     q = shlex.quote
     if container.kind == "docker":
         find = (f"pid=$(docker inspect --format '{{{{.State.Pid}}}}' {q(container.name)})\n"
@@ -36,7 +38,14 @@ def connect_script(container: Any, host_port: str, ip_cidr: str, mac: str, mtu: 
         f"{inside} ip link set {ifname} address {mac} mtu {mtu} up\n"
         f"{inside} ip addr add {ip_cidr} dev {ifname}\n"
         f"{inside} ethtool -K {ifname} tx off >/dev/null\n"
-        f"ip link set {host_port} mtu {mtu} up\n"
+        f"ip link set {host_port} mtu {mtu} up\n")
+
+
+def connect_script(container: Any, host_port: str, ip_cidr: str, mac: str, mtu: int,
+                   ifname: str = "eth1", bridge: str = BRIDGE) -> str:
+    ip = ip_cidr.split("/")[0]
+    return (
+        veth_script(container, host_port, ip_cidr, mac, mtu, ifname) +
         f"ovs-vsctl add-port {bridge} {host_port}\n"
         f"ovs-ofctl add-flow {bridge} 'priority=100,in_port={host_port},dl_src={mac},ip,"
         f"nw_src={ip} actions=NORMAL'\n"

@@ -35,6 +35,31 @@ REPLY_TIMEOUT = 15.0
 FLAT_TARGET = 1.25            # "flat": the p50 at the largest size within 25% of the smallest
 
 
+def wait_unwired(lab, c, ifname: str = "eth1", timeout: float = 30) -> None:
+    """Wait until container `c` no longer has `ifname` (its previous connect undone)."""
+    deadline = time.monotonic() + timeout
+    while lab.run(c, ["ip", "link", "show", ifname], check=False).returncode == 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{c.name} still has {ifname} {timeout:g} s after its "
+                               "disconnect")
+        time.sleep(0.05)
+
+
+def first_reply(pinger_ns: str, ip: str, action) -> tuple[float, float | None]:
+    """Run `action()` while pinging `ip` from the namespace `pinger_ns`: (seconds until the
+    call returned, seconds until the first ping reply, or None if none came within
+    REPLY_TIMEOUT)."""
+    pinger = Pinger(pinger_ns, ip.split("/")[0]).start()
+    try:
+        t0 = time.monotonic()
+        action()
+        t_call = time.monotonic() - t0
+        replied = pinger.wait(REPLY_TIMEOUT)
+    finally:
+        pinger.stop()
+    return t_call, None if replied is None else replied - t0
+
+
 class Bench:
     def __init__(self, ll: LorisLab, pool: int) -> None:
         self.ll = ll
@@ -59,28 +84,15 @@ class Bench:
         self.failures: list[dict] = []
 
     def _wait_unwired(self, c, ifname: str = "eth1", timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while self.lab.run(c, ["ip", "link", "show", ifname], check=False).returncode == 0:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{c.name} still has {ifname} {timeout:g} s after its "
-                                   "disconnect")
-            time.sleep(0.05)
+        wait_unwired(self.lab, c, ifname, timeout)
 
     def _probe(self, pinger_ns: str, ip: str, action) -> tuple[float, float | None]:
         """(seconds until the call returned, seconds until the first ping reply or None if
         none came within REPLY_TIMEOUT)."""
-        pinger = Pinger(pinger_ns, ip.split("/")[0]).start()
-        try:
-            t0 = time.monotonic()
-            action()
-            t_call = time.monotonic() - t0
-            replied = pinger.wait(REPLY_TIMEOUT)
-        finally:
-            pinger.stop()
-        if replied is None:
+        t_call, t_reply = first_reply(pinger_ns, ip, action)
+        if t_reply is None:
             self.failures.append(self._diagnose(ip))
-            return t_call, None
-        return t_call, replied - t0
+        return t_call, t_reply
 
     def _diagnose(self, ip: str) -> dict:
         """What the network looked like when a connect got no ping reply."""

@@ -29,15 +29,24 @@ BENCHMARKS = {
     "footprint": "bench.bench_footprint",
     "resync": "bench.bench_resync",
 }
+# run only when named: they need more than ./dev installs (OVN: `./dev bench` installs it)
+# and take their own labs
+BY_NAME_ONLY = {
+    "vs-ovn": "bench.bench_vs_ovn",
+}
 BULK_HOSTS = {"full": 5, "smoke": 3}
 
 
 class Session:
     """What benchmarks of one run share: the bulk lab, built on first use."""
 
-    def __init__(self, size: str) -> None:
+    def __init__(self, size: str, ports: Sequence[int] | None = None,
+                 trials: int | None = None) -> None:
         self.size = size
         self._bulk = None
+        # overrides of a benchmark's sizes (`--ports`, `--trials`); those that take them say so
+        self.ports = tuple(ports) if ports else None
+        self.trials = trials
 
     def bulk_lab(self, hosts: int | None = None):
         from bench.loris import LorisLab
@@ -55,22 +64,24 @@ class Session:
 
 
 def run_benchmarks(names: Sequence[str], size: str, out: Path | None = None,
-                   echo: bool = True) -> tuple[list[Result], Path]:
-    unknown = [n for n in names if n not in BENCHMARKS]
+                   echo: bool = True, ports: Sequence[int] | None = None,
+                   trials: int | None = None) -> tuple[list[Result], Path]:
+    known = {**BENCHMARKS, **BY_NAME_ONLY}
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(BENCHMARKS)}")
+                         f"{', '.join(known)}")
     if size not in BULK_HOSTS:
         raise ValueError(f"size must be one of {sorted(BULK_HOSTS)}, got {size!r}")
-    order = [n for n in BENCHMARKS if n in names]
+    order = [n for n in known if n in names]
     before = conditions()
-    session = Session(size)
+    session = Session(size, ports, trials)
     results: list[Result] = []
     try:
         for name in order:
             if echo:
                 print(f"== {name} ({size})", flush=True)
-            module = importlib.import_module(BENCHMARKS[name])
+            module = importlib.import_module(known[name])
             t0 = time.monotonic()
             try:
                 result = module.run(size, session)
@@ -95,6 +106,17 @@ def run_benchmarks(names: Sequence[str], size: str, out: Path | None = None,
     return results, path
 
 
+def _port_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give sizes as N,N,... e.g. 10,200") \
+            from None
+    if not sizes or any(n < 1 for n in sizes) or list(sizes) != sorted(set(sizes)):
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes must be positive and increasing")
+    return sizes
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -104,16 +126,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m bench", description="Loris benchmarks, each figure a ratio against a "
         "baseline measured in the same run (docs/benchmarks.md). Needs root, OVS, Docker.")
     parser.add_argument("names", nargs="*", metavar="name",
-                        help=f"benchmarks to run (default all): {', '.join(BENCHMARKS)}")
+                        help=f"benchmarks to run (default all of {', '.join(BENCHMARKS)}); "
+                             f"run only when named: {', '.join(BY_NAME_ONLY)}")
     parser.add_argument("--size", choices=sorted(BULK_HOSTS), default="full",
                         help="full (the documented figures, ~20 min) or smoke (tiny, seconds)")
     parser.add_argument("--out", type=Path, help="JSON file (default bench/results/<date>.json)")
+    parser.add_argument("--ports", type=_port_sizes, metavar="N,N,...",
+                        help="network sizes for vs-ovn instead of the size's (e.g. 10,200: "
+                             "a quicker run)")
+    parser.add_argument("--trials", type=int, metavar="N",
+                        help="connects per way and network size for vs-ovn (default 50 full)")
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     args = parser.parse_args(argv)
     # SIGTERM ends the run like Ctrl-C: the labs are torn down on the way out
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        results, _ = run_benchmarks(args.names or list(BENCHMARKS), args.size, args.out)
+        results, _ = run_benchmarks(args.names or list(BENCHMARKS), args.size, args.out,
+                                    ports=args.ports, trials=args.trials)
     except ValueError as e:
         parser.error(str(e))
     if args.markdown:
