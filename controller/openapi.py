@@ -428,6 +428,11 @@ from controller import openapi_safety  # noqa: E402 (it uses the helpers above)
 
 openapi_safety.extend(SCHEMAS, PATHS)
 
+# ---- Docker IPAM for the hosts' Docker plugins (controller/docker_ipam.py) ---------------
+from controller import docker_ipam  # noqa: E402 (it uses the helpers above)
+
+docker_ipam.extend_openapi(SCHEMAS, PATHS)
+
 PUBLIC = ("/v1/health", "/v1/openapi.json")      # controller/auth.py PUBLIC_ROUTES
 
 for _path, _ops in PATHS.items():

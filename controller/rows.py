@@ -9,10 +9,11 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from controller.docker_rows import DOCKER_SCHEMA
 from controller.safety_rows import SAFETY_SCHEMA
 from flows.contract import MAX_LOCAL_VLAN, MIN_LOCAL_VLAN
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS counters (
@@ -78,6 +79,7 @@ CREATE TABLE IF NOT EXISTS local_vlans (
 # runs SCHEMA and then every step (each is idempotent: CREATE ... IF NOT EXISTS).
 MIGRATIONS: dict[int, str] = {
     2: SAFETY_SCHEMA,       # credentials, switch certificates, implicit pods, audit trail
+    3: DOCKER_SCHEMA,       # addresses reserved by Docker's IPAM (docker_rows.py)
 }
 
 

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from controller.concurrency import run_blocking
+from controller.docker_rows import DockerRows
 from controller.errors import ApiError, unavailable
 from controller.rows import (
     HOST_COLUMNS,
@@ -42,7 +43,7 @@ from flows.contract import GLOBAL_POD, MAX_LOCAL_VLAN, MAX_PORT_ID, MIN_LOCAL_VL
 __all__ = ["GLOBAL_POD", "Host", "Pod", "Port", "Store", "Tx"]   # rows re-exported for callers
 
 
-class Tx(SafetyRows):
+class Tx(SafetyRows, DockerRows):
     """One open transaction. Methods raise nothing but sqlite3 errors and ApiError."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
