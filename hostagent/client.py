@@ -272,6 +272,21 @@ class Client:
     def delete_port(self, port_id: int) -> Any:
         return self.request("DELETE", f"/v1/ports/{int(port_id)}")
 
+    # -- a host's Docker plugin (controller/docker_ipam.py; the agent's own host)
+    def host_pods(self, host_id: str) -> list[dict]:
+        return list(self.request("GET", f"/v1/hosts/{_q(host_id)}/pods") or [])
+
+    def reserve_address(self, host_id: str, pod: int, ip: str | None) -> dict:
+        body: dict[str, Any] = {"pod": pod} if ip is None else {"pod": pod, "ip": ip}
+        return self.request("POST", f"/v1/hosts/{_q(host_id)}/addresses", body)
+
+    def release_address(self, host_id: str, pod: int, ip: str) -> Any:
+        return self.request("DELETE", f"/v1/hosts/{_q(host_id)}/addresses/{_q(ip)}",
+                            query={"pod": pod})
+
+    def connect_on_host(self, host_id: str, body: dict, timeout: float) -> dict:
+        return self.request("POST", f"/v1/hosts/{_q(host_id)}/ports", body, timeout=timeout)
+
     # -- credentials and the audit trail (operator)
     def revoke_agent_token(self, host_id: str) -> Any:
         return self.request("DELETE", f"/v1/hosts/{_q(host_id)}/token")
