@@ -5,7 +5,7 @@ For every pod with a subnet (but the global pod 0) the engine gets a network nam
 pod (or `pod<id>` for a pod without a name):
 
     docker network create -d loris --ipam-driver loris --subnet <subnet> \
-        -o loris.pod=<id> --label loris.managed=1 <name>
+        -o loris.pod=<id> --ipam-opt loris.pod=<id> --label loris.managed=1 <name>
 
 and a network this made is removed once its pod is gone (and no container uses it).
 Networks made by hand are left alone. This runs in its own thread, every SYNC_S seconds,
@@ -83,7 +83,9 @@ class NetworkSync:
                     labels={MANAGED_LABEL: "1"},
                     ipam=docker.types.IPAMConfig(
                         driver=DRIVER, pool_configs=[docker.types.IPAMPool(
-                            subnet=pod["subnet"])]))
+                            subnet=pod["subnet"])],
+                        # the pool's pod, even when pods share a subnet
+                        options={POD_OPTION: str(pod["id"])}))
             for net in remove:
                 details = client.inspect_network(net["Id"])
                 if details.get("Containers"):
