@@ -12,8 +12,9 @@ makes, JSON in, JSON out (docs/docker.md; served by hostagent/docker_plugin.py).
   reconciler makes the veth `lp<port>`/`lc<port>` in this host's namespace, with the
   encapsulation MTU and TX offload off, adds `lp<port>` to br-int and reports it; the
   controller answers once the flows are installed on every host of the pod, so
-  `docker run` returns only when the container can reach its pod. The reply carries the
-  controller's MAC unless Docker sent one (`--mac-address`).
+  `docker run` returns only when the container can reach its pod. The MAC is the one
+  Docker sent (`--mac-address`), else one derived from the address (`mac_of`), which the
+  reply hands back to Docker.
 - Join hands `lc<port>` to Docker (which moves it into the container as eth0, eth1...)
   with DisableGatewayService; Leave does nothing; DeleteEndpoint disconnects the port.
 
@@ -56,6 +57,14 @@ Reply = dict[str, Any]
 def endpoint_ref(endpoint_id: str) -> str:
     """The container reference of a Docker endpoint's port (`loris ports` shows it)."""
     return ENDPOINT_PREFIX + endpoint_id
+
+
+def mac_of(ip: ipaddress.IPv4Address) -> str:
+    """The MAC of an endpoint without `--mac-address`: `02:4c:` + its address (as Docker's
+    bridge driver does with 02:42), unique in the pod like the address. A container that
+    restarts with its address (`--ip`, or the lowest free one again) keeps its MAC, so its
+    peers' ARP caches stay right."""
+    return "02:4c:" + ":".join(f"{b:02x}" for b in ip.packed)
 
 
 def is_endpoint_ref(ref: str) -> bool:
@@ -280,10 +289,9 @@ class Driver:
         with self.book.lock:
             known = self.book.endpoints.get(eid)
         if known is None:
+            address = ipaddress.IPv4Interface(iface["Address"])
             body = {"host": self.host_id, "container": endpoint_ref(eid), "pod": pod,
-                    "ip": str(ipaddress.IPv4Interface(iface["Address"]))}
-            if given_mac:
-                body["mac"] = given_mac
+                    "ip": str(address), "mac": given_mac or mac_of(address.ip)}
             try:
                 port = self.controller.connect(body)
             except ControllerError as e:
