@@ -4,6 +4,9 @@ purpose, and the plan of the per-pod Docker networks (hostagent/docker_networks.
 
 from __future__ import annotations
 
+import json
+import socket
+
 import pytest
 
 from hostagent.docker_driver import Book, ControllerError, Driver, endpoint_ref, is_endpoint_ref
@@ -197,3 +200,45 @@ def test_networks_follow_pods():
             {"Name": "byhand", "Driver": "loris", "Options": {"loris.pod": "6"}, "Labels": {}}]
     create, remove = plan(pods, nets)
     assert create == [] and [n["Name"] for n in remove] == ["old"]
+
+
+def _post(path: str, url: str, body: bytes) -> tuple[int, dict]:
+    """One call as dockerd makes it: POST, no Content-Type, over a unix socket."""
+    import http.client
+    import json
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(path)
+
+    conn = UnixConnection("plugin.moby.localhost")
+    conn.request("POST", url, body, {"Accept": "application/vnd.docker.plugins.v1.2+json"})
+    resp = conn.getresponse()
+    out = resp.status, json.loads(resp.read())
+    conn.close()
+    return out
+
+
+@pytest.mark.parametrize("inherited", [False, True])
+def test_the_plugin_is_served_on_a_unix_socket(driver, tmp_path, inherited):
+    from hostagent.docker_plugin import PluginServer
+
+    path = str(tmp_path / "loris.sock")
+    if inherited:       # as systemd passes it: bound and listening already
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(path)
+        sock.listen(8)
+        server = PluginServer(driver, None, sock)
+    else:
+        server = PluginServer(driver, path)
+    server.start()
+    try:
+        assert _post(path, "/Plugin.Activate", b"") == (
+            200, {"Implements": ["NetworkDriver", "IpamDriver"]})
+        status, reply = _post(path, "/IpamDriver.RequestPool",
+                              json.dumps(REQUEST_POOL).encode())
+        assert status == 200 and reply["PoolID"] == "loris-pod-7"
+    finally:
+        server.shutdown()
+        server.server_close()
