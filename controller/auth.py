@@ -65,6 +65,7 @@ AGENT_ROUTES = frozenset({
     ("GET", "/v1/hosts/{host_id}/pods"),
     ("POST", "/v1/hosts/{host_id}/addresses"),
     ("DELETE", "/v1/hosts/{host_id}/addresses/{address}"),
+    ("PUT", "/v1/hosts/{host_id}/ports/{port_id}/docker"),
 })
 HOW_TO = ("send 'Authorization: Bearer <token>': the operator token is in the controller's "
           f"credentials directory ({OPERATOR_FILE}); an agent's comes from `loris token HOST`")

@@ -12,6 +12,9 @@ controller, which keeps addresses unique per pod across hosts:
                                                      the pod for that host (lowest free, or
                                                      the one asked: `docker run --ip`)
     DELETE /v1/hosts/{host_id}/addresses/{address}?pod=N   release it (idempotent)
+    PUT    /v1/hosts/{host_id}/ports/{port_id}/docker {"container"}: the Docker container
+                                                     of an endpoint's port (what `loris
+                                                     ports` shows), learnt by the agent
 
 The reservation holds the address until the host's plugin connects the endpoint
 (POST /v1/hosts/{host_id}/ports with that address: connect.py takes the reservation over,
@@ -98,6 +101,14 @@ class DockerIpam:
             if held is not None and held[0] == host_id:
                 tx.unreserve_addr(pod_id, int(address))
 
+    def name_port(self, host_id: str, port_id: int, container: str) -> None:
+        with self.ctx.store.tx() as tx:
+            port = tx.port(port_id)
+            if port is None or port.host_id != host_id:
+                raise not_found(f"port {port_id} does not exist on host {host_id}",
+                                "port_not_found")
+            tx.set_docker_name(port_id, container)
+
     @staticmethod
     def _drop_stale(tx: Tx, host_id: str) -> None:
         tx.drop_reservations_before(host_id, time.time() - RESERVATION_TTL)
@@ -122,6 +133,7 @@ class DockerApi:
         r("/v1/hosts/{host_id}/ports", POST=self.connect)
         r("/v1/hosts/{host_id}/addresses", POST=self.reserve)
         r("/v1/hosts/{host_id}/addresses/{address}", DELETE=self.release)
+        r("/v1/hosts/{host_id}/ports/{port_id}/docker", PUT=self.name_port)
 
     def host_pods(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
@@ -149,6 +161,16 @@ class DockerApi:
         ip = validate.ipv4_address(body["ip"], "'ip'") if body.get("ip") is not None else None
         return 201, self.ops.reserve(host_id, body["pod"], ip)
 
+    def name_port(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        host_id = validate.host_id_param(args["host_id"])
+        port_id = validate.port_id_param(args["port_id"])
+        body = self.api._body(req)
+        validate.check_schema(body, "DockerName")
+        assert isinstance(body, dict)
+        self.ops.name_port(host_id, port_id, body["container"])
+        return 204, None
+
     def release(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         q = validate.query(req.GET, ("pod",))
         self.api._no_body(req)
@@ -175,6 +197,7 @@ def extend_openapi(SCHEMAS: dict, PATHS: dict) -> None:  # noqa: N803 (openapi.p
         }, ["pod"], examples=[{"pod": 7}, {"pod": 7, "ip": "198.18.135.9"}]),
         "AddressReservation": _obj({"pod": _ref("PodId"), "ip": {"type": "string"},
                                     "host": _ref("HostId")}),
+        "DockerName": _obj({"container": text(contract.CONTAINER_REF)}, ["container"]),
         "PodBrief": _obj({"id": _ref("PodId"), "name": {"type": ["string", "null"]},
                           "subnet": {"type": ["string", "null"]}}),
     })
@@ -192,6 +215,12 @@ def extend_openapi(SCHEMAS: dict, PATHS: dict) -> None:  # noqa: N803 (openapi.p
                      "requestBody": {"required": True, **_json(_ref("PortCreate"))},
                      "responses": {"201": _resp("connected", _ref("Port")),
                                    **_errors(400, 409, 413, 422, 503)}}},
+        "/v1/hosts/{host_id}/ports/{port_id}/docker": {
+            "parameters": [_HOST, _path_param("port_id", _ref("PortId"), "port id")],
+            "put": {"summary": "name the Docker container of an endpoint's port (its host's "
+                               "agent, once Docker said which container joined)",
+                    "requestBody": {"required": True, **_json(_ref("DockerName"))},
+                    "responses": {"204": _resp("named"), **_errors(400, 404, 413, 422)}}},
         "/v1/hosts/{host_id}/addresses": {
             "parameters": [_HOST],
             "post": {"summary": "reserve an address of a pod for a Docker container starting "

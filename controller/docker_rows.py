@@ -6,6 +6,10 @@ Docker asks its IPAM driver for an address (RequestAddress) before it creates th
 reserved here, per pod and host, so no other host or connect takes it; the connect of the
 same host then takes the reservation over (controller/docker_ipam.py). `DockerRows` is
 mixed into `store.Tx`.
+
+`docker_names`: the Docker container of an endpoint's port, once its agent learnt it (Docker
+sends no container to a network plugin; the agent looks it up after the fact), so that
+`GET /v1/ports` and `loris ports` show Docker-started containers by name.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ CREATE TABLE IF NOT EXISTS docker_addresses (
     host_id TEXT NOT NULL,
     reserved_at REAL NOT NULL,
     PRIMARY KEY (pod_id, addr)
+);
+CREATE TABLE IF NOT EXISTS docker_names (
+    port_id INTEGER PRIMARY KEY REFERENCES ports(id) ON DELETE CASCADE,
+    container TEXT NOT NULL
 )
 """
 
@@ -51,3 +59,11 @@ class DockerRows:
         self._c.execute(  # type: ignore[attr-defined]
             "DELETE FROM docker_addresses WHERE host_id = ? AND reserved_at < ?",
             (host_id, before))
+
+    def set_docker_name(self, port_id: int, container: str) -> None:
+        self._c.execute(  # type: ignore[attr-defined]
+            "INSERT OR REPLACE INTO docker_names (port_id, container) VALUES (?, ?)",
+            (port_id, container))
+
+    def docker_names(self) -> dict[int, str]:
+        return dict(self._all("SELECT port_id, container FROM docker_names"))  # type: ignore[attr-defined]

@@ -164,6 +164,9 @@ SCHEMAS: dict = {
         "lease": _nullable_str,
         "error": {"oneOf": [{"type": "null"}, _ref("ApiError")]},
         "created_at": {"type": "number"},
+        "docker": _obj(       # a Docker endpoint's port whose container is known (docker.md)
+            {"container": {"type": "string", "description": "the Docker container's name"},
+             "endpoint": {"type": "string", "description": "docker-ep-<EndpointID>"}}),
     }),
     "Desired": _obj({
         "version": {"type": "integer"},

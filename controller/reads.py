@@ -61,11 +61,13 @@ class Reads:
     def list_ports(self, pod: int | None = None, host: str | None = None,
                    container: str | None = None) -> list[dict]:
         with self.ctx.store.read() as tx:
-            return [views.port(p) for p in tx.ports(pod, host, container)]
+            names = tx.docker_names()
+            return [views.with_docker_name(views.port(p), names) for p in
+                    tx.ports(pod, host, container)]
 
     def show_port(self, port_id: int) -> dict:
         with self.ctx.store.read() as tx:
             port = tx.port(port_id)
             if port is None:
                 raise not_found(f"port {port_id} does not exist", "port_not_found")
-            return views.port(port)
+            return views.with_docker_name(views.port(port), tx.docker_names())

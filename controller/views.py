@@ -18,6 +18,15 @@ def port(p: Port) -> dict:
             "mtu": p.mtu, "lease": p.lease, "error": error, "created_at": p.created_at}
 
 
+def with_docker_name(view: dict, names: dict[int, str]) -> dict:
+    """A port's view with `docker` {container, endpoint} when it is a Docker endpoint whose
+    container its agent named (controller/docker_ipam.py)."""
+    name = names.get(view["id"])
+    if name is not None:
+        view["docker"] = {"container": name, "endpoint": view["container"]}
+    return view
+
+
 def pod(p: Pod, ports: int, members: list[Port] | None = None) -> dict:
     server = contract.dhcp_server(p.id, p.network)
     out = {"id": p.id, "name": p.name, "subnet": p.subnet, "tunnel_key": contract.tunnel_key(p.id),

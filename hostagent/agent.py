@@ -30,6 +30,7 @@ from hostagent.client import (
     token_file_from,
 )
 from hostagent.containers import Runtimes, matches
+from hostagent.docker_driver import ENDPOINT_PREFIX, is_endpoint_ref
 from hostagent.docker_plugin import DockerPluginConfig, docker_plugin_config, serve_plugin
 from hostagent.local import default_host_id, ovs_from_args
 from hostagent.ovs import Ovs, OvsError
@@ -253,7 +254,12 @@ class Agent:
         (docs/docker.md), when configured."""
         if self.docker_plugin is not None:
             serve_plugin(self.docker_plugin, self.client, self.host_id, self._desired_port,
-                         self.stop)
+                         self._endpoint_ports, self.stop)
+
+    def _endpoint_ports(self) -> dict[str, int]:
+        return {p["container"][len(ENDPOINT_PREFIX):]: int(p["id"])
+                for p in (self.desired or {}).get("ports") or []
+                if is_endpoint_ref(p["container"])}
 
     def _desired_port(self, ref: str) -> dict | None:
         for p in (self.desired or {}).get("ports") or []:

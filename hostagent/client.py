@@ -284,6 +284,10 @@ class Client:
         return self.request("DELETE", f"/v1/hosts/{_q(host_id)}/addresses/{_q(ip)}",
                             query={"pod": pod})
 
+    def name_docker_port(self, host_id: str, port_id: int, container: str) -> Any:
+        return self.request("PUT", f"/v1/hosts/{_q(host_id)}/ports/{int(port_id)}/docker",
+                            {"container": container})
+
     def connect_on_host(self, host_id: str, body: dict, timeout: float) -> dict:
         return self.request("POST", f"/v1/hosts/{_q(host_id)}/ports", body, timeout=timeout)
 

@@ -10,6 +10,10 @@ pod (or `pod<id>` for a pod without a name):
 and a network this made is removed once its pod is gone (and no container uses it).
 Networks made by hand are left alone. This runs in its own thread, every SYNC_S seconds,
 never inside a plugin handler: creating a network makes dockerd call the plugin.
+
+The same pass names the ports of Docker endpoints: Docker sends a network plugin no
+container, but its container list says which container holds which endpoint, and the
+controller is told (`PUT /v1/hosts/{host}/ports/{id}/docker`) so `loris ports` shows it.
 """
 
 from __future__ import annotations
@@ -51,12 +55,30 @@ def plan(pods: list[dict], networks: list[dict]) -> tuple[list[dict], list[dict]
     return create, remove
 
 
+def endpoint_names(containers: list[dict], ports: dict[str, int]) -> dict[int, str]:
+    """port id -> container name, for the endpoints (EndpointID -> port id) found in Docker's
+    container list."""
+    found = {}
+    for c in containers:
+        name = (c.get("Names") or ["?"])[0].lstrip("/")
+        for net in ((c.get("NetworkSettings") or {}).get("Networks") or {}).values():
+            port_id = ports.get((net or {}).get("EndpointID") or "")
+            if port_id is not None:
+                found[port_id] = name
+    return found
+
+
 class NetworkSync:
     """The thread that applies `plan` to the engine at `docker_url`."""
 
     def __init__(self, pods: Callable[[], list[dict]], docker_url: str | None,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event,
+                 endpoint_ports: Callable[[], dict[str, int]] = dict,
+                 name_port: Callable[[int, str], None] | None = None) -> None:
         self.pods = pods
+        self.endpoint_ports = endpoint_ports    # EndpointID -> port id (this host's)
+        self.name_port = name_port
+        self.named: dict[int, str] = {}
         self.docker_url = docker_url
         self.stop = stop
         self.kick = threading.Event()
@@ -92,8 +114,19 @@ class NetworkSync:
                     continue              # still used: removed once its last one goes
                 log.info("removing Docker network %s: its pod is gone", net.get("Name"))
                 client.remove_network(net["Id"])
+            if self.name_port is not None:
+                self._name_ports(client.containers())
         finally:
             client.close()
+
+    def _name_ports(self, containers: list[dict]) -> None:
+        wanted = self.endpoint_ports()
+        for port_id, name in endpoint_names(containers, wanted).items():
+            if self.named.get(port_id) != name:
+                self.name_port(port_id, name)
+                self.named[port_id] = name
+        for port_id in set(self.named) - set(wanted.values()):
+            del self.named[port_id]
 
     def run(self) -> None:
         while not self.stop.is_set():

@@ -161,9 +161,11 @@ def docker_plugin_config(args: argparse.Namespace) -> DockerPluginConfig | None:
 
 def serve_plugin(cfg: DockerPluginConfig, client: Client, host_id: str,
                  desired_port: Callable[[str], dict | None],
+                 endpoint_ports: Callable[[], dict[str, int]],
                  stop: threading.Event) -> PluginServer:
     """Serve the plugin in a thread and, unless told not to, keep a Docker network per pod
-    (hostagent/docker_networks.py) in another."""
+    and name the endpoints' ports (hostagent/docker_networks.py) in another.
+    `endpoint_ports()`: EndpointID -> port id of this host's Docker endpoint ports."""
     from hostagent.docker_networks import NetworkSync
 
     driver = Driver(RestController(client, host_id), Book(cfg.state_file), host_id,
@@ -173,5 +175,7 @@ def serve_plugin(cfg: DockerPluginConfig, client: Client, host_id: str,
     log.info("Docker plugin 'loris' serving on %s",
              cfg.socket_path or "the socket systemd passed")
     if cfg.sync_networks:
-        NetworkSync(lambda: client.host_pods(host_id), cfg.docker_url, stop).start()
+        NetworkSync(lambda: client.host_pods(host_id), cfg.docker_url, stop,
+                    endpoint_ports, lambda port, name: client.name_docker_port(
+                        host_id, port, name)).start()
     return server

@@ -3,7 +3,8 @@
 Three simulated hosts, each with its own dockerd served the `loris` plugin by its agent
 (lab/hostdocker.py). Pods red and blue are created once through the REST API; every host's
 agent makes them Docker networks, and `docker run --network red` on any host does the rest.
-The tests share one lab and build on each other, in order.
+The tests share one lab per tunnel type (VXLAN, then GRE) and build on each other, in
+order.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from lab import Lab
 from lab.containers import KEEP_ALIVE
 from lab.naming import IMAGE
 
-pytestmark = [pytest.mark.integration, pytest.mark.docker]
+pytestmark = [pytest.mark.integration, pytest.mark.docker,
+              pytest.mark.parametrize("make_cluster", ["vxlan", "gre"], indirect=True)]
 
 RED, BLUE = 7, 8
 RED_NET, BLUE_NET = "198.18.135.0/24", "198.18.136.0/24"
@@ -109,6 +111,15 @@ def test_docker_run_reaches_its_pod_across_hosts_and_no_other(lab):
     red = ports(lab, pod=RED)
     assert len(red) == 3 and {p["state"] for p in red} == {"active"}
     assert {p["ip"].split("/")[0] for p in red} == {r1, r2, R3_IP}
+
+
+def test_loris_ports_shows_docker_started_containers_by_name(lab):
+    def names() -> set[str]:
+        return {(p.get("docker") or {}).get("container") for p in ports(lab, pod=RED)}
+
+    wait_for(lambda: names() == {"r1", "r2", "r3"}, 30, "the red ports named r1, r2, r3")
+    table = lab.loris("h2", "ports", check=True).stdout
+    assert all(name in table for name in ("r1", "r2", "r3", "b1", "b2")), table
 
 
 def test_an_address_taken_on_another_host_is_refused_naming_its_holder(lab):

@@ -242,3 +242,14 @@ def test_the_plugin_is_served_on_a_unix_socket(driver, tmp_path, inherited):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_endpoint_ports_are_named_from_dockers_container_list():
+    from hostagent.docker_networks import endpoint_names
+
+    containers = [{"Names": ["/r1"], "NetworkSettings": {"Networks": {
+                      "red": {"EndpointID": EID}, "blue": {"EndpointID": "f" * 64}}}},
+                  {"Names": ["/other"], "NetworkSettings": {"Networks": {
+                      "bridge": {"EndpointID": "0" * 64}}}}]
+    assert endpoint_names(containers, {EID: 5, "f" * 64: 6, "e" * 64: 7}) == {5: "r1",
+                                                                              6: "r1"}

@@ -72,3 +72,12 @@ def test_a_connect_of_the_holder_takes_its_reservation_over(api):
     assert reserve(api, "h2", {"pod": 7, "ip": "198.18.135.9"})["host"] == "h2"
     api.error("POST", "/v1/hosts/h1/ports", dict(body, host="h2"), status=422,
               code="host_mismatch")
+
+
+def test_an_endpoints_port_is_shown_with_its_containers_name(api):
+    port = add_port(api.parts, host="h1", container="docker-ep-" + "ab" * 32)
+    api.ok("PUT", f"/v1/hosts/h1/ports/{port.id}/docker", {"container": "web1"}, status=204)
+    shown = api.ok("GET", f"/v1/ports/{port.id}")
+    assert shown["docker"] == {"container": "web1", "endpoint": "docker-ep-" + "ab" * 32}
+    assert api.ok("GET", "/v1/ports?host=h1")[0]["docker"]["container"] == "web1"
+    api.error("PUT", f"/v1/hosts/h2/ports/{port.id}/docker", {"container": "x"}, status=404)
