@@ -28,6 +28,7 @@ BENCHMARKS = {
     "connect": "bench.bench_connect",
     "footprint": "bench.bench_footprint",
     "resync": "bench.bench_resync",
+    "docker": "bench.bench_docker",
 }
 BULK_HOSTS = {"full": 5, "smoke": 3}
 
