@@ -88,9 +88,10 @@ class DockerIpam:
                                   f"pod {pod_id}'s subnet {net}", "ip_reserved")
                 clash = tx.port_by_addr(pod_id, requested)
                 if clash is not None:
-                    raise conflict(f"IP {requested} already used by container "
-                                   f"{clash.container} on host {clash.host_id} in pod "
-                                   f"{pod_id}; pick another --ip", "ip_in_use")
+                    holder = tx.docker_names().get(clash.id, clash.container)
+                    raise conflict(f"IP {requested} already used by container {holder} on "
+                                   f"host {clash.host_id} in pod {pod_id}; pick another --ip",
+                                   "ip_in_use")
                 iface = ipam.address(tx, pod, iface)
             tx.reserve_addr(pod_id, int(iface.ip), str(iface), host_id)
             return {"pod": pod_id, "ip": str(iface), "host": host_id}
