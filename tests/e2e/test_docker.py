@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from helpers import wait_for
@@ -128,6 +129,15 @@ def test_an_address_taken_on_another_host_is_refused_naming_its_holder(lab):
     assert R3_IP in refused.stderr and "already used by container r3 on host h3" \
         in refused.stderr, refused.stderr
     lab.docker_at("h2", "rm", "-f", "dup")
+    # the same --ip on two hosts at once: one wins, the other is told who has it
+    with ThreadPoolExecutor(2) as pool:
+        races = list(pool.map(lambda h: run(lab, h, "race", "red", "--ip", "198.18.135.80",
+                                            check=False), ("h1", "h2")))
+    assert sorted(r.returncode == 0 for r in races) == [False, True], races
+    lost = next(r for r in races if r.returncode != 0)
+    assert "198.18.135.80 already used by" in lost.stderr, lost.stderr
+    for h in ("h1", "h2"):
+        lab.docker_at(h, "rm", "-f", "race")
     outside = run(lab, "h2", "out", "red", "--ip", "198.18.136.5", check=False)
     assert outside.returncode != 0
     lab.docker_at("h2", "rm", "-f", "out")
