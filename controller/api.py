@@ -261,18 +261,19 @@ class Api:
 
     def show_pod(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
-        return 200, self.ops.reads.show_pod(validate.pod_id_param(args["pod_id"]))
+        return 200, self.ops.reads.show_pod(validate.pod_ref_param(args["pod_id"]))
 
     def delete_pod(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         q = validate.query(req.GET, ("force",))
         self._no_body(req)
         force = validate.bool_param(q.get("force", "false"), "force")
-        self.ops.pods.delete(validate.pod_id_param(args["pod_id"]), force)
+        pod_id = self.ops.pods.delete(validate.pod_ref_param(args["pod_id"]), force)
+        req.environ["loris.pod_id"] = pod_id        # the audit names pods by id
         return 204, None
 
     def list_ports(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         q = validate.query(req.GET, ("pod", "host", "container", "stats"))
-        pod = validate.pod_id_param(q["pod"]) if "pod" in q else None
+        pod = validate.pod_ref_param(q["pod"]) if "pod" in q else None
         host = validate.host_id_param(q["host"]) if "host" in q else None
         return 200, self._stats(q, self.ops.reads.list_ports(pod, host, q.get("container")))
 

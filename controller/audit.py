@@ -77,10 +77,14 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Describe, Describe | None]] = {
     ("DELETE", "/v1/operators/{name}/token"): (
         "revoke operator token", lambda e: f"operator:{e['loris.args']['name']}", None),
     ("POST", "/v1/pods"): (
-        "create pod", lambda e: f"pod:{_body(e).get('id')}",
-        lambda e: f"name {_body(e).get('name')}, subnet {_body(e).get('subnet')}"),
-    ("DELETE", "/v1/pods/{pod_id}"): (
-        "delete pod", lambda e: f"pod:{e['loris.args']['pod_id']}", None),
+        "create pod", lambda e: f"pod:{_result(e).get('id', _body(e).get('id'))}",
+        lambda e: f"name {_result(e).get('name', _body(e).get('name'))}, "
+                  f"subnet {_body(e).get('subnet')}"),
+    ("DELETE", "/v1/pods/{pod_id}"): (           # by id, also when deleted by name
+        "delete pod", lambda e: f"pod:{e.get('loris.pod_id', e['loris.args']['pod_id'])}",
+        lambda e: f"named {e['loris.args']['pod_id']}"
+                  if e.get("loris.pod_id") is not None
+                  and str(e["loris.pod_id"]) != e["loris.args"]["pod_id"] else None),
     ("POST", "/v1/ports"): ("connect", _connect_object, _connect_detail),
     ("DELETE", "/v1/ports/{port_id}"): (
         "disconnect", lambda e: f"port:{e['loris.args']['port_id']}", None),

@@ -24,7 +24,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 
-from controller import docker_ipam, ipam, validate, views
+from controller import docker_ipam, ipam, pods, validate, views
 from controller.context import Context
 from controller.errors import ApiError, conflict, invalid, not_found, unavailable
 from controller.metrics import Metrics
@@ -120,9 +120,11 @@ class Connections:
                 away = self.agent_away(req.host)
                 if away is not None:
                     raise away
-                pod = tx.pod(req.pod)
+                pod = pods.find(tx, req.pod)
+                if pod is None and isinstance(req.pod, str):
+                    raise pods.missing(req.pod)     # names are chosen: never made implicitly
                 if pod is None:                 # pods come into being on first connect
-                    pod = tx.insert_pod(req.pod, None, None)
+                    pod = tx.insert_pod(req.pod, None, None)      # named pod-<id>
                     tx.mark_implicit_pod(pod.id)
                 existing = tx.port_by_container(req.host, req.container)
                 if existing is not None:

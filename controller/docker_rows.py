@@ -1,4 +1,4 @@
-"""The store's table for Docker's IPAM (schema version 3): addresses a host's Docker plugin
+"""The store's table for Docker's IPAM (schema version 4): addresses a host's Docker plugin
 reserved in a pod before any port holds them.
 
 Docker asks its IPAM driver for an address (RequestAddress) before it creates the endpoint

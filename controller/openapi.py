@@ -122,14 +122,15 @@ SCHEMAS: dict = {
     }),
     "PodCreate": _obj({
         "id": _ref("PodId"),
-        "name": _text(POD_NAME),
+        "name": _ref("PodName"),
         "subnet": _text(contract.IPV4_CIDR, "subnet", maxLength=18,
                         description="IPv4 CIDR, e.g. 10.7.0.0/24 (prefix 1..30, host bits "
                                     "zero); enables DHCP"),
-    }, ["id"], examples=[{"id": 7, "name": "web", "subnet": "198.18.135.0/24"}]),
+    }, examples=[{"name": "web", "subnet": "198.18.135.0/24"},
+                 {"id": 7, "name": "web", "subnet": "198.18.135.0/24"}]),
     "Pod": _obj({
         "id": _ref("PodId"),
-        "name": _nullable_str,
+        "name": _ref("PodName"),
         "subnet": _nullable_str,
         "tunnel_key": {"type": "integer"},
         "dhcp_server": {"oneOf": [{"type": "null"},
@@ -146,10 +147,10 @@ SCHEMAS: dict = {
                                 "address), or 'dhcp' to get a free address of the pod's "
                                 "subnet by DHCP"),
         "mac": _ref("Mac"),
-        "pod": _ref("PodId"),
+        "pod": _ref("PodRef"),
     }, ["host", "container", "ip"], examples=[
         {"host": "h1", "container": "web1", "ip": "198.18.135.5/24", "pod": 7},
-        {"host": "h1", "container": "web2", "ip": "dhcp", "pod": 7}]),
+        {"host": "h1", "container": "web2", "ip": "dhcp", "pod": "web"}]),
     "Port": _obj({
         "id": _ref("PortId"),
         "host": _ref("HostId"),
@@ -239,7 +240,7 @@ def _query(name: str, schema: dict, description: str) -> dict:
 
 
 _HOST = _path_param("host_id", _ref("HostId"), "host id")
-_POD = _path_param("pod_id", _ref("PodId"), "pod id")
+_POD = _path_param("pod_id", _ref("PodRef"), "pod id or name")
 _PORT = _path_param("port_id", _ref("PortId"), "port id")
 
 PATHS: dict = {
@@ -297,7 +298,8 @@ PATHS: dict = {
         "get": {"summary": "list pods",
                 "responses": {"200": _resp("pods", {"type": "array", "items": _ref("Pod")}),
                               **_errors(400)}},
-        "post": {"summary": "create a pod",
+        "post": {"summary": "create a pod: a name, an id (default: the lowest free one), a "
+                            "subnet (optional; enables DHCP)",
                  "requestBody": {"required": True, **_json(_ref("PodCreate"))},
                  "responses": {"201": _resp("created", _ref("Pod")),
                                **_errors(400, 409, 413, 422)}},
@@ -313,16 +315,16 @@ PATHS: dict = {
     },
     "/v1/ports": {
         "get": {"summary": "list ports",
-                "parameters": [_query("pod", _ref("PodId"), "only this pod"),
+                "parameters": [_query("pod", _ref("PodRef"), "only this pod (id or name)"),
                                _query("host", _ref("HostId"), "only this host"),
                                _query("container", {"type": "string"}, "only this container")],
                 "responses": {"200": _resp("ports", {"type": "array", "items": _ref("Port")}),
-                              **_errors(400, 422)}},
+                              **_errors(400, 404, 422)}},
         "post": {"summary": "connect a container: returns once it is wired and its flows are "
                             "installed on every host that needs them",
                  "requestBody": {"required": True, **_json(_ref("PortCreate"))},
                  "responses": {"201": _resp("connected", _ref("Port")),
-                               **_errors(400, 409, 413, 422, 503)}},
+                               **_errors(400, 404, 409, 413, 422, 503)}},
     },
     "/v1/ports/{port_id}": {
         "parameters": [_PORT],
@@ -424,6 +426,17 @@ PATHS.update({
                     "text/plain": {"schema": {"type": "string"}}}}, **_errors(400)}},
     },
 })
+
+
+# ---- pods by name (controller/pods.py, controller/pod_rows.py) -------------------------
+SCHEMAS.update({
+    "PodName": _text(POD_NAME, description="unique; a pod made without one is called "
+                     "pod-<id>, and such names are reserved for the pod of that id"),
+    "PodRef": {"oneOf": [_ref("PodId"), _ref("PodName")],
+               "description": "a pod by its id (a number) or its name"},
+})
+# a pod is created with a name, an id or both (the other is chosen)
+SCHEMAS["PodCreate"]["anyOf"] = [{"required": ["name"]}, {"required": ["id"]}]
 
 
 # ---- credentials and the audit trail (controller/safety_api.py) ------------------------

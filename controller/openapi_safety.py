@@ -4,6 +4,9 @@ its helpers exist)."""
 
 from __future__ import annotations
 
+# what GET /v1/events?object= takes: KIND:ID or a kind alone (safety_api.py checks the same)
+EVENT_OBJECT = r"[a-z]+(?::[\x21-\x7e]{1,200})?"
+
 
 def extend(SCHEMAS: dict, PATHS: dict) -> None:  # noqa: N803 (openapi.py's names)
     from controller.openapi import (
@@ -74,7 +77,8 @@ def extend(SCHEMAS: dict, PATHS: dict) -> None:  # noqa: N803 (openapi.py's name
         "/v1/events": {"get": {
             "summary": "the audit trail: accepted writes, newest first, paged (operator only)",
             "parameters": [
-                _query("object", {"type": "string", "maxLength": 210},
+                _query("object", {"type": "string", "maxLength": 210,
+                                  "pattern": f"^(?:{EVENT_OBJECT})$"},
                        "one object (port:12, host:h2, pod:7, operator:alice) or a kind (port)"),
                 _query("since", {"type": "number", "minimum": 0}, "from this time (epoch s)"),
                 _query("until", {"type": "number", "minimum": 0}, "up to this time (epoch s)"),

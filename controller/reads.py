@@ -9,10 +9,11 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 
-from controller import openapi, views
+from controller import openapi, pods, views
 from controller.context import Context
 from controller.errors import not_found
 from controller.store import Host, Tx
+from controller.validate import PodRef
 
 
 class Reads:
@@ -50,20 +51,22 @@ class Reads:
             counts = tx.pod_port_counts()
             return [views.pod(p, counts.get(p.id, 0)) for p in tx.pods()]
 
-    def show_pod(self, pod_id: int) -> dict:
+    def show_pod(self, ref: PodRef) -> dict:
+        """One pod, by id or name, with its members."""
         with self.ctx.store.read() as tx:
-            pod = tx.pod(pod_id)
-            if pod is None:
-                raise not_found(f"pod {pod_id} does not exist", "pod_not_found")
-            members = tx.ports(pod_id=pod_id)
+            pod = pods.existing(tx, ref)
+            members = tx.ports(pod_id=pod.id)
             return views.pod(pod, len(members), members)
 
-    def list_ports(self, pod: int | None = None, host: str | None = None,
+    def list_ports(self, pod: PodRef | None = None, host: str | None = None,
                    container: str | None = None) -> list[dict]:
+        """Ports, filtered; a pod named by a name no pod has is a 404 (by a number: an
+        empty list, as the pod may come into being with the next connect)."""
         with self.ctx.store.read() as tx:
+            pod_id = pods.existing(tx, pod).id if isinstance(pod, str) else pod
             names = tx.docker_names()
             return [views.with_docker_name(views.port(p), names) for p in
-                    tx.ports(pod, host, container)]
+                    tx.ports(pod_id, host, container)]
 
     def show_port(self, port_id: int) -> dict:
         with self.ctx.store.read() as tx:

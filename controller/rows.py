@@ -10,10 +10,11 @@ import ipaddress
 from dataclasses import dataclass
 
 from controller.docker_rows import DOCKER_SCHEMA
+from controller.pod_rows import POD_NAMES_MIGRATION
 from controller.safety_rows import SAFETY_SCHEMA
 from flows.contract import MAX_LOCAL_VLAN, MIN_LOCAL_VLAN
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS counters (
@@ -79,7 +80,8 @@ CREATE TABLE IF NOT EXISTS local_vlans (
 # runs SCHEMA and then every step (each is idempotent: CREATE ... IF NOT EXISTS).
 MIGRATIONS: dict[int, str] = {
     2: SAFETY_SCHEMA,       # credentials, switch certificates, implicit pods, audit trail
-    3: DOCKER_SCHEMA,       # addresses reserved by Docker's IPAM (docker_rows.py)
+    3: POD_NAMES_MIGRATION,     # every pod has a unique name (controller/pod_rows.py)
+    4: DOCKER_SCHEMA,           # addresses reserved by Docker's IPAM (docker_rows.py)
 }
 
 
@@ -103,7 +105,7 @@ class Host:
 @dataclass(frozen=True)
 class Pod:
     id: int
-    name: str | None
+    name: str               # unique; contract.POD_NAME (pod_rows.py)
     subnet: str | None
     created_at: float
 

@@ -20,13 +20,14 @@ import webob
 
 from controller import validate
 from controller.errors import ApiError, bad_request, invalid
+from controller.openapi_safety import EVENT_OBJECT
 
 if TYPE_CHECKING:
     from controller.access import Access
     from controller.api import Api
 
 MAX_EVENTS_PAGE = 1000
-_OBJECT = re.compile(r"[a-z]+(?::[\x21-\x7e]{1,200})?", re.ASCII)
+_OBJECT = re.compile(EVENT_OBJECT, re.ASCII)      # as the document states it
 Answer = tuple[int, Any]
 
 

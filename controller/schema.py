@@ -3,8 +3,8 @@
 The schemas in openapi.py are the single source of truth: the server validates requests
 with them and publishes them in /v1/openapi.json, so the document cannot drift from what is
 accepted. Supported keywords: type, properties, required, additionalProperties (false or a
-schema), propertyNames, items, enum, minimum, maximum, minLength, maxLength, pattern, oneOf, $ref to
-#/components/schemas/..., nullable via type lists.
+schema), propertyNames, items, enum, minimum, maximum, minLength, maxLength, pattern, oneOf,
+anyOf, $ref to #/components/schemas/..., nullable via type lists.
 
 Structural problems (wrong type, unknown or missing field) are 400; a value outside its
 allowed range, length or pattern is 422 with the code `invalid_format`: the request breaks
@@ -73,6 +73,16 @@ def check(value: object, schema: Mapping, components: Mapping | None = None,
                 errors.append(e)
         # report the most specific failure: a 422 means the type matched but a value did not
         raise max(errors, key=lambda e: e.status)
+    if "anyOf" in schema:          # besides the other keywords, e.g. alternative `required`s
+        errors = []
+        for option in schema["anyOf"]:
+            try:
+                check(value, option, components, where, explainers)
+                break
+            except ApiError as e:
+                errors.append(e)
+        else:
+            raise max(errors, key=lambda e: e.status)
     types = schema.get("type")
     if types is not None:
         types = [types] if isinstance(types, str) else list(types)

@@ -24,6 +24,7 @@ from typing import Any
 from controller.concurrency import run_blocking
 from controller.docker_rows import DockerRows
 from controller.errors import ApiError, unavailable
+from controller.pod_rows import PodNameRows
 from controller.rows import (
     HOST_COLUMNS,
     MIGRATIONS,
@@ -38,12 +39,19 @@ from controller.rows import (
     port_row,
 )
 from controller.safety_rows import SafetyRows
-from flows.contract import GLOBAL_POD, MAX_LOCAL_VLAN, MAX_PORT_ID, MIN_LOCAL_VLAN
+from flows.contract import (
+    GLOBAL_POD,
+    GLOBAL_POD_NAME,
+    MAX_LOCAL_VLAN,
+    MAX_PORT_ID,
+    MIN_LOCAL_VLAN,
+    default_pod_name,
+)
 
 __all__ = ["GLOBAL_POD", "Host", "Pod", "Port", "Store", "Tx"]   # rows re-exported for callers
 
 
-class Tx(SafetyRows, DockerRows):
+class Tx(SafetyRows, PodNameRows, DockerRows):
     """One open transaction. Methods raise nothing but sqlite3 errors and ApiError."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -143,6 +151,8 @@ class Tx(SafetyRows, DockerRows):
         return Pod(*row) if row else None
 
     def insert_pod(self, pod_id: int, name: str | None, subnet: str | None) -> Pod:
+        """A new pod; without a name it is called `pod-<id>` (contract.default_pod_name)."""
+        name = name if name is not None else default_pod_name(pod_id)
         now = time.time()
         self._c.execute("INSERT INTO pods (id, name, subnet, created_at) VALUES (?, ?, ?, ?)",
                         (pod_id, name, subnet, now))
@@ -330,7 +340,7 @@ class Store:
             self._conn.execute("INSERT OR IGNORE INTO counters (name, value) "
                                "VALUES ('version', 0)")
             if tx.pod(GLOBAL_POD) is None:
-                tx.insert_pod(GLOBAL_POD, "global", None)
+                tx.insert_pod(GLOBAL_POD, GLOBAL_POD_NAME, None)
 
     def _unavailable(self, e: sqlite3.Error) -> ApiError:
         return unavailable(f"the store {self.path} is not available: {e}", "store_unavailable")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from controller import openapi, schema
 from controller.errors import bad_request, invalid
-from flows.contract import BRIDGES, MAX_POD_ID, MAX_PORT_ID
+from flows.contract import BRIDGES, GLOBAL_POD, MAX_POD_ID, MAX_PORT_ID, POD_NAME
 
 DHCP = "dhcp"
 _INTEGER_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]{1,3})?", re.ASCII)
@@ -130,10 +130,13 @@ def host_registration(body: object) -> HostRegistration:
                             dpids["br-int"], dpids["br-tun"], body.get("switch_cert_sha256"))
 
 
+PodRef = int | str          # a pod by its id or its name (contract.POD_NAME)
+
+
 @dataclass(frozen=True)
 class PodCreate:
-    id: int
-    name: str | None
+    id: int | None          # None: the lowest free one (pods.py)
+    name: str | None        # None: contract.default_pod_name(id)
     subnet: ipaddress.IPv4Network | None
 
 
@@ -141,7 +144,7 @@ def pod_create(body: object) -> PodCreate:
     check_schema(body, "PodCreate")
     assert isinstance(body, dict)
     net = subnet(body["subnet"]) if body.get("subnet") is not None else None
-    return PodCreate(body["id"], body.get("name"), net)
+    return PodCreate(body.get("id"), body.get("name"), net)
 
 
 @dataclass(frozen=True)
@@ -150,16 +153,26 @@ class PortCreate:
     container: str
     ip: ipaddress.IPv4Interface | None      # None = DHCP
     mac: str | None
-    pod: int
+    pod: PodRef
+
+
+def _no_number_in_quotes(body: object, field: str) -> None:
+    """A pod id sent as a string ("7") is a JSON type error (400), not a bad name."""
+    value = body.get(field) if isinstance(body, dict) else None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        raise bad_request(f"'{field}' must be an integer (a pod id, e.g. {value} without "
+                          "quotes) or a pod name, got string " + repr(value))
 
 
 def port_create(body: object) -> PortCreate:
+    _no_number_in_quotes(body, "pod")
     check_schema(body, "PortCreate")
     assert isinstance(body, dict)
     ip_text = body["ip"]
     iface = None if ip_text.lower() == DHCP else ipv4_interface(ip_text)
     mac_value = mac(body["mac"]) if "mac" in body else None
-    return PortCreate(body["host"], body["container"], iface, mac_value, body.get("pod", 0))
+    return PortCreate(body["host"], body["container"], iface, mac_value,
+                      body.get("pod", GLOBAL_POD))
 
 
 @dataclass(frozen=True)
@@ -254,6 +267,15 @@ def int_param(text: str, name: str, low: int, high: int) -> int:
 
 def pod_id_param(text: str) -> int:
     return int_param(text, "pod id", 0, MAX_POD_ID)
+
+
+def pod_ref_param(text: str) -> PodRef:
+    """A pod in a path or query: its name (it starts with a letter) or else its id."""
+    if POD_NAME.matches(text):
+        return text
+    if text[:1].isascii() and text[:1].isalpha():         # meant as a name, but not one
+        check_schema(text, "PodName", "pod name")
+    return pod_id_param(text)
 
 
 def port_id_param(text: str) -> int:

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "Pattern", "HOST_ID", "CONTAINER_REF", "POD_NAME", "MAC", "DPID_TEXT", "IPV4", "IPV4_CIDR",
-    "GLOBAL_POD", "MAX_POD_ID", "MAX_PORT_ID", "MAX_OFPORT", "MIN_LOCAL_VLAN",
+    "GLOBAL_POD", "GLOBAL_POD_NAME", "default_pod_name", "reserved_pod_id", "pod_name_fits",
+    "MAX_POD_ID", "MAX_PORT_ID", "MAX_OFPORT", "MIN_LOCAL_VLAN",
     "MAX_LOCAL_VLAN", "MIN_MTU", "MAX_MTU", "tunnel_key", "pod_of_tunnel_key",
     "INTEGRATION_BRIDGE", "TUNNEL_BRIDGE", "BRIDGES", "PATCH_ON_INT", "PATCH_ON_TUN",
     "dpids", "dpid_hex", "tunnel_port_name", "is_tunnel_port_name", "host_port_name",
@@ -60,10 +61,13 @@ CONTAINER_REF = Pattern(
     "container", r"(?:netns:)?[A-Za-z0-9][A-Za-z0-9_.-]{0,127}",
     "a container is a Docker name or id, or netns:NAME for a plain network namespace: "
     "letters, digits, '_', '.', '-', at most 128")
+# A pod name starts with a letter, so it can never be read as a pod id (ids are decimal and
+# the REST API also reads "7.0" and "7e0" as 7): wherever a pod is named, a number is its
+# id and anything else its name.
 POD_NAME = Pattern(
-    "pod name", r"[A-Za-z0-9](?:[A-Za-z0-9 _.:-]{0,62}[A-Za-z0-9_.:-])?",
-    "a pod name is 1-64 letters, digits, spaces or _ . : -, starting with a letter or digit "
-    "and not ending in a space")
+    "pod name", r"[A-Za-z][A-Za-z0-9_.-]{0,62}",
+    "a pod name is 1-63 letters, digits, '_', '.', '-', starting with a letter (a number "
+    "names a pod by its id)")
 MAC = Pattern(
     "MAC", r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}",
     "a MAC address is six colon-separated hex bytes, e.g. 02:42:0a:07:00:05")
@@ -95,6 +99,31 @@ def tunnel_key(pod_id: int) -> int:
 
 def pod_of_tunnel_key(key: int) -> int:
     return key - 1
+
+
+# ---- pod names ------------------------------------------------------------------------
+GLOBAL_POD_NAME = "global"
+_DEFAULT_POD_NAME = re.compile(r"pod-([0-9]+)", re.ASCII)
+
+
+def default_pod_name(pod_id: int) -> str:
+    """The name of a pod made without one (by a connect to its number, or POST /v1/pods
+    with only an id): `pod-7`. Names of this form are reserved for the pod of that id."""
+    return f"pod-{pod_id}"
+
+
+def reserved_pod_id(name: str) -> int | None:
+    """The id a name of the form `pod-<digits>` is reserved for, or None for a name anyone
+    may take. Only the pod of that id may carry such a name, and only spelled as
+    `default_pod_name(id)` (`pod-07` fits no pod), so a default name never clashes."""
+    m = _DEFAULT_POD_NAME.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+def pod_name_fits(name: str, pod_id: int) -> bool:
+    """Whether pod `pod_id` may be called `name` (the reserved names, above)."""
+    reserved = reserved_pod_id(name)
+    return reserved is None or name == default_pod_name(pod_id)
 
 
 # ---- bridges, ports and datapath ids on a host -----------------------------------------

@@ -291,6 +291,20 @@ class Client:
     def connect_on_host(self, host_id: str, body: dict, timeout: float) -> dict:
         return self.request("POST", f"/v1/hosts/{_q(host_id)}/ports", body, timeout=timeout)
 
+    # -- pods by id or name (operator)
+    def pod(self, pod: int | str) -> dict:
+        return self.request("GET", f"/v1/pods/{_q(str(pod))}")
+
+    def create_pod(self, name: str | None = None, pod_id: int | None = None,
+                   subnet: str | None = None) -> dict:
+        body = {k: v for k, v in (("name", name), ("id", pod_id), ("subnet", subnet))
+                if v is not None}
+        return self.request("POST", "/v1/pods", body)
+
+    def delete_pod(self, pod: int | str, force: bool = False) -> Any:
+        return self.request("DELETE", f"/v1/pods/{_q(str(pod))}",
+                            query={"force": "true"} if force else None)
+
     # -- credentials and the audit trail (operator)
     def revoke_agent_token(self, host_id: str) -> Any:
         return self.request("DELETE", f"/v1/hosts/{_q(host_id)}/token")

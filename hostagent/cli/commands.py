@@ -125,11 +125,11 @@ def _answering(client: Client) -> None:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    client = operator_client(args)
-    _answering(client)
     body: dict = {"host": args.host, "container": args.container,
                   "ip": check_ip_argument(args.ip)}  # fmt: skip
-    pod = parse_pod(args.pod)
+    pod = parse_pod(args.pod)          # arguments first: a typo needs no controller
+    client = operator_client(args)
+    _answering(client)
     if pod is not None:
         body["pod"] = pod
     if args.mac:
@@ -138,17 +138,24 @@ def cmd_connect(args: argparse.Namespace) -> int:
     if args.json:
         print_json(port)
     else:
-        print(f"{args.container} connected to pod {port.get('pod', pod or 0)}: "
+        named = f"{pod} ({port.get('pod')})" if isinstance(pod, str) else port.get("pod", pod or 0)
+        print(f"{args.container} connected to pod {named}: "
               f"ip {port_address(port)} mac {port.get('mac')} "
               f"(port {port.get('id')} on {port.get('host', args.host)})")  # fmt: skip
     return 0
 
 
 def cmd_disconnect(args: argparse.Namespace) -> int:
+    pod = parse_pod(args.pod)
     client = operator_client(args)
     _answering(client)
-    pod = parse_pod(args.pod)
-    ports = client.ports(host=args.host, pod=pod)
+    try:
+        ports = client.ports(host=args.host, pod=pod)
+    except ApiError as e:
+        if e.code != "pod_not_found":
+            raise
+        raise CliError(f"pod {pod} does not exist (`loris pods` lists them), so container "
+                       f"{args.container} is not connected to it") from None
     mine = [p for p in ports if _designates(args.container, p["container"])]
     where = f" to pod {pod}" if pod is not None else ""
     if not mine:

@@ -22,13 +22,19 @@ def operator_client(args: argparse.Namespace) -> Client:
         args.token_file, DEFAULT_OPERATOR_TOKEN_FILE), ca_cert=args.ca_cert)
 
 
-def parse_pod(text: str | None) -> int | None:
+def parse_pod(text: str | None) -> int | str | None:
+    """A POD argument: a number is the pod's id, a name (it starts with a letter) its name."""
     if text is None:
         return None
-    if not (text.isascii() and text.isdigit()) or int(text) > contract.MAX_POD_ID:
-        raise CliError(f"pod {text!r} is not a pod id: use a number 0..{contract.MAX_POD_ID} "
-                       "(0 is the global pod)")  # fmt: skip
-    return int(text)
+    if text.isascii() and text.isdigit():
+        if int(text) > contract.MAX_POD_ID:
+            raise CliError(f"pod {text} is not a pod id: use a number 0..{contract.MAX_POD_ID} "
+                           "(0 is the global pod) or a pod's name")  # fmt: skip
+        return int(text)
+    if not contract.POD_NAME.matches(text):
+        raise CliError(f"pod {text!r} is not a pod id (a number 0..{contract.MAX_POD_ID}) "
+                       f"nor a pod name ({contract.POD_NAME.hint})")  # fmt: skip
+    return text
 
 
 def check_ip_argument(text: str) -> str:

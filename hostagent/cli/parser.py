@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 
 from hostagent import pki
-from hostagent.cli import commands, host_commands, observe_commands, pki_commands, safety_commands
+from hostagent.cli import (
+    commands,
+    host_commands,
+    observe_commands,
+    pki_commands,
+    pod_commands,
+    safety_commands,
+)
 from hostagent.client import DEFAULT_OPERATOR_TOKEN_FILE
 
 DESCRIPTION = ("`loris`: prepare a host and manage container networking through the Loris "
@@ -47,14 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("connect", parents=[common], help="connect a container to a pod")
     s.add_argument("container", help="Docker name or id, or netns:NAME")
     s.add_argument("ip", help="A.B.C.D/len, or dhcp")
-    s.add_argument("pod", nargs="?", help="pod id (default 0, the global pod)")
+    s.add_argument("pod", nargs="?", help="pod name or id (default 0, the global pod); a "
+                   "name must exist (loris pod create NAME), a number is created if need be")
     s.add_argument("--mac", help="MAC address (default: chosen by the controller)")
     s.add_argument("--timeout", type=float, default=commands.CONNECT_TIMEOUT_S)
     s.set_defaults(func=commands.cmd_connect)
     s = sub.add_parser("disconnect", parents=[common],
                        help="disconnect a container from a pod (default: from all its pods)")
     s.add_argument("container")
-    s.add_argument("pod", nargs="?")
+    s.add_argument("pod", nargs="?", help="pod name or id (default: every pod)")
     s.set_defaults(func=commands.cmd_disconnect)
     s = sub.add_parser("cleanup", parents=[common, ovs_opts],
                        help="remove everything Loris made on this host; deregister it")
@@ -64,11 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("pods", parents=[common], help="list pods")
     s.set_defaults(func=commands.cmd_pods)
     s = sub.add_parser("ports", parents=[common], help="list container ports")
-    s.add_argument("--pod", help="only this pod")
+    s.add_argument("--pod", help="only this pod (name or id)")
     s.add_argument("--on-host", dest="filter_host", help="only ports of this host")
     s.add_argument("--stats", action="store_true", help="packets and bytes each port sent, "
                    "received and had dropped by its port security")
     s.set_defaults(func=observe_commands.cmd_ports)
+    # ---- pods by name: pod create, pod show, pod delete (pod_commands.py) ------------------
+    pod_commands.add_parsers(sub, common)
     # ---- credentials and the audit trail: token, tokens, events (safety_commands.py) ----
     safety_commands.add_parsers(sub, common)
     # ---- observability: trace, resync (observe_commands.py) ------------------------------

@@ -127,7 +127,9 @@ def test_connect_errors_are_one_line_and_change_nothing(lab):
          f"IP 198.18.135.1 already used by {name(lab, 'c1')} in pod 7"),
         ([c4, "198.18.135.4/24", "7", "--mac", c1_mac],
          f"MAC {c1_mac} already used by {name(lab, 'c1')} in pod 7"),
-        ([c4, "198.18.135.4/24", "seven"], "not a pod id"),
+        ([c4, "198.18.135.4/24", "seven"], "pod seven does not exist; create it with "
+                                           "`loris pod create seven`"),
+        ([c4, "198.18.135.4/24", "7x"], "not a pod id"),
         ([c4, "198.18.135.4/24", "7", "--controller", "http://198.19.0.1:9"], "unreachable"),
     ]  # fmt: skip
     for args, message in cases:
@@ -161,7 +163,7 @@ def test_status_pods_and_ports_tables(lab):
 
     pods = loris(lab, "h1", "pods").stdout
     row9 = next(r for r in pods.splitlines() if r.startswith("9 "))
-    assert row9.split() == ["9", "-", "198.18.137.0/24", "10", "2", "198.18.137.1"]
+    assert row9.split() == ["9", "pod-9", "198.18.137.0/24", "10", "2", "198.18.137.1"]
     assert {p["id"] for p in json.loads(loris(lab, "h1", "pods", "--json").stdout)} >= {0, 7, 8, 9}
 
     ports = loris(lab, "h1", "ports").stdout
@@ -185,6 +187,47 @@ def test_disconnect(lab):
     cid = lab.docker_client.api.inspect_container(name(lab, "c4"))["Id"][:12]
     loris(lab, "h1", "disconnect", cid, "9")
     assert interface(lab, "c4") is None
+
+
+def test_pods_by_name(lab):
+    """A pod created by name, containers on two hosts connected to it by name (one static,
+    one DHCP), reachable at once; the REST API by name and by id; delete refused while the
+    pod has members, then forced."""
+    r = loris(lab, "h1", "pod", "create", "red", "--subnet", "198.18.140.0/24")
+    assert r.stdout.startswith("created pod red (id ") and "DHCP server 198.18.140.1" in r.stdout
+    red = json.loads(loris(lab, "h1", "pod", "show", "red", "--json").stdout)
+    r = loris(lab, "h2", "connect", name(lab, "c5"), "198.18.140.5/24", "red")
+    assert f"connected to pod red ({red['id']})" in r.stdout
+    port4 = cli_connect_json(lab, "c4", "dhcp", "red")
+    assert port4["pod"] == red["id"] and port4["lease"] == "198.18.140.2/24"
+    assert ping(lab, "c4", "198.18.140.5") and ping(lab, "c5", "198.18.140.2")
+    assert not ping(lab, "c4", "198.18.135.2", wait=1)            # pod 7 stays apart
+    only_red = json.loads(loris(lab, "h1", "ports", "--pod", "red", "--json").stdout)
+    assert sorted(p["container"] for p in only_red) == [name(lab, "c4"), name(lab, "c5")]
+    row = next(r for r in loris(lab, "h1", "pods").stdout.splitlines()
+               if r.split()[1:2] == ["red"])
+    assert row.split() == [str(red["id"]), "red", "198.18.140.0/24", str(red["id"] + 1), "2",
+                           "198.18.140.1"]
+
+    # the REST API: by name and by id, conflicts naming the pod that exists
+    status, blue = lab.api("POST", "/v1/pods", {"name": "blue", "id": 41})
+    assert status == 201 and blue["tunnel_key"] == 42
+    assert lab.api("GET", "/v1/pods/blue") == lab.api("GET", "/v1/pods/41")
+    status, err = lab.api("POST", "/v1/pods", {"name": "red"})
+    assert status == 409 and f"pod {red['id']} (red) already exists" in err["error"]["message"]
+    status, err = lab.api("POST", "/v1/pods", {"name": "green", "id": 41})
+    assert status == 409 and "pod 41 (blue) already exists" in err["error"]["message"]
+    assert lab.api("DELETE", "/v1/pods/41")[0] == 204
+    assert lab.api("GET", "/v1/pods/blue")[0] == 404
+
+    r = loris(lab, "h1", "pod", "delete", "red", ok=False)
+    assert f"{name(lab, 'c4')} on h1" in r.stderr and "--force" in r.stderr
+    r = loris(lab, "h1", "pod", "delete", "red", "--force")
+    assert r.stdout.strip() == f"deleted pod red ({red['id']}), disconnected 2 member(s)"
+    wait_for(lambda: interface(lab, "c4") is None and interface(lab, "c5") is None, 20,
+             "the agents removing the members of the deleted pod")
+    assert lab.api("GET", "/v1/pods/red")[0] == 404
+    assert not [p for p in ports_json(lab) if p["pod"] == red["id"]]
 
 
 def test_cleanup_leaves_no_trace_and_the_others_keep_working(lab):

@@ -86,7 +86,9 @@ def test_pod_delete_rules(api, parts):
     assert "web1 on h1" in msg and "force=true" in msg
     assert "global" in api.error("DELETE", "/v1/pods/0", status=409, code="global_pod")
     api.error("DELETE", "/v1/pods/99", status=404)
-    api.error("DELETE", "/v1/pods/abc", status=400)
+    api.error("DELETE", "/v1/pods/7x", status=400)      # neither an id nor a name
+    assert "loris pod create abc" in api.error("DELETE", "/v1/pods/abc", status=404,
+                                               code="pod_not_found")      # a name: pod_names
     api.error("DELETE", "/v1/pods/99999999", status=422)
     api.error("DELETE", "/v1/pods/7?force=maybe", status=400)
     version = parts.board.version("h1")
@@ -485,7 +487,8 @@ def test_list_filter_show_and_delete_ports(cluster, parts):
     assert len(cluster.ok("GET", "/v1/ports")) == 3
     assert [p["container"] for p in cluster.ok("GET", "/v1/ports?pod=7&host=h2")] == ["web2"]
     assert [p["container"] for p in cluster.ok("GET", "/v1/ports?container=db")] == ["db"]
-    cluster.error("GET", "/v1/ports?pod=x", status=400)
+    cluster.error("GET", "/v1/ports?pod=7x", status=400)      # neither an id nor a name
+    cluster.error("GET", "/v1/ports?pod=x", status=404, code="pod_not_found")   # a name
     cluster.error("GET", "/v1/ports?pod=16777215", status=422)
     cluster.error("GET", "/v1/ports?host=-", status=422)
     cluster.error("GET", "/v1/ports?vlan=3", status=400)

@@ -51,7 +51,7 @@ def test_whitespace_control_and_non_ascii_never_match(rule, value):
 
 
 @pytest.mark.parametrize("rule, longest", [(HOST_ID, 63), (CONTAINER_REF, 128 + 6),
-                                           (POD_NAME, 64)], ids=lambda r: getattr(r, "what", r))
+                                           (POD_NAME, 63)], ids=lambda r: getattr(r, "what", r))
 def test_over_long_values_never_match(rule, longest):
     prefix = "netns:" if rule is CONTAINER_REF else ""
     assert rule.matches(prefix + "a" * (longest - len(prefix)))
@@ -85,7 +85,7 @@ def test_the_document_uses_the_contract():
     assert doc["HostId"]["pattern"] == HOST_ID.json
     assert doc["Mac"]["pattern"] == MAC.json
     assert doc["PortCreate"]["properties"]["container"]["pattern"] == CONTAINER_REF.json
-    assert doc["PodCreate"]["properties"]["name"]["pattern"] == POD_NAME.json
+    assert doc["PodName"]["pattern"] == POD_NAME.json
     assert doc["PodId"]["maximum"] == contract.MAX_POD_ID
     assert doc["PortId"]["maximum"] == contract.MAX_PORT_ID
 

@@ -87,7 +87,8 @@ def test_mesh_state():
 
 def test_parse_pod_and_ip_arguments():
     assert parse_pod(None) is None and parse_pod("0") == 0 and parse_pod("16777214") == 16777214
-    for bad in ("-1", "x", "16777215", "1.5"):
+    assert parse_pod("x") == "x"                  # a pod name (pods by name)
+    for bad in ("-1", "7x", "16777215", "1.5"):
         with pytest.raises(CliError, match="not a pod id"):
             parse_pod(bad)
     assert check_ip_argument("DHCP") == "dhcp"

@@ -194,7 +194,7 @@ def test_an_older_store_is_upgraded(tmp_path):
         conn.execute("PRAGMA user_version = 1")
     store = Store(db)
     try:
-        assert store.pragma("user_version") == SCHEMA_VERSION == 3
+        assert store.pragma("user_version") == SCHEMA_VERSION >= 2
         book = TokenBook(store)
         token = book.issue(AGENT, "h1")
         assert book.find(token).credential.name == "h1"
