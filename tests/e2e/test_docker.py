@@ -1,7 +1,7 @@
 """Docker-native networking end to end: containers started only with Docker commands.
 
 Three simulated hosts, each with its own dockerd served the `loris` plugin by its agent
-(lab/hostdocker.py). Pods red and blue are created once through the REST API; every host's
+(lab/hostdocker.py). Pods red and blue are created once (`loris pod create`, REST); every host's
 agent makes them Docker networks, and `docker run --network red` on any host does the rest.
 The tests share one lab per tunnel type (VXLAN, then GRE) and build on each other, in
 order.
@@ -32,9 +32,9 @@ R3_IP, B1_IP, B2_IP = "198.18.135.50", "198.18.136.60", "198.18.136.61"
 @pytest.fixture(scope="module")
 def lab(make_cluster) -> Lab:
     lab = make_cluster(hosts=3, host_dockerd=True)
-    for pod, name, subnet in ((RED, "red", RED_NET), (BLUE, "blue", BLUE_NET)):
-        status, body = lab.api("POST", "/v1/pods", {"id": pod, "name": name, "subnet": subnet})
-        assert status == 201, body
+    lab.loris("h1", "pod", "create", "red", "--subnet", RED_NET, "--id", str(RED), check=True)
+    status, body = lab.api("POST", "/v1/pods", {"id": BLUE, "name": "blue", "subnet": BLUE_NET})
+    assert status == 201, body
     return lab
 
 
