@@ -215,7 +215,7 @@ def extend_openapi(SCHEMAS: dict, PATHS: dict) -> None:  # noqa: N803 (openapi.p
                                 "host's agent may call it: its Docker plugin)",
                      "requestBody": {"required": True, **_json(_ref("PortCreate"))},
                      "responses": {"201": _resp("connected", _ref("Port")),
-                                   **_errors(400, 409, 413, 422, 503)}}},
+                                   **_errors(400, 404, 409, 413, 422, 503)}}},
         "/v1/hosts/{host_id}/ports/{port_id}/docker": {
             "parameters": [_HOST, _path_param("port_id", _ref("PortId"), "port id")],
             "put": {"summary": "name the Docker container of an endpoint's port (its host's "

@@ -56,7 +56,7 @@ class Reads:
         with self.ctx.store.read() as tx:
             pod = pods.existing(tx, ref)
             members = tx.ports(pod_id=pod.id)
-            return views.pod(pod, len(members), members)
+            return views.pod(pod, len(members), members, tx.docker_names())
 
     def list_ports(self, pod: PodRef | None = None, host: str | None = None,
                    container: str | None = None) -> list[dict]:
