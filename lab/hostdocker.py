@@ -93,8 +93,11 @@ class HostDockerd:
             return self._client
 
     def answering(self) -> bool:
-        return self.cli("version", "--format", "{{.Server.Version}}", check=False,
-                        timeout=10).returncode == 0
+        try:
+            return self.cli("version", "--format", "{{.Server.Version}}", check=False,
+                            timeout=10).returncode == 0
+        except LabError:          # no answer within the timeout: not (yet) serving
+            return False
 
     def container_pids(self) -> list[int]:
         """Processes of this engine's containers (found by their cgroup parent)."""
