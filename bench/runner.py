@@ -28,6 +28,7 @@ BENCHMARKS = {
     "connect": "bench.bench_connect",
     "footprint": "bench.bench_footprint",
     "resync": "bench.bench_resync",
+    "docker": "bench.bench_docker",
 }
 # run only when named: they need more than ./dev installs (OVN: `./dev bench` installs it)
 # and take their own labs

@@ -27,6 +27,7 @@ from controller.agent_protocol import AgentProtocol
 from controller.audit import AuditTrail
 from controller.auth import PUBLIC_ROUTES, Authenticator, Principal, authorize_host
 from controller.connect import Connections
+from controller.docker_ipam import DockerApi, DockerIpam
 from controller.errors import ApiError, bad_request
 from controller.hosts import Hosts
 from controller.metrics import Metrics
@@ -61,6 +62,7 @@ class Operations:
     agents: AgentProtocol
     access: Access | None = None     # credentials (controller/access.py)
     observe: Observe | None = None      # trace, resync, port counters, metrics
+    docker: DockerIpam | None = None    # Docker IPAM for the hosts' plugins
 
 
 class Api:
@@ -95,6 +97,8 @@ class Api:
         r("/v1/ports/{port_id}", GET=self.show_port, DELETE=self.disconnect)
         # ---- credentials and the audit trail (controller/safety_api.py) ------------------
         SafetyApi(self).register()
+        # ---- Docker IPAM for the hosts' Docker plugins (controller/docker_ipam.py) -------
+        DockerApi(self).register()
         # observability (docs/operations.md, docs/metrics.md)
         r("/v1/trace", POST=self.trace)
         r("/v1/hosts/{host_id}/resync", POST=self.resync)

@@ -60,6 +60,12 @@ AGENT_ROUTES = frozenset({
     ("GET", "/v1/hosts/{host_id}/desired"),
     ("PUT", "/v1/hosts/{host_id}/actual"),
     ("DELETE", "/v1/ports/{port_id}"),              # only ports of its host
+    # its Docker plugin (controller/docker_ipam.py): connects and addresses of its host
+    ("POST", "/v1/hosts/{host_id}/ports"),          # connect (body host = route host)
+    ("GET", "/v1/hosts/{host_id}/pods"),
+    ("POST", "/v1/hosts/{host_id}/addresses"),
+    ("DELETE", "/v1/hosts/{host_id}/addresses/{address}"),
+    ("PUT", "/v1/hosts/{host_id}/ports/{port_id}/docker"),
 })
 HOW_TO = ("send 'Authorization: Bearer <token>': the operator token is in the controller's "
           f"credentials directory ({OPERATOR_FILE}); an agent's comes from `loris token HOST`")

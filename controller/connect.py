@@ -24,7 +24,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 
-from controller import ipam, pods, validate, views
+from controller import docker_ipam, ipam, pods, validate, views
 from controller.context import Context
 from controller.errors import ApiError, conflict, invalid, not_found, unavailable
 from controller.metrics import Metrics
@@ -131,6 +131,7 @@ class Connections:
                     raise conflict(f"container {req.container} on {req.host} is already "
                                    f"connected (port {existing.id}, pod {existing.pod_id}, "
                                    f"{existing.ip}); disconnect it first", "container_connected")
+                docker_ipam.claim(tx, pod.id, req.ip, req.host)   # its own reservation
                 iface = ipam.address(tx, pod, req.ip)
                 mac = ipam.mac(tx, pod, req.mac)
                 if tx.ensure_local_vlan(req.host, pod.id) is None:

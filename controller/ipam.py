@@ -6,6 +6,7 @@ flows/contract.py) or the broadcast address. A static address must be inside the
 subnet (when it has one), must not be the server's, and must be free in the pod. A MAC is
 the one asked for, if free in the pod and not the server's, else a random locally
 administered one. Same address or MAC in another pod is fine: pods are separate networks.
+An address a host's Docker IPAM reserved (docker_ipam.py) is taken too.
 
 `lowest_free` and `random_mac` are pure; `address` and `mac` read the pod's ports through
 a store transaction (`Tx`) and raise ApiError with the object and the fix.
@@ -57,7 +58,7 @@ def address(tx: Tx, pod: Pod, requested: ipaddress.IPv4Interface | None
         if net is None:
             raise invalid(f"pod {pod.id} has no subnet, so it has no DHCP; create the pod with "
                           "a subnet or give an address", "no_subnet")
-        chosen = lowest_free(net, tx.addrs(pod.id))
+        chosen = lowest_free(net, tx.addrs(pod.id) | tx.reserved_addrs(pod.id))
         if chosen is None:
             raise conflict(f"pod {pod.id}'s subnet {net} is full ({assignable(net)} addresses "
                            "in use); disconnect a container or use a larger subnet",
@@ -75,6 +76,10 @@ def address(tx: Tx, pod: Pod, requested: ipaddress.IPv4Interface | None
     if clash is not None:
         raise conflict(f"IP {requested.ip} already used by {clash.container} in pod {pod.id}",
                        "ip_in_use")
+    held = tx.reservation(pod.id, int(requested.ip))   # by a Docker host (docker_ipam.py)
+    if held is not None:
+        raise conflict(f"IP {requested.ip} already used by a Docker container starting on "
+                       f"host {held[0]} in pod {pod.id}", "ip_in_use")
     return requested
 
 

@@ -165,6 +165,9 @@ SCHEMAS: dict = {
         "lease": _nullable_str,
         "error": {"oneOf": [{"type": "null"}, _ref("ApiError")]},
         "created_at": {"type": "number"},
+        "docker": _obj(       # a Docker endpoint's port whose container is known (docker.md)
+            {"container": {"type": "string", "description": "the Docker container's name"},
+             "endpoint": {"type": "string", "description": "docker-ep-<EndpointID>"}}),
     }),
     "Desired": _obj({
         "version": {"type": "integer"},
@@ -440,6 +443,11 @@ SCHEMAS["PodCreate"]["anyOf"] = [{"required": ["name"]}, {"required": ["id"]}]
 from controller import openapi_safety  # noqa: E402 (it uses the helpers above)
 
 openapi_safety.extend(SCHEMAS, PATHS)
+
+# ---- Docker IPAM for the hosts' Docker plugins (controller/docker_ipam.py) ---------------
+from controller import docker_ipam  # noqa: E402 (it uses the helpers above)
+
+docker_ipam.extend_openapi(SCHEMAS, PATHS)
 
 PUBLIC = ("/v1/health", "/v1/openapi.json")      # controller/auth.py PUBLIC_ROUTES
 

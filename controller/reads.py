@@ -56,7 +56,7 @@ class Reads:
         with self.ctx.store.read() as tx:
             pod = pods.existing(tx, ref)
             members = tx.ports(pod_id=pod.id)
-            return views.pod(pod, len(members), members)
+            return views.pod(pod, len(members), members, tx.docker_names())
 
     def list_ports(self, pod: PodRef | None = None, host: str | None = None,
                    container: str | None = None) -> list[dict]:
@@ -64,11 +64,13 @@ class Reads:
         empty list, as the pod may come into being with the next connect)."""
         with self.ctx.store.read() as tx:
             pod_id = pods.existing(tx, pod).id if isinstance(pod, str) else pod
-            return [views.port(p) for p in tx.ports(pod_id, host, container)]
+            names = tx.docker_names()
+            return [views.with_docker_name(views.port(p), names) for p in
+                    tx.ports(pod_id, host, container)]
 
     def show_port(self, port_id: int) -> dict:
         with self.ctx.store.read() as tx:
             port = tx.port(port_id)
             if port is None:
                 raise not_found(f"port {port_id} does not exist", "port_not_found")
-            return views.port(port)
+            return views.with_docker_name(views.port(port), tx.docker_names())

@@ -9,11 +9,12 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from controller.docker_rows import DOCKER_SCHEMA
 from controller.pod_rows import POD_NAMES_MIGRATION
 from controller.safety_rows import SAFETY_SCHEMA
 from flows.contract import MAX_LOCAL_VLAN, MIN_LOCAL_VLAN
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS counters (
@@ -80,6 +81,7 @@ CREATE TABLE IF NOT EXISTS local_vlans (
 MIGRATIONS: dict[int, str] = {
     2: SAFETY_SCHEMA,       # credentials, switch certificates, implicit pods, audit trail
     3: POD_NAMES_MIGRATION,     # every pod has a unique name (controller/pod_rows.py)
+    4: DOCKER_SCHEMA,           # addresses reserved by Docker's IPAM (docker_rows.py)
 }
 
 

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from controller.concurrency import run_blocking
+from controller.docker_rows import DockerRows
 from controller.errors import ApiError, unavailable
 from controller.pod_rows import PodNameRows
 from controller.rows import (
@@ -50,7 +51,7 @@ from flows.contract import (
 __all__ = ["GLOBAL_POD", "Host", "Pod", "Port", "Store", "Tx"]   # rows re-exported for callers
 
 
-class Tx(SafetyRows, PodNameRows):
+class Tx(SafetyRows, PodNameRows, DockerRows):
     """One open transaction. Methods raise nothing but sqlite3 errors and ApiError."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:

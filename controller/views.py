@@ -18,13 +18,23 @@ def port(p: Port) -> dict:
             "mtu": p.mtu, "lease": p.lease, "error": error, "created_at": p.created_at}
 
 
-def pod(p: Pod, ports: int, members: list[Port] | None = None) -> dict:
+def with_docker_name(view: dict, names: dict[int, str]) -> dict:
+    """A port's view with `docker` {container, endpoint} when it is a Docker endpoint whose
+    container its agent named (controller/docker_ipam.py)."""
+    name = names.get(view["id"])
+    if name is not None:
+        view["docker"] = {"container": name, "endpoint": view["container"]}
+    return view
+
+
+def pod(p: Pod, ports: int, members: list[Port] | None = None,
+        docker_names: dict[int, str] | None = None) -> dict:
     server = contract.dhcp_server(p.id, p.network)
     out = {"id": p.id, "name": p.name, "subnet": p.subnet, "tunnel_key": contract.tunnel_key(p.id),
            "dhcp_server": {"ip": server[0], "mac": server[1]} if server else None,
            "ports": ports, "created_at": p.created_at}
     if members is not None:
-        out["members"] = [port(m) for m in members]
+        out["members"] = [with_docker_name(port(m), docker_names or {}) for m in members]
     return out
 
 

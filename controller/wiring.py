@@ -18,6 +18,7 @@ from controller.config import Settings
 from controller.connect import Connections
 from controller.context import Context
 from controller.dhcp import RateLimiter, Responder
+from controller.docker_ipam import DockerIpam
 from controller.hosts import Hosts
 from controller.metrics import Metrics, Sources
 from controller.observe import Observe
@@ -88,7 +89,7 @@ def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[]
         audit = AuditTrail(store, settings.audit_max_events, settings.audit_max_days)
     ops = Operations(reads=reads, hosts=Hosts(ctx, reads), pods=Pods(ctx),
                      ports=Connections(ctx), agents=AgentProtocol(ctx), access=access,
-                     observe=Observe(ctx))
+                     observe=Observe(ctx), docker=DockerIpam(ctx))
     events = SwitchEvents(ctx)
     api = Api(ops, settings.max_body, auth, audit, metrics)
 

@@ -30,6 +30,8 @@ from hostagent.client import (
     token_file_from,
 )
 from hostagent.containers import Runtimes, matches
+from hostagent.docker_driver import ENDPOINT_PREFIX, is_endpoint_ref
+from hostagent.docker_plugin import DockerPluginConfig, docker_plugin_config, serve_plugin
 from hostagent.local import default_host_id, ovs_from_args
 from hostagent.ovs import Ovs, OvsError
 from hostagent.reconcile import Reconciler
@@ -52,6 +54,7 @@ class Agent:
         openflow: str | None = None,
         runtimes: Runtimes | None = None,
         switch_tls: tuple[str, str, str] | None = None,
+        docker_plugin: DockerPluginConfig | None = None,
     ) -> None:
         self.client = client
         self.switch_tls = switch_tls  # (key, cert, CA) for OpenFlow over TLS
@@ -75,6 +78,7 @@ class Agent:
         self.send_stats = True
         self._deletes_lock = threading.Lock()  # Docker-event thread and worker both retry
         self.registered = False
+        self.docker_plugin = docker_plugin
         self.reconciler = Reconciler(
             ovs, self.runtimes, host_id, tunnel_ip, tunnel_type, container_ifname,
             ensure_bridges=self.prepare, on_container_gone=self._container_gone,
@@ -139,6 +143,7 @@ class Agent:
                 backoff_wait(self.stop, attempt)
                 attempt += 1
         self.runtimes.watch_docker(self._docker_event, self.stop)
+        self.start_docker_plugin()
         worker = threading.Thread(target=self._worker, name="reconcile", daemon=True)
         worker.start()
         # The long poll blocks in a socket read that a signal does not interrupt: it runs in
@@ -243,6 +248,25 @@ class Agent:
                 "last_pass_seconds": round(self.last_pass_seconds, 6),
                 "wiring_errors": self.reconciler.wiring_errors}
 
+    # ---------------------------------------------------------------- Docker plugin
+    def start_docker_plugin(self) -> None:
+        """Serve the `loris` Docker plugin and keep a Docker network per pod
+        (docs/docker.md), when configured."""
+        if self.docker_plugin is not None:
+            serve_plugin(self.docker_plugin, self.client, self.host_id, self._desired_port,
+                         self._endpoint_ports, self.stop)
+
+    def _endpoint_ports(self) -> dict[str, int]:
+        return {p["container"][len(ENDPOINT_PREFIX):]: int(p["id"])
+                for p in (self.desired or {}).get("ports") or []
+                if is_endpoint_ref(p["container"])}
+
+    def _desired_port(self, ref: str) -> dict | None:
+        for p in (self.desired or {}).get("ports") or []:
+            if p["container"] == ref:
+                return p
+        return None
+
     # ---------------------------------------------------------------- Docker events
     def _docker_event(self, action: str, container_id: str, name: str) -> None:
         desired = self.desired or {}
@@ -301,6 +325,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--switch-cert", help="this host's certificate for OpenFlow over TLS "
                    "(LORIS_SWITCH_CERT)")
     p.add_argument("--switch-key", help="its private key (LORIS_SWITCH_KEY)")
+    p.add_argument("--plugin-socket", help="serve the `loris` Docker network and IPAM "
+                   "plugin on this unix socket (dockerd looks for "
+                   "/run/docker/plugins/loris.sock); under systemd socket activation the "
+                   "inherited socket is used (docs/docker.md)")
+    p.add_argument("--plugin-state", default="/var/lib/loris/docker-plugin.json",
+                   help="where the plugin keeps what Docker told it (networks, endpoints)")
+    p.add_argument("--no-docker-networks", action="store_true", help="with the plugin, do "
+                   "not keep a Docker network per pod in the engine")
     p.add_argument("--apply", metavar="FILE", help="no controller: prepare the host, apply "
                    "the desired state in FILE (JSON as GET .../desired returns it; - for "
                    "stdin), print the actual state and exit (troubleshooting, tests)")
@@ -390,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(client, ovs_from_args(args.ovsdb, args.ovs_rundir), host_id, tunnel_ip,
                   args.tunnel_type, args.container_ifname, args.openflow,
                   Runtimes(args.docker_url),
-                  (switch_key, switch_cert, ca_cert) if switch_cert else None)  # fmt: skip
+                  (switch_key, switch_cert, ca_cert) if switch_cert else None,
+                  docker_plugin_config(args))  # fmt: skip
 
     def stop(_sig: int, _frame: object) -> None:
         agent.stop.set()

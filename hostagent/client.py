@@ -272,6 +272,25 @@ class Client:
     def delete_port(self, port_id: int) -> Any:
         return self.request("DELETE", f"/v1/ports/{int(port_id)}")
 
+    # -- a host's Docker plugin (controller/docker_ipam.py; the agent's own host)
+    def host_pods(self, host_id: str) -> list[dict]:
+        return list(self.request("GET", f"/v1/hosts/{_q(host_id)}/pods") or [])
+
+    def reserve_address(self, host_id: str, pod: int, ip: str | None) -> dict:
+        body: dict[str, Any] = {"pod": pod} if ip is None else {"pod": pod, "ip": ip}
+        return self.request("POST", f"/v1/hosts/{_q(host_id)}/addresses", body)
+
+    def release_address(self, host_id: str, pod: int, ip: str) -> Any:
+        return self.request("DELETE", f"/v1/hosts/{_q(host_id)}/addresses/{_q(ip)}",
+                            query={"pod": pod})
+
+    def name_docker_port(self, host_id: str, port_id: int, container: str) -> Any:
+        return self.request("PUT", f"/v1/hosts/{_q(host_id)}/ports/{int(port_id)}/docker",
+                            {"container": container})
+
+    def connect_on_host(self, host_id: str, body: dict, timeout: float) -> dict:
+        return self.request("POST", f"/v1/hosts/{_q(host_id)}/ports", body, timeout=timeout)
+
     # -- pods by id or name (operator)
     def pod(self, pod: int | str) -> dict:
         return self.request("GET", f"/v1/pods/{_q(str(pod))}")

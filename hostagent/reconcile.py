@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flows import contract
-from hostagent import dhcp, netdev
+from hostagent import dhcp, endpoint_ports, netdev
 from hostagent.containers import (
     Container,
     ContainerError,
@@ -21,6 +21,7 @@ from hostagent.containers import (
     ContainerNotRunning,
     Runtimes,
 )
+from hostagent.docker_driver import is_endpoint_ref
 from hostagent.faults import pause_point
 from hostagent.ovs import Interface, Ovs, OvsError, Snapshot, kv
 
@@ -211,6 +212,8 @@ class Reconciler:
                      host_veths: dict[str, int]) -> dict:  # fmt: skip
         port_id = int(port["id"])
         ref = port["container"]
+        if is_endpoint_ref(ref):      # a Docker endpoint: Docker moves it in (docker_driver)
+            return endpoint_ports.ensure(self, port, mtu, snap)
         iface = self.port_interfaces(snap).get(port_id)
         try:
             container = self.runtimes.resolve(ref)

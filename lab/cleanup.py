@@ -6,7 +6,9 @@ What belongs to lab `<prefix>`:
 - the run directory `/run/loris-lab/<prefix>/`;
 - processes: those recorded in `<run dir>/procs/*.json` (pid and start time both match),
   those named in `<run dir>/**/*.pid` whose command line mentions the run directory, and
-  every process whose network namespace is one of the lab's namespaces.
+  every process whose network namespace is one of the lab's namespaces, and every process
+  in a cgroup `<prefix>-*` (the containers of the hosts' own dockerds, lab/hostdocker.py),
+  whose cgroups are then removed.
 Never by process name.
 """
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 
 from lab import procs
 from lab.command import run
+from lab.hostdocker import cgroup_pids, remove_cgroups
 from lab.naming import DOCKER_LABEL, NETNS_DIR, NETNS_RE, PREFIX_RE, RUN_ROOT, lab_dir
 
 Log = Callable[[str], None]
@@ -112,6 +115,9 @@ def lab_processes(prefix: str) -> dict[int, str]:
             continue
         if procs.running(pid) and str(root) + "/" in procs.cmdline(pid):
             found.setdefault(pid, f"pidfile {pidfile}")
+    for group in lab_cgroups(prefix):
+        for pid in cgroup_pids(group):
+            found.setdefault(pid, f"in cgroup {group}")
     inodes = namespace_inodes(lab_namespaces(prefix))
     if inodes:
         me = os.getpid()
@@ -122,6 +128,15 @@ def lab_processes(prefix: str) -> dict[int, str]:
             if ino in inodes and procs.running(pid):
                 found.setdefault(pid, f"in namespace {inodes[ino]}")
     return found
+
+
+def lab_cgroups(prefix: str) -> list[str]:
+    """Cgroup names `<prefix>-*` (the cgroup parents of the hosts' dockerds)."""
+    try:
+        return sorted(n for n in os.listdir("/sys/fs/cgroup/pids")
+                      if n.startswith(prefix + "-"))
+    except OSError:
+        return []
 
 
 @dataclass
@@ -172,6 +187,10 @@ def cleanup_prefix(prefix: str, client=None, log: Log = _quiet) -> CleanupReport
             report.containers.append(c.name)
         except Exception as exc:  # keep going: the rest must still be removed
             report.errors.append(f"container {c.name}: {exc}")
+
+    for group in lab_cgroups(prefix):
+        for left in remove_cgroups(group):
+            report.errors.append(f"cgroup {left} could not be removed")
 
     for ns in lab_namespaces(prefix):
         log(f"{prefix}: deleting namespace {ns}")

@@ -72,8 +72,10 @@ class Container:
 class DockerContainer(Container):
     kind = "docker"
 
-    def __init__(self, client, prefix: str, host: Host, short: str) -> None:
+    def __init__(self, client, prefix: str, host: Host, short: str,
+                 cli: Sequence[str] = ("docker",)) -> None:
         self._client = client
+        self._cli = list(cli)    # the Docker CLI of the engine the container lives in
         self.host = host
         self.short = short
         self.name = f"{prefix}-{short}"
@@ -107,20 +109,21 @@ class DockerContainer(Container):
         return str(self.pid)
 
     def exec_argv(self, argv: Sequence[str], interactive: bool = False) -> list[str]:
-        return ["docker", "exec", *(["-i"] if interactive else []), self.name, *map(str, argv)]
+        return [*self._cli, "exec", *(["-i"] if interactive else []), self.name,
+                *map(str, argv)]
 
     def restart(self) -> None:
         """Restart the container: it comes back with a new, empty network namespace."""
-        run(["docker", "restart", "-t", "2", self.name], timeout=60)
+        run([*self._cli, "restart", "-t", "2", self.name], timeout=60)
         self._pid = None
         _ = self.pid
 
     def stop(self) -> None:
-        run(["docker", "stop", "-t", "2", self.name], timeout=60)
+        run([*self._cli, "stop", "-t", "2", self.name], timeout=60)
         self._pid = None
 
     def remove(self) -> None:
-        run(["docker", "rm", "-f", self.name], check=False, timeout=60)
+        run([*self._cli, "rm", "-f", self.name], check=False, timeout=60)
         self._pid = None
 
 
@@ -178,8 +181,9 @@ class LabContainers:
 
     def add_container(self, host: Host | str | int, name: str,
                       kind: str = "docker") -> Container:
-        """A container on `host`: a Docker container `<prefix>-<name>` (network none) or a
-        bare namespace `<prefix>-c-<name>` (kind="netns")."""
+        """A container on `host`: a Docker container `<prefix>-<name>` (network none; in the
+        host's own engine in a lab with host_dockerd) or a bare namespace
+        `<prefix>-c-<name>` (kind="netns")."""
         h = self.host(host)
         if kind not in ("docker", "netns"):
             raise LabError(f"container kind {kind!r}: use 'docker' or 'netns'")
@@ -189,8 +193,13 @@ class LabContainers:
         if name in self.containers:
             raise LabError(f"lab {self.prefix} already has a container {name!r}")
         self._require_up()
-        if kind == "docker":
-            container: Container = DockerContainer(self.docker_client, self.prefix, h, name)
+        if kind == "docker" and getattr(self, "host_dockerd", False):
+            # in the host's own engine, where its agent looks (lab/hostdocker.py)
+            engine = self.dockerd(h)
+            container: Container = DockerContainer(engine.client, self.prefix, h, name,
+                                                   ("docker", "-H", engine.url))
+        elif kind == "docker":
+            container = DockerContainer(self.docker_client, self.prefix, h, name)
         else:
             container = NetnsContainer(self.prefix, h, name)
         self.containers[name] = container

@@ -18,6 +18,7 @@ from lab import cleanup, procs
 from lab.capture import Captures
 from lab.command import CommandError, LabError
 from lab.containers import Container, LabContainers
+from lab.hostdocker import HostDockerd, HostDockers
 from lab.hostnet import HostNetworks
 from lab.launchers import REPO_ROOT, LorisLaunchers, venv_bin
 from lab.naming import (
@@ -60,13 +61,15 @@ def _down_at_exit() -> None:
                 print(f"loris-lab: tearing down {lab.prefix} failed: {exc}", file=sys.stderr)
 
 
-class Lab(Targets, HostNetworks, LabContainers, Captures, PlainOvs, LorisLaunchers):
+class Lab(Targets, HostNetworks, LabContainers, HostDockers, Captures, PlainOvs,
+          LorisLaunchers):
     """A lab of simulated hosts. Use as a context manager, or call up() and down().
 
     This class holds the lab's state and its life cycle; its parts, one concern each:
     Targets (hosts, namespaces, commands, processes; lab/targets.py), HostNetworks
     (namespaces, underlay, management, per-host OVS, br-phy; lab/hostnet.py), LabContainers
-    (lab/containers.py), Captures (lab/capture.py), PlainOvs (the baseline without Loris;
+    (lab/containers.py), HostDockers (one dockerd per host, opt-in; lab/hostdocker.py),
+    Captures (lab/capture.py), PlainOvs (the baseline without Loris;
     lab/plain.py) and LorisLaunchers (controller, agents, CLI, REST; lab/launchers.py).
 
     >>> with Lab(hosts=3, tunnel="vxlan") as lab:
@@ -74,7 +77,7 @@ class Lab(Targets, HostNetworks, LabContainers, Captures, PlainOvs, LorisLaunche
     """
 
     def __init__(self, hosts: int = 3, tunnel: str = "vxlan", docker: bool = True,
-                 prefix: str | None = None) -> None:
+                 prefix: str | None = None, host_dockerd: bool = False) -> None:
         if not isinstance(hosts, int) or not 1 <= hosts <= MAX_HOSTS:
             raise ValueError(f"hosts={hosts!r}: give a number of hosts from 1 to {MAX_HOSTS}")
         if tunnel not in TUNNEL_TYPES:
@@ -83,7 +86,11 @@ class Lab(Targets, HostNetworks, LabContainers, Captures, PlainOvs, LorisLaunche
             raise ValueError(f"prefix={prefix!r}: use lrs + 6 hex digits, or leave it out")
         self.prefix = prefix or new_prefix()
         self.tunnel = tunnel
-        self.docker = docker
+        self.docker = docker or host_dockerd
+        # one Docker engine per host, in its namespace (lab/hostdocker.py); the shared
+        # engine (`docker`) stays for the lab's --network none containers
+        self.host_dockerd = host_dockerd
+        self._dockerds: dict[str, HostDockerd] = {}
         self.hosts = [Host(i, self.prefix) for i in range(1, hosts + 1)]
         self.netdev = not kernel_datapath_available()
         self.datapath_type = "netdev" if self.netdev else "system"
@@ -133,6 +140,8 @@ class Lab(Targets, HostNetworks, LabContainers, Captures, PlainOvs, LorisLaunche
                 from lab.image import ensure_image
 
                 ensure_image(self.docker_client)
+            if self.host_dockerd:
+                self._start_host_dockerds()
             self.state = "up"
             self._write_info()
         except BaseException as exc:
@@ -160,6 +169,7 @@ class Lab(Targets, HostNetworks, LabContainers, Captures, PlainOvs, LorisLaunche
         """
         if self.state in ("new", "down"):
             return None
+        self._end_host_containers()
         own = [p.pid for p in self.processes.values() if p.alive]
         procs.terminate(own)
         for p in self.processes.values():
@@ -210,7 +220,8 @@ class Lab(Targets, HostNetworks, LabContainers, Captures, PlainOvs, LorisLaunche
             owner = {"pid": self.owner_pid, "starttime": procs.starttime(self.owner_pid),
                      "argv": sys.argv[:4]}
         return {"prefix": self.prefix, "hosts": len(self.hosts), "tunnel": self.tunnel,
-                "docker": self.docker, "datapath_type": self.datapath_type,
+                "docker": self.docker, "host_dockerd": self.host_dockerd,
+                "datapath_type": self.datapath_type,
                 "state": self.state, "owner": owner, "created": time.time()}
 
     def _write_info(self) -> None:

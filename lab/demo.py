@@ -1,8 +1,11 @@
 """The README's demo: Loris on three simulated hosts with Docker containers in two pods.
 
-Run as root with ``./dev demo`` (or ``python -m lab.demo``). It builds a lab, starts the
-controller and one agent per host, connects Docker containers with the ``loris`` CLI, and
-prints who reaches whom, the evidence that ARP never crosses the underlay and that pods are
+Run as root with ``./dev demo`` (or ``python -m lab.demo``). It builds a lab (each host with
+its own dockerd, served the ``loris`` plugin by its agent), starts the controller and one
+agent per host, creates the pods, and shows the Docker way first: every pod is a Docker
+network on every host, and ``docker run --network web`` on any host reaches the pod. Then it
+connects containers started with ``--network none`` with the ``loris`` CLI, and prints who
+reaches whom, the evidence that ARP never crosses the underlay and that pods are
 isolated, and how to try commands by hand. ``--keep`` leaves everything up until Ctrl-C.
 """
 
@@ -108,7 +111,11 @@ def run_demo(lab: Lab) -> int:
             raise SystemExit(f"creating pod {pod_id} failed: {body}")
         say(f"  POST /v1/pods {{id: {pod_id}, name: {name}, subnet: {subnet}}} -> {status}")
 
-    step("Docker containers, connected with `loris connect <container> <ip/mask|dhcp> <pod>`")
+    if not docker_way(lab):
+        return 1
+
+    step("Docker containers started with --network none, connected with "
+         "`loris connect <container> <ip/mask|dhcp> <pod>`")
     members = []
     for short, host, address, pod in MEMBERS:
         container = lab.add_container(host, short)
@@ -165,6 +172,39 @@ def run_demo(lab: Lab) -> int:
     return 0
 
 
+def docker_way(lab: Lab) -> bool:
+    """Pod web as a Docker network on every host, and `docker run --network web`."""
+    step("The Docker way: every pod is a Docker network on every host (the agents make them)")
+    deadline = time.monotonic() + 30
+    for h in lab.hosts:
+        while "web" not in lab.docker_at(h, "network", "ls", "--filter", "driver=loris",
+                                         "--format", "{{.Name}}").stdout.split():
+            if time.monotonic() > deadline:
+                say(f"  FAILED: no Docker network web on {h.name}")
+                return False
+            time.sleep(0.2)
+        say(f"  {h.name}: docker network ls --filter driver=loris -> web, db")
+    started = []
+    for short, host, extra in (("dweb1", "h1", ()), ("dweb2", "h2", ()),
+                               ("dweb3", "h3", ("--ip", "198.18.135.50"))):
+        t0 = time.monotonic()
+        lab.docker_at(host, "run", "-d", "--network", "web", "--name", short, *extra,
+                      "loris-test:busybox", "sleep", "1d")
+        took = time.monotonic() - t0
+        ip = lab.docker_at(host, "exec", short, "ip", "-4", "-o", "addr", "show", "eth0"
+                           ).stdout.split()[3]
+        started.append((short, host, ip.split("/")[0]))
+        say(f"  {host}: docker run -d --network web {' '.join(extra) + ' ' if extra else ''}"
+            f"--name {short} ... -> {ip} ({took:.2f}s, reachable when it returns)")
+    ok = True
+    for (a, ha, _), (b, _, ip) in itertools.permutations(started, 2):
+        reached = lab.docker_at(ha, "exec", a, "ping", "-c", "1", "-W", "1", ip,
+                                check=False).returncode == 0
+        ok &= reached
+        say(f"  {a} -> {b} ({ip}): {'yes' if reached else 'NO'}")
+    return ok
+
+
 def _n_packets(flow_line: str) -> int:
     for part in flow_line.replace(",", " ").split():
         if part.startswith("n_packets="):
@@ -177,6 +217,9 @@ def print_try_it(lab: Lab) -> None:
     step("Try it by hand (in another shell)")
     say(f"  ip netns exec {lab.host('h1').netns} env {env} loris status")
     say(f"  ip netns exec {lab.host('h1').netns} env {env} loris ports")
+    say(f"  docker -H {lab.dockerd('h1').url} exec -it dweb1 sh     # then: ping "
+        "198.18.135.50")
+    say(f"  docker -H {lab.dockerd('h2').url} run --rm -it --network web loris-test:busybox")
     say(f"  docker exec -it {lab.container('web1').name} sh     # then: ping "
         "198.18.135.12")
     say(f"  OVS_RUNDIR={lab.host('h1').rundir} ovs-ofctl -O OpenFlow13 dump-flows br-int")
@@ -191,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave the lab up after the demo until Ctrl-C")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    with Lab(hosts=3, tunnel=args.tunnel) as lab:
+    with Lab(hosts=3, tunnel=args.tunnel, host_dockerd=True) as lab:
         code = run_demo(lab)
         say(f"\n(demo ran in {time.monotonic() - started:.0f}s)")
         if args.keep:

@@ -121,7 +121,8 @@ class LorisLaunchers:
 
     def start_agent(self, host: Host | str | int, extra_args: Sequence[str] = (),
                     extra_env: Mapping[str, str] | None = None) -> LabProcess:
-        """loris-hostagent in the host's namespace, as process `agent-<host>`."""
+        """loris-hostagent in the host's namespace, as process `agent-<host>`; in a lab with
+        a dockerd per host it serves that dockerd the `loris` plugin (lab/hostdocker.py)."""
         h = self.host(host)
         argv = [venv_bin() / "loris-hostagent", "--controller", self.controller_url,
                 "--host-id", h.name, "--tunnel-ip", h.tunnel_ip, "--tunnel-type", self.tunnel,
@@ -131,6 +132,10 @@ class LorisLaunchers:
             argv += ["--ca-cert", self.pki_dir / "ca.pem",
                      "--switch-cert", self.pki_dir / "hosts" / f"{h.name}.pem",
                      "--switch-key", self.pki_dir / "hosts" / f"{h.name}.key"]
+        if getattr(self, "host_dockerd", False):   # its own dockerd: serve it the plugin
+            d = self.dockerd(h)
+            argv += ["--docker-url", d.url, "--plugin-socket", d.plugin_socket(),
+                     "--plugin-state", h.rundir / "docker-plugin.json"]
         argv += extra_args
         return self.start_process(f"agent-{h.name}", argv, netns=h, env=extra_env)
 

@@ -56,16 +56,17 @@ def lab3(request: pytest.FixtureRequest) -> Iterator[Lab]:
 def make_cluster(request: pytest.FixtureRequest) -> Iterator[Callable[..., Lab]]:
     """Factory for a module's tests: `make_cluster(hosts=3, docker=True, ...)` returns a lab
     that is up, with the controller and agents running (see start_cluster). Every lab made
-    is torn down when the module's tests are done. The tunnel is VXLAN unless given, or
-    unless the factory is parametrized indirectly, e.g. on a class:
+    is torn down when the module's tests are done. `host_dockerd=True` gives every host its
+    own dockerd, served the `loris` plugin by its agent (lab/hostdocker.py). The tunnel is
+    VXLAN unless given, or unless the factory is parametrized indirectly, e.g. on a class:
     `@pytest.mark.parametrize("make_cluster", ["vxlan", "gre"], indirect=True)`."""
     default_tunnel = getattr(request, "param", "vxlan")
     with contextlib.ExitStack() as labs:
 
         def make(hosts: int = 3, tunnel: str | None = None, docker: bool = True,
-                 **loris: Any) -> Lab:
+                 host_dockerd: bool = False, **loris: Any) -> Lab:
             lab = labs.enter_context(Lab(hosts=hosts, tunnel=tunnel or default_tunnel,
-                                         docker=docker))
+                                         docker=docker, host_dockerd=host_dockerd))
             return start_cluster(lab, **loris)
 
         yield make

@@ -80,7 +80,8 @@ def ports_table(ports: list[dict]) -> str:
     rows = []
     for p in sorted(ports, key=lambda p: p["id"]):
         err = p.get("error") or {}
-        rows.append([p["id"], p.get("container"), p.get("pod"), port_address(p), p.get("mac"),
+        container = (p.get("docker") or {}).get("container") or p.get("container")
+        rows.append([p["id"], container, p.get("pod"), port_address(p), p.get("mac"),
                      p.get("host"), p.get("state"), p.get("ofport"), err.get("message")])
     return table(["ID", "CONTAINER", "POD", "IP", "MAC", "HOST", "STATE", "OFPORT", "ERROR"],
                  rows)  # fmt: skip

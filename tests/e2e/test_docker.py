@@ -1,0 +1,224 @@
+"""Docker-native networking end to end: containers started only with Docker commands.
+
+Three simulated hosts, each with its own dockerd served the `loris` plugin by its agent
+(lab/hostdocker.py). Pods red and blue are created once (`loris pod create`, REST); every host's
+agent makes them Docker networks, and `docker run --network red` on any host does the rest.
+The tests share one lab per tunnel type (VXLAN, then GRE) and build on each other, in
+order.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from helpers import wait_for
+
+from lab import Lab
+from lab.containers import KEEP_ALIVE
+from lab.naming import IMAGE
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker,
+              pytest.mark.parametrize("make_cluster", ["vxlan", "gre"], indirect=True)]
+
+RED, BLUE = 7, 8
+RED_NET, BLUE_NET = "198.18.135.0/24", "198.18.136.0/24"
+R3_IP, B1_IP, B2_IP = "198.18.135.50", "198.18.136.60", "198.18.136.61"
+
+
+@pytest.fixture(scope="module")
+def lab(make_cluster) -> Lab:
+    lab = make_cluster(hosts=3, host_dockerd=True)
+    lab.loris("h1", "pod", "create", "red", "--subnet", RED_NET, "--id", str(RED), check=True)
+    status, body = lab.api("POST", "/v1/pods", {"id": BLUE, "name": "blue", "subnet": BLUE_NET})
+    assert status == 201, body
+    return lab
+
+
+def run(lab: Lab, host: str, name: str, network: str, *options: str, check: bool = True):
+    return lab.docker_at(host, "run", "-d", "--network", network, "--name", name, *options,
+                         IMAGE, *KEEP_ALIVE, check=check)
+
+
+def addresses(lab: Lab, host: str, name: str, ifname: str = "eth0") -> list[str]:
+    out = lab.docker_at(host, "exec", name, "ip", "-4", "-o", "addr", "show", "dev", ifname,
+                        check=False).stdout
+    found = []
+    for line in out.splitlines():
+        words = line.split()
+        if "inet" in words:
+            found.append(words[words.index("inet") + 1].split("/")[0])
+    return found
+
+
+def reaches(lab: Lab, host: str, name: str, ip: str, wait: int = 2) -> bool:
+    return lab.docker_at(host, "exec", name, "ping", "-c", "1", "-W", str(wait), ip,
+                         check=False).returncode == 0
+
+
+def ports(lab: Lab, **query: object) -> list[dict]:
+    q = "&".join(f"{k}={v}" for k, v in query.items())
+    status, body = lab.api("GET", "/v1/ports" + (f"?{q}" if q else ""))
+    assert status == 200, body
+    return body
+
+
+def plugin_answers(lab: Lab, host: str) -> bool:
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.connect(str(lab.dockerd(host).plugin_socket()))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def host_veths(lab: Lab, host: str) -> set[str]:
+    out = lab.run(host, ["ip", "-o", "link", "show", "type", "veth"]).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+
+
+def test_a_pod_is_a_docker_network_on_every_host(lab):
+    def networks(host: str) -> set[str]:
+        return set(lab.docker_at(host, "network", "ls", "--filter", "driver=loris",
+                                 "--format", "{{.Name}}").stdout.split())
+
+    for h in lab.hosts:
+        wait_for(lambda h=h: {"red", "blue"} <= networks(h.name), 30,
+                 f"networks red and blue on {h.name}")
+
+
+def test_docker_run_reaches_its_pod_across_hosts_and_no_other(lab):
+    run(lab, "h1", "r1", "red", "--cap-add", "NET_ADMIN")
+    run(lab, "h2", "r2", "red")
+    r1, r2 = addresses(lab, "h1", "r1")[0], addresses(lab, "h2", "r2")[0]
+    assert reaches(lab, "h2", "r2", r1)          # at once: docker run returned when wired
+    run(lab, "h3", "r3", "red", "--ip", R3_IP, "--restart", "always")
+    assert addresses(lab, "h3", "r3") == [R3_IP]
+    run(lab, "h1", "b1", "blue", "--ip", B1_IP)
+    run(lab, "h3", "b2", "blue", "--ip", B2_IP)
+    assert reaches(lab, "h1", "r1", R3_IP) and reaches(lab, "h3", "r3", r2)
+    assert reaches(lab, "h1", "b1", B2_IP)
+    # isolation: even with a route, red never reaches blue (same host or not)
+    lab.docker_at("h1", "exec", "r1", "ip", "route", "add", BLUE_NET, "dev", "eth0")
+    assert not reaches(lab, "h1", "r1", B1_IP, wait=1)
+    assert not reaches(lab, "h1", "r1", B2_IP, wait=1)
+    mtu = lab.docker_at("h1", "exec", "r1", "cat", "/sys/class/net/eth0/mtu").stdout.strip()
+    assert int(mtu) == lab.inner_mtu
+    red = ports(lab, pod=RED)
+    assert len(red) == 3 and {p["state"] for p in red} == {"active"}
+    assert {p["ip"].split("/")[0] for p in red} == {r1, r2, R3_IP}
+
+
+def test_loris_ports_shows_docker_started_containers_by_name(lab):
+    def names() -> set[str]:
+        return {(p.get("docker") or {}).get("container") for p in ports(lab, pod=RED)}
+
+    wait_for(lambda: names() == {"r1", "r2", "r3"}, 30, "the red ports named r1, r2, r3")
+    table = lab.loris("h2", "ports", check=True).stdout
+    assert all(name in table for name in ("r1", "r2", "r3", "b1", "b2")), table
+
+
+def test_an_address_taken_on_another_host_is_refused_naming_its_holder(lab):
+    refused = run(lab, "h2", "dup", "red", "--ip", R3_IP, check=False)
+    assert refused.returncode != 0
+    assert R3_IP in refused.stderr and "already used by container r3 on host h3" \
+        in refused.stderr, refused.stderr
+    lab.docker_at("h2", "rm", "-f", "dup")
+    # the same --ip on two hosts at once: one wins, the other is told who has it
+    with ThreadPoolExecutor(2) as pool:
+        races = list(pool.map(lambda h: run(lab, h, "race", "red", "--ip", "198.18.135.80",
+                                            check=False), ("h1", "h2")))
+    assert sorted(r.returncode == 0 for r in races) == [False, True], races
+    lost = next(r for r in races if r.returncode != 0)
+    assert "198.18.135.80 already used by" in lost.stderr, lost.stderr
+    for h in ("h1", "h2"):
+        lab.docker_at(h, "rm", "-f", "race")
+    outside = run(lab, "h2", "out", "red", "--ip", "198.18.136.5", check=False)
+    assert outside.returncode != 0
+    lab.docker_at("h2", "rm", "-f", "out")
+    assert len(ports(lab, pod=RED)) == 3
+
+
+def test_a_mac_address_given_to_docker_is_kept(lab):
+    mac = "02:42:de:ad:be:ef"
+    lab.dockerd("h2").client.containers.run(IMAGE, KEEP_ALIVE, name="m1", detach=True,
+                                            network="red", mac_address=mac)
+    link = lab.docker_at("h2", "exec", "m1", "cat", "/sys/class/net/eth0/address").stdout
+    assert link.strip() == mac
+    assert mac in {p["mac"] for p in ports(lab, pod=RED, host="h2")}
+    assert reaches(lab, "h2", "m1", R3_IP)
+    lab.docker_at("h2", "rm", "-f", "m1")
+
+
+def test_a_network_without_loris_ipam_is_refused(lab):
+    made = lab.docker_at("h1", "network", "create", "-d", "loris", "--subnet",
+                         "198.18.140.0/24", "plain", check=False)
+    assert made.returncode != 0 and "--ipam-driver loris" in made.stderr, made.stderr
+
+
+def test_a_network_made_by_hand_maps_to_its_pod(lab):
+    lab.docker_at("h2", "network", "create", "-d", "loris", "--ipam-driver", "loris",
+                  "--subnet", RED_NET, "-o", "loris.pod=red", "--ipam-opt", "loris.pod=red",
+                  "handmade")
+    # a fresh address: m1's, freed above, would come with another MAC than the one r3
+    # still has in its ARP cache (docs/docker.md, "Limits")
+    run(lab, "h2", "hm", "handmade", "--ip", "198.18.135.70")
+    assert reaches(lab, "h2", "hm", R3_IP)            # pod red, across hosts
+    assert len(ports(lab, pod=RED)) == 4
+    lab.docker_at("h2", "rm", "-f", "hm")
+    lab.docker_at("h2", "network", "rm", "handmade")
+    assert len(ports(lab, pod=RED)) == 3
+
+
+def test_connect_and_disconnect_a_second_network(lab):
+    lab.docker_at("h1", "exec", "r1", "ip", "route", "del", BLUE_NET, "dev", "eth0",
+                  check=False)               # the isolation test's route
+    lab.docker_at("h1", "network", "connect", "blue", "r1")
+    eth1 = addresses(lab, "h1", "r1", "eth1")
+    assert len(eth1) == 1 and ipaddress.ip_address(eth1[0]) in ipaddress.ip_network(BLUE_NET)
+    assert reaches(lab, "h1", "r1", B2_IP)
+    assert len(ports(lab, pod=BLUE)) == 3
+    lab.docker_at("h1", "network", "disconnect", "blue", "r1")
+    assert addresses(lab, "h1", "r1", "eth1") == []
+    assert len(ports(lab, pod=BLUE)) == 2
+    assert reaches(lab, "h1", "r1", R3_IP)
+
+
+def test_restart_and_removal_leave_nothing_behind(lab):
+    before = {p["id"] for p in ports(lab, host="h2")}
+    lab.docker_at("h2", "restart", "-t", "2", "r2")
+    r2 = addresses(lab, "h2", "r2")[0]
+    assert reaches(lab, "h1", "r1", r2)
+    after = ports(lab, host="h2")
+    assert len(after) == 1 and after[0]["id"] not in before     # a new endpoint, old one gone
+    lab.docker_at("h2", "rm", "-f", "r2")
+    assert ports(lab, host="h2") == []
+    assert not {v for v in host_veths(lab, "h2") if v.startswith(("lp", "lc"))}
+    # its address is free again, on another host
+    run(lab, "h1", "r4", "red", "--ip", r2)
+    assert reaches(lab, "h1", "r4", R3_IP)
+
+
+def test_dockerd_restart_brings_back_restart_always_containers(lab):
+    lab.stop_dockerd("h3", signal.SIGTERM)
+    lab.start_dockerd("h3")
+    wait_for(lambda: R3_IP in addresses(lab, "h3", "r3"), 60, "r3 back with its address")
+    wait_for(lambda: reaches(lab, "h1", "r1", R3_IP, wait=1), 30, "r1 reaching r3 again")
+    h3 = ports(lab, host="h3", pod=RED)
+    assert [p["ip"].split("/")[0] for p in h3] == [R3_IP]       # nothing leaked
+
+
+def test_agent_restart_keeps_containers_reachable_and_removable(lab):
+    lab.processes["agent-h1"].stop()
+    assert reaches(lab, "h3", "r3", addresses(lab, "h1", "r1")[0])   # the datapath stays
+    lab.start_agent("h1")
+    wait_for(lambda: plugin_answers(lab, "h1"), 30, "h1's plugin socket")
+    lab.docker_at("h1", "rm", "-f", "r4")             # the plugin still knows its endpoint
+    wait_for(lambda: "r4" not in lab.docker_at("h1", "ps", "-a", "--format",
+                                               "{{.Names}}").stdout, 30, "r4 removed")
+    assert len(ports(lab, host="h1", pod=RED)) == 1
