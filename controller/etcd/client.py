@@ -236,27 +236,40 @@ class EtcdClient:
         deadline = time.monotonic() + (timeout or self.timeout)
         attempts: list[tuple[str, str]] = []
         order = [only] if only else self.endpoints.order(time.monotonic())
+        answered = False      # a member answered that it cannot serve (e.g. no leader)
         for url in order:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            if answered and self.endpoints.resting(url, time.monotonic()):
+                # The cluster has spoken; a member that just hung would only make this
+                # call wait out its timeout before failing the same way.
+                attempts.append((url, "not asked: " + self._rest_reason(url)))
+                continue
             out = self._attempt(url, path, body, deadline)
             if out.verdict is Verdict.OK:
                 self.endpoints.succeeded(url)
                 return out.answer
             if out.verdict in (Verdict.RETRY, Verdict.UNKNOWN):
-                self.endpoints.failed(url, time.monotonic(), out.reason)
+                spoke = out.status != 0 and out.verdict is Verdict.RETRY
+                answered = answered or spoke
+                self.endpoints.failed(url, time.monotonic(), out.reason, answered=spoke)
                 if out.verdict is Verdict.UNKNOWN and write:
                     raise OutcomeUnknown(self.name, url, out.reason)
                 attempts.append((url, out.reason))
                 continue
             self.endpoints.succeeded(url)       # it answered: the member is fine
             raise self._final(out, url, revision)
-        leaderless = attempts and all("no leader" in r for _, r in attempts)
+        leaderless = attempts and any("no leader" in r for _, r in attempts) and all(
+            "no leader" in r or r.startswith("not asked") for _, r in attempts)
         what = ("no member has a leader (quorum lost)" if leaderless
                 else "no member answered in time" if not attempts
                 else "no member could serve the request")
         raise StoreUnavailable(self.name, what, attempts)
+
+    def _rest_reason(self, url: str) -> str:
+        return f"it failed less than {self.endpoints.cooldown:g}s ago " \
+               f"({self.endpoints.last_errors().get(url, 'no answer')})"
 
     def _attempt(self, url: str, path: str, body: Json, deadline: float) -> _Outcome:
         """One request to one member, authenticating first when needed, and once more if

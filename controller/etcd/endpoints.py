@@ -13,9 +13,11 @@ time passed in, so that the failover rules are tested without a cluster or a clo
 - COMPACTED, LEASE_NOT_FOUND, AUTH_FAILED, REFUSED: a final answer, raised as such.
 
 `EndpointSet` keeps the client on one member (its keep-alive connection) until that member
-fails; a failed member then rests for `cooldown` seconds: while any member is not resting,
-calls skip the resting ones, so that a member that hangs (SIGSTOP, partition) costs one
-timeout per cooldown, not one per call.
+fails; a member that did not answer then rests for `cooldown` seconds: while any member is
+not resting, calls skip the resting ones, so that a member that hangs (SIGSTOP, partition)
+costs one timeout per cooldown, not one per call. A member that answers "no leader" does
+not rest: when quorum is lost, calls fail at once on it, and succeed on it once quorum is
+back.
 """
 
 from __future__ import annotations
@@ -155,11 +157,15 @@ class EndpointSet:
                 return awake
             return sorted(ring, key=lambda u: self._failed_at[u])
 
-    def failed(self, url: str, now: float, reason: str) -> None:
-        """`url` did not serve a request: it rests, and the current member moves on."""
+    def failed(self, url: str, now: float, reason: str, *, answered: bool = False) -> None:
+        """`url` did not serve a request: the current member moves on. A member that did
+        not answer (refused, timed out) rests; one that answered at once that it cannot
+        serve (no leader) does not, so that while no member can serve, calls fail fast
+        on it rather than wait for those that hang."""
         with self._lock:
-            self._failed_at[url] = now
             self._last_error[url] = reason
+            if not answered:
+                self._failed_at[url] = now
             if self.urls[self._current] == url:
                 for i in range(1, len(self.urls) + 1):
                     candidate = (self._current + i) % len(self.urls)
