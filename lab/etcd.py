@@ -29,6 +29,7 @@ import json
 import signal
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -94,7 +95,7 @@ class EtcdCluster:
     def __init__(self, lab: Any, members: int = 3, *, name: str = "etcd", first_ip: int = 5,
                  heartbeat_ms: int = 50, election_ms: int = 500,
                  progress_notify: str = "2s", auto_compaction_retention: int | None = None,
-                 tls: bool = False) -> None:
+                 tls: bool = False, extra_args: Sequence[str] = ()) -> None:
         if not 1 <= members <= MAX_MEMBERS:
             raise ValueError(f"members={members}: give 1 to {MAX_MEMBERS}")
         if first_ip < 2 or first_ip + members - 1 > 10:
@@ -112,6 +113,7 @@ class EtcdCluster:
         if auto_compaction_retention is not None:
             self.settings.update({"auto-compaction-mode": "revision",
                                   "auto-compaction-retention": str(auto_compaction_retention)})
+        self.extra_args = [str(a) for a in extra_args]
         self.socket_factory: SocketFactory = partial(socket_in_netns, lab.netns_path("ctl"))
         self._session: requests.Session | None = None
 
@@ -177,6 +179,7 @@ class EtcdCluster:
                 "--initial-cluster-token", f"{self.lab.prefix}-{self.name}",
                 "--logger", "zap", "--log-outputs", "stderr"]
         argv += [a for k, v in self.settings.items() for a in (f"--{k}", v)]
+        argv += self.extra_args
         if self.tls:
             pki = self.pki_dir
             argv += ["--cert-file", pki / "controller.pem", "--key-file", pki / "controller.key",

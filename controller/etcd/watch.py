@@ -21,7 +21,8 @@ What it does that etcd3gw's watch does not (see the research notes):
   `--experimental-watch-progress-notify-interval` (default 10 min: then a quiet watch just
   reconnects every idle_timeout, which loses nothing).
 - It retries forever with capped backoff, unless `max_disconnected` seconds pass without a
-  stream, when it raises StoreUnavailable. `connected` and `last_error` say how it is.
+  stream, when it raises StoreUnavailable. `connected`, `endpoint`, `reconnects` and
+  `last_error` say how it is.
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ class Watcher:
         self.max_disconnected = max_disconnected
         self.backoff_cap = backoff_cap
         self.connected = False
+        self.endpoint: str | None = None     # the member of the current (or last) stream
         self.last_error: str | None = None
         self.reconnects = 0
         self._canceled = threading.Event()
@@ -176,6 +178,7 @@ class Watcher:
         while not self._canceled.is_set():
             url = self._pick(avoid)
             avoid = None
+            self.endpoint = url
             try:
                 for item in self._stream(url):
                     if item is None:                        # the stream is created
