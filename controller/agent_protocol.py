@@ -10,9 +10,11 @@ pods, and the whole host when its patch or tunnel ports changed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from controller import validate
+from controller.auth import unauthorized
 from controller.context import Context
 
 LOG = logging.getLogger("loris.service")
@@ -22,12 +24,25 @@ class AgentProtocol:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def desired(self, host_id: str, since: int | None, wait: float) -> dict:
+    def heard(self, host_id: str) -> None:
+        """A request of the host's agent arrived (any call it makes: liveness)."""
+        self.ctx.board.seen(host_id)
+
+    def desired(self, host_id: str, since: int | None, wait: float,
+                still_valid: Callable[[], bool] | None = None) -> dict:
+        """The host's desired state; with `since` and `wait`, a long poll held at most the
+        poll interval (agents.py: how the controller knows an agent is there). A poll whose
+        credentials are revoked meanwhile ends with 401 (`still_valid`)."""
         ctx = self.ctx
         with ctx.store.read() as tx:
             ctx.host_or_404(tx, host_id)
         if since is not None and wait > 0:
-            ctx.board.wait(host_id, since, min(wait, ctx.settings.long_poll_max))
+            ctx.board.wait(host_id, since, min(wait, ctx.settings.long_poll_max,
+                                               ctx.settings.agent_poll_interval), still_valid)
+            if still_valid is not None and not still_valid():
+                raise unauthorized(f"the credentials of host {host_id}'s agent were revoked "
+                                   "while it waited; an operator issues a new token with "
+                                   f"`loris token {host_id}`")
         else:
             ctx.board.seen(host_id)
         with ctx.store.read() as tx:
@@ -88,6 +103,8 @@ class AgentProtocol:
             if full:
                 targets[host_id] = None
         ctx.board.seen(host_id)
+        if report.stats is not None:
+            ctx.board.report_stats(host_id, report.stats)
         ctx.ports_changed(changed)
         for h, sections in targets.items():
             ctx.programmer.submit(h, sections)

@@ -22,13 +22,18 @@ import webob
 import webob.dec
 
 from controller import openapi, validate
+from controller.access import Access
 from controller.agent_protocol import AgentProtocol
+from controller.audit import AuditTrail
 from controller.auth import PUBLIC_ROUTES, Authenticator, Principal, authorize_host
 from controller.connect import Connections
 from controller.errors import ApiError, bad_request
 from controller.hosts import Hosts
+from controller.metrics import Metrics
+from controller.observe import Observe, metrics_response
 from controller.pods import Pods
 from controller.reads import Reads
+from controller.safety_api import SafetyApi
 
 LOG = logging.getLogger("loris.api")
 
@@ -54,6 +59,8 @@ class Operations:
     pods: Pods
     ports: Connections
     agents: AgentProtocol
+    access: Access | None = None     # credentials (controller/access.py)
+    observe: Observe | None = None      # trace, resync, port counters, metrics
 
 
 class Api:
@@ -61,13 +68,17 @@ class Api:
 
     With `auth` (the controller always passes one) every route but the public ones needs a
     bearer token, and an agent's token only works for its own host (controller/auth.py).
-    Without it the API is open: only for in-process tests of the API's logic."""
+    Without it the API is open: only for in-process tests of the API's logic. With `audit`
+    every write is recorded (or, refused, counted) once answered (controller/audit.py)."""
 
     def __init__(self, ops: Operations, max_body: int = 64 * 1024,
-                 auth: Authenticator | None = None) -> None:
+                 auth: Authenticator | None = None, audit: AuditTrail | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.ops = ops
         self.max_body = max_body
         self.auth = auth
+        self.audit = audit
+        self.metrics = metrics
         self.mapper = routes.Mapper()
         self._routes: dict[str, dict[str, Handler]] = {}
         r = self._route
@@ -76,13 +87,19 @@ class Api:
         r("/v1/openapi.json", GET=self.openapi)
         r("/v1/hosts", GET=self.list_hosts, POST=self.register_host)
         r("/v1/hosts/{host_id}", GET=self.show_host, DELETE=self.remove_host)
-        r("/v1/hosts/{host_id}/token", POST=self.issue_token)
         r("/v1/hosts/{host_id}/desired", GET=self.desired)
         r("/v1/hosts/{host_id}/actual", PUT=self.actual)
         r("/v1/pods", GET=self.list_pods, POST=self.create_pod)
         r("/v1/pods/{pod_id}", GET=self.show_pod, DELETE=self.delete_pod)
         r("/v1/ports", GET=self.list_ports, POST=self.connect)
         r("/v1/ports/{port_id}", GET=self.show_port, DELETE=self.disconnect)
+        # ---- credentials and the audit trail (controller/safety_api.py) ------------------
+        SafetyApi(self).register()
+        # observability (docs/operations.md, docs/metrics.md)
+        r("/v1/trace", POST=self.trace)
+        r("/v1/hosts/{host_id}/resync", POST=self.resync)
+        r("/v1/metrics/token", POST=self.metrics_token)
+        r("/metrics", GET=self.serve_metrics)
 
     def _route(self, path: str, **methods: Handler) -> None:
         self.mapper.connect(path, path=path, requirements={
@@ -95,13 +112,26 @@ class Api:
 
     @webob.dec.wsgify
     def __call__(self, req: webob.Request) -> webob.Response:
+        resp = self._respond(req)
+        if self.audit is not None:
+            self.audit.observe(req.method, req.environ, resp.status_code)
+        if self.metrics is not None:
+            self.metrics.rest_request(req.environ.get("loris.route") or "unmatched",
+                                      req.method, resp.status_code)
+        return resp
+
+    def _respond(self, req: webob.Request) -> webob.Response:
+        """The answer; what it was about stays in req.environ (`loris.*`) for the audit."""
         try:
             match = self.mapper.match(req.path_info)
             path = match.pop("path") if match is not None else None
+            req.environ["loris.route"], req.environ["loris.args"] = path, match
             who = None
             if self.auth is not None and path not in PUBLIC_ROUTES:
                 # before anything else: an anonymous caller learns nothing, not even 404s
                 who = self.auth.authenticate(req.headers.get("Authorization"))
+                if who.role == "agent":
+                    self.ops.agents.heard(who.host)       # liveness: any call counts
             req.environ["loris.principal"] = who
             if path is None:
                 raise ApiError(404, "not_found", f"no such resource {req.path_info}; see "
@@ -116,8 +146,12 @@ class Api:
             if who is not None:
                 self.auth.authorize_route(who, req.method, path, match)
             status, body = handler(req, match)
+            req.environ["loris.result"] = body
+            if isinstance(body, webob.Response):       # not JSON (GET /metrics)
+                return body
             return _json_response(status, body)
         except ApiError as e:
+            req.environ["loris.error"] = e
             if e.status >= 500:
                 LOG.warning("%s %s -> %d %s: %s", req.method, req.path_qs, e.status, e.code,
                             e.message)
@@ -142,7 +176,9 @@ class Api:
         raw = req.body_file.read(self.max_body + 1) if length is None else req.body
         if len(raw) > self.max_body:
             raise ApiError(413, "body_too_large", f"the body exceeds {self.max_body} bytes")
-        return validate.parse_json(raw)
+        body = validate.parse_json(raw)
+        req.environ["loris.body"] = body
+        return body
 
     @staticmethod
     def _principal(req: webob.Request) -> Principal | None:
@@ -175,6 +211,8 @@ class Api:
         reg = validate.host_registration(self._body(req))
         authorize_host(self._principal(req), reg.id, "registering it")
         view, created = self.ops.hosts.register(reg)
+        if reg.switch_cert_sha256 is not None and self.ops.access is not None:
+            self.ops.access.sync()            # the switch guard takes the declared certificate
         return (201 if created else 200), view
 
     def show_host(self, req: webob.Request, args: dict) -> tuple[int, Any]:
@@ -186,14 +224,6 @@ class Api:
         self._no_body(req)
         self.ops.hosts.remove(validate.host_id_param(args["host_id"]))
         return 204, None
-
-    def issue_token(self, req: webob.Request, args: dict) -> tuple[int, Any]:
-        validate.query(req.GET, ())
-        self._no_body(req)
-        host_id = validate.host_id_param(args["host_id"])
-        if self.auth is None:
-            raise ApiError(404, "not_found", "this controller runs without authentication")
-        return 200, {"host": host_id, "token": self.auth.agent_token(host_id)}
 
     def desired(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         q = validate.query(req.GET, ("since", "wait"))
@@ -207,7 +237,9 @@ class Api:
                 raise bad_request(f"wait {q['wait']!r} must be a number of seconds") from None
             if not 0 <= wait <= 60:
                 raise ApiError(422, "invalid_value", f"wait {wait:g} must be 0..60 seconds")
-        return 200, self.ops.agents.desired(host_id, since, wait)
+        who, auth = self._principal(req), self.auth
+        still_valid = (lambda: auth.still_valid(who)) if auth is not None else None
+        return 200, self.ops.agents.desired(host_id, since, wait, still_valid)
 
     def actual(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
@@ -235,29 +267,64 @@ class Api:
         return 204, None
 
     def list_ports(self, req: webob.Request, args: dict) -> tuple[int, Any]:
-        q = validate.query(req.GET, ("pod", "host", "container"))
+        q = validate.query(req.GET, ("pod", "host", "container", "stats"))
         pod = validate.pod_id_param(q["pod"]) if "pod" in q else None
         host = validate.host_id_param(q["host"]) if "host" in q else None
-        return 200, self.ops.reads.list_ports(pod, host, q.get("container"))
+        return 200, self._stats(q, self.ops.reads.list_ports(pod, host, q.get("container")))
 
     def connect(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
         return 201, self.ops.ports.connect(validate.port_create(self._body(req)))
 
     def show_port(self, req: webob.Request, args: dict) -> tuple[int, Any]:
-        validate.query(req.GET, ())
-        return 200, self.ops.reads.show_port(validate.port_id_param(args["port_id"]))
+        q = validate.query(req.GET, ("stats",))
+        port = self.ops.reads.show_port(validate.port_id_param(args["port_id"]))
+        return 200, self._stats(q, [port])[0]
 
     def disconnect(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
         self._no_body(req)
         port_id = validate.port_id_param(args["port_id"])
+        port = self.ops.reads.show_port(port_id)          # 404 before anything else
+        req.environ["loris.detail"] = f"{port['container']} on {port['host']}, pod {port['pod']}"
         who = self._principal(req)
         if who is not None and who.role != "operator":
-            authorize_host(who, self.ops.reads.show_port(port_id)["host"],
-                           f"deleting port {port_id}")
+            authorize_host(who, port["host"], f"deleting port {port_id}")
         self.ops.ports.disconnect(port_id)
         return 204, None
+
+    # ---- observability ---------------------------------------------------------------------
+    def _stats(self, q: dict, ports: list[dict]) -> list[dict]:
+        """With ?stats=true, each port with its counters (port_stats.py)."""
+        if not validate.bool_param(q.get("stats", "false"), "stats"):
+            return ports
+        return self._observe().with_stats(ports)
+
+    def _observe(self) -> Observe:
+        if self.ops.observe is None:
+            raise ApiError(404, "not_found", "this controller was built without observability")
+        return self.ops.observe
+
+    def trace(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        return 200, self._observe().trace(validate.trace_request(self._body(req)))
+
+    def resync(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        self._no_body(req)
+        self._observe().resync(validate.host_id_param(args["host_id"]))
+        return 204, None
+
+    def metrics_token(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        self._no_body(req)
+        if self.auth is None:
+            raise ApiError(404, "not_found", "this controller runs without authentication")
+        return 200, {"token": self.auth.metrics_token()}
+
+    def serve_metrics(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        return 200, metrics_response(self._observe().metrics.render)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:

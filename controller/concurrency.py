@@ -133,6 +133,11 @@ class Waiters:
         with self._lock:
             return len(self._events.get(key, ()))
 
+    def total(self) -> int:
+        """How many callers wait now, on any key."""
+        with self._lock:
+            return sum(len(events) for events in self._events.values())
+
     def wait_until(self, key: Hashable, predicate: Callable[[], bool], timeout: float) -> bool:
         """True once predicate() holds, False after `timeout` seconds."""
         deadline = time.monotonic() + timeout

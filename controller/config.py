@@ -48,6 +48,19 @@ class Settings:
     api_key: str = setting("", "...and this key (PEM)")
     openflow_tls: bool = setting(False, "switches connect with ssl: (os-ken's --ctl-* "
                                  "options)", derived=True)
+    # ---- operator safety: agent liveness, credentials, the audit trail (docs/security.md)
+    agent_poll_interval: float = setting(1.0, "seconds the controller holds an agent's long "
+                                         "poll; the agent polls again at once, so this is "
+                                         "how often a live agent is heard from")
+    agent_away_polls: int = setting(4, "poll intervals without a word from an agent after "
+                                    "which it is away: a connect to its host fails at once")
+    derived_agent_tokens: bool = setting(True, "accept agent tokens derived from agent.key "
+                                         "for hosts never issued their own (upgrades)")
+    audit_max_events: int = setting(100_000, "events the audit trail keeps at most")
+    audit_max_days: float = setting(90.0, "days the audit trail keeps an event at most")
+    metrics_listen: str = setting("", "also serve GET /metrics WITHOUT credentials on this "
+                                  "HOST:PORT (plain HTTP; empty: only on the REST API, with "
+                                  "the metrics or operator token)")
 
     @property
     def api_host(self) -> str:
@@ -56,6 +69,11 @@ class Settings:
     @property
     def api_port(self) -> int:
         return split_listen(self.api_listen)[1]
+
+    @property
+    def agent_away_after(self) -> float:
+        """Seconds without a word from an agent after which it is away."""
+        return self.agent_poll_interval * self.agent_away_polls
 
 
 def configurable() -> list[Field]:
@@ -129,6 +147,15 @@ def load(env: Mapping[str, str] | None = None, section: Mapping[str, object] | N
             values[f.name] = coerce(f.name, _kind(f), raw)
     settings = Settings(**values)
     split_listen(settings.api_listen)     # fail at start-up, not at the first request
+    if settings.agent_poll_interval <= 0 or settings.agent_away_polls < 2:
+        raise ValueError(f"{env_name('agent_poll_interval')} must be above 0 and "
+                         f"{env_name('agent_away_polls')} at least 2 (one late poll is no "
+                         "absence)")
+    if settings.audit_max_events < 1 or settings.audit_max_days <= 0:
+        raise ValueError(f"{env_name('audit_max_events')} and {env_name('audit_max_days')} "
+                         "must be above 0")
+    if settings.metrics_listen:
+        split_listen(settings.metrics_listen)
     if bool(settings.api_cert) != bool(settings.api_key):
         raise ValueError(f"REST over TLS needs both api_cert and api_key ({env_name('api_cert')}"
                          f", {env_name('api_key')})")

@@ -4,8 +4,14 @@ Connect is the long one (docs/design.md), a saga of steps each undone on failure
 insert the port `pending` (IPAM chooses its address and MAC; the host's agent is told),
 wait for the agent to report its ofport, install the flows on every host of the pod
 (barrier-confirmed), mark it `active`, wait for a DHCP port's lease, return. Any failure
-removes the row again (and a pod the connect created), bumps the host's version so the
-agent removes what it made, and reprograms the pod.
+removes the row again (and a pod a connect created that no connect filled: the store's
+`implicit_pods`), bumps the host's version so the agent removes what it made, and
+reprograms the pod.
+
+A connect needs the host's agent: to a host whose agent is away (agents.py) it is refused
+at once (503 agent_away, naming the host and how long it has been silent), and a connect
+waiting for an agent that goes away fails the same way within a fraction of a second of
+that (it looks every WAIT_SLICE seconds), not at the wire timeout.
 
 A connect waits on its own port id (`Context.port_waiters`): woken when an agent's report
 changes that port or when the port is deleted, not by other ports' news.
@@ -21,9 +27,11 @@ from collections.abc import Callable
 from controller import ipam, validate, views
 from controller.context import Context
 from controller.errors import ApiError, conflict, invalid, not_found, unavailable
+from controller.metrics import Metrics
 from controller.store import Port
 
 LOG = logging.getLogger("loris.service")
+WAIT_SLICE = 0.25       # a waiting connect checks this often whether the agent went away
 
 
 def _deleted(port: Port) -> ApiError:
@@ -31,49 +39,91 @@ def _deleted(port: Port) -> ApiError:
                     "port_deleted")
 
 
+class _Phases:
+    """The connect-latency histogram's phases (wiring, programming, lease) and total."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.started = self.mark = time.monotonic()
+
+    def done(self, phase: str) -> None:
+        now = time.monotonic()
+        self.metrics.connect_phase(phase, now - self.mark)
+        self.mark = now
+
+    def finished(self, ok: bool) -> None:
+        if ok:
+            self.metrics.connect_phase("total", time.monotonic() - self.started)
+        self.metrics.connect_result(ok)
+
+
 class Connections:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
+    def agent_away(self, host_id: str) -> ApiError | None:
+        """The 503 a connect to `host_id` gets when its agent is away, else None."""
+        silent = self.ctx.board.away(host_id)
+        if silent is None:
+            return None
+        settings = self.ctx.settings
+        ago = f"{silent:.1f}" if silent < 10 else f"{silent:.0f}"
+        seen = (f"was last seen {ago} s ago" if self.ctx.board.last_seen(host_id) is not None
+                else f"has not been seen since the controller started {ago} s ago")
+        return unavailable(f"the agent of host {host_id} {seen} (agents poll every "
+                           f"{settings.agent_poll_interval:g} s and are away after "
+                           f"{settings.agent_away_after:g} s); is loris-hostagent running "
+                           "there, and can it reach the controller?", "agent_away")
+
     def connect(self, req: validate.PortCreate) -> dict:
         ctx = self.ctx
-        port, created_pod = self._insert(req)
+        port = self._insert(req)
         what = f"connecting {port.container} on {port.host_id} to pod {port.pod_id}"
         LOG.info("%s: port %d %s %s", what, port.id, port.ip, port.mac)
+        phases = _Phases(ctx.metrics)
         try:
             self._wait_wired(port)
+            phases.done("wiring")
             with ctx.store.read() as tx:
                 hosts = ctx.pod_hosts(tx, port.pod_id)
             ctx.program_pod(port.pod_id, hosts, port.host_id, what)
+            phases.done("programming")
             with ctx.store.tx() as tx:
                 if tx.port(port.id) is None:
                     raise _deleted(port)
                 tx.update_port(port.id, state="active")
+                tx.settle_implicit_pod(port.pod_id)
                 tx.bump([port.host_id])
             ctx.publish()
             if port.dhcp:
                 self._wait_leased(port)
+                phases.done("lease")
             with ctx.store.read() as tx:
                 final = tx.port(port.id)
             if final is None:
                 raise _deleted(port)
+            phases.finished(True)
             return views.port(final)
         except BaseException as e:
             LOG.warning("%s failed, undoing: %s", what, getattr(e, "message", e))
-            self._undo(port, created_pod)
+            phases.finished(False)
+            self._undo(port, wait=getattr(e, "code", None) != "agent_away")
             raise
 
-    def _insert(self, req: validate.PortCreate) -> tuple[Port, bool]:
+    def _insert(self, req: validate.PortCreate) -> Port:
         ctx = self.ctx
         try:
             with ctx.store.tx() as tx:
                 if tx.host(req.host) is None:
                     raise invalid(f"host {req.host} is not registered; start loris-hostagent "
                                   "on it first", "unknown_host")
+                away = self.agent_away(req.host)
+                if away is not None:
+                    raise away
                 pod = tx.pod(req.pod)
-                created_pod = pod is None
                 if pod is None:                 # pods come into being on first connect
                     pod = tx.insert_pod(req.pod, None, None)
+                    tx.mark_implicit_pod(pod.id)
                 existing = tx.port_by_container(req.host, req.container)
                 if existing is not None:
                     raise conflict(f"container {req.container} on {req.host} is already "
@@ -90,7 +140,7 @@ class Connections:
         except sqlite3.IntegrityError as e:      # a unique constraint the checks above missed
             raise conflict(f"port conflicts with an existing one: {e}", "conflict") from None
         ctx.publish()
-        return port, created_pod
+        return port
 
     def _wait_for(self, port: Port, done: Callable[[Port], bool], timeout: float) -> Port | None:
         """The port's row once `done(row)` holds; None after `timeout` seconds. Raises if the
@@ -102,8 +152,14 @@ class Connections:
                 found[0] = row = tx.port(port.id)
             return row is None or done(row)
 
-        if not self.ctx.port_waiters.wait_until(port.id, reported, timeout):
-            return None
+        deadline = time.monotonic() + timeout
+        while not self.ctx.port_waiters.wait_until(
+                port.id, reported, min(WAIT_SLICE, max(0.0, deadline - time.monotonic()))):
+            away = self.agent_away(port.host_id)
+            if away is not None:
+                raise away
+            if time.monotonic() >= deadline:
+                return None
         if found[0] is None:
             raise _deleted(port)
         return found[0]
@@ -135,19 +191,25 @@ class Connections:
                            f"container {port.container} on {port.host_id} did not get its DHCP "
                            f"lease {port.ip}: {row.error_message}")
 
-    def _undo(self, port: Port, created_pod: bool) -> None:
+    def _undo(self, port: Port, wait: bool = True) -> None:
+        """Remove the port's row (and its implicit pod if it is left empty), tell the agent,
+        reprogram the pod; without `wait` the switches are reprogrammed in the background
+        (the host's switches may be as unreachable as its agent)."""
         ctx = self.ctx
         try:
             with ctx.store.tx() as tx:
                 if tx.port(port.id) is not None:
                     tx.delete_port(port.id)
                 tx.release_unused_vlans(port.host_id)
-                if created_pod and not tx.ports(pod_id=port.pod_id):
-                    tx.delete_pod(port.pod_id)
+                tx.drop_empty_implicit_pods([port.pod_id])
                 tx.bump([port.host_id])
                 hosts = ctx.pod_hosts(tx, port.pod_id) | {port.host_id}
             ctx.publish()
-            ctx.program_pod_quietly(port.pod_id, hosts, f"undoing port {port.id}")
+            if wait:
+                ctx.program_pod_quietly(port.pod_id, hosts, f"undoing port {port.id}")
+            else:
+                for h in hosts:
+                    ctx.programmer.submit(h, [port.pod_id])
         except Exception:
             LOG.exception("undoing port %d failed", port.id)
 

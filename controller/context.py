@@ -18,6 +18,7 @@ from controller.agents import AgentBoard
 from controller.concurrency import Waiters
 from controller.config import Settings
 from controller.errors import ApiError, not_found, unavailable
+from controller.metrics import Metrics
 from controller.programmer import NOT_CONNECTED, NOT_REGISTERED, OK, Programmer
 from controller.store import Host, Store, Tx
 from controller.switches import Switches
@@ -30,12 +31,14 @@ class Context:
     """The parts an operation needs, and the steps every operation shares."""
 
     def __init__(self, store: Store, settings: Settings, board: AgentBoard,
-                 programmer: Programmer, switches: Switches) -> None:
+                 programmer: Programmer, switches: Switches,
+                 metrics: Metrics | None = None) -> None:
         self.store = store
         self.settings = settings
         self.board = board
         self.programmer = programmer
         self.switches = switches
+        self.metrics = Metrics() if metrics is None else metrics
         # a connect waits here, on its port id, for the agent's report of that port
         self.port_waiters = Waiters()
         self._publish_lock = threading.Lock()
@@ -82,8 +85,15 @@ class Context:
                     what: str = "") -> None:
         """Install a pod's flows on `hosts`; raise if `required`'s bridges did not take them,
         or if a connected switch rejected them. Hosts whose switches are not connected are
-        skipped: they are reconciled in full when they connect."""
-        results = self.programmer.program({h: [pod_id] for h in hosts},
+        skipped: they are reconciled in full when they connect. Hosts other than `required`
+        whose agent is away (agents.py) get the flows in the background, unwaited for: they
+        may be unreachable, and are reconciled in full when their agent is back."""
+        away = {h for h in hosts if h != required and self.board.away(h) is not None}
+        for host_id in sorted(away):
+            LOG.info("%s: the agent of host %s is away: its switches get pod %d's flows in "
+                     "the background", what, host_id, pod_id)
+            self.programmer.submit(host_id, [pod_id])
+        results = self.programmer.program({h: [pod_id] for h in hosts if h not in away},
                                           3 * self.settings.flow_timeout)
         for host_id, bridges in sorted(results.items()):
             for bridge, status in bridges.items():

@@ -196,6 +196,7 @@ class Responder:
     def __init__(self, lookup: Callable[[int, int, int], tuple[Binding, object] | None]) -> None:
         self.lookup = lookup
         self.answered = 0
+        self.replies: dict[str, int] = {"offer": 0, "ack": 0, "nak": 0}   # for /metrics
         self._thread = OneThread("the DHCP responder")
 
     def handle(self, dpid: int, in_port: int, cookie: int, data: bytes) -> bytes | None:
@@ -217,4 +218,6 @@ class Responder:
                  MESSAGE_NAMES[reply], binding.ip if reply != DHCP_NAK else
                  f"(wanted {req.requested_ip or req.ciaddr})")
         self.answered += 1
+        kind = MESSAGE_NAMES[reply].lower()
+        self.replies[kind] = self.replies.get(kind, 0) + 1
         return build_reply(req, binding, reply)

@@ -53,6 +53,8 @@ class Hosts:
                                reg.dpid_tun)
                 if (old.tunnel_ip, old.tunnel_type) != (reg.tunnel_ip, reg.tunnel_type):
                     tx.bump_all()             # peers re-point their tunnel ports
+            if reg.switch_cert_sha256 is not None:   # the allow-list of switch_guard.py
+                tx.declare_switch_cert(reg.id, reg.switch_cert_sha256)
             view = self.reads.host_view(tx, tx.host(reg.id))
         ctx.publish()
         if old is None or (old.dpid_int, old.dpid_tun) != (reg.dpid_int, reg.dpid_tun):

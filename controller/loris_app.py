@@ -35,6 +35,7 @@ from os_ken.lib import hub  # noqa: E402
 from os_ken.ofproto import ofproto_v1_3  # noqa: E402
 
 from controller import auth, concurrency, config, recovery, wiring  # noqa: E402
+from controller.switch_guard import close_session, fingerprint  # noqa: E402
 
 LOG = logging.getLogger("loris.app")
 CONF = cfg.CONF
@@ -47,6 +48,7 @@ CONF.set_default("echo_request_interval", 5.0)
 CONF.set_default("maximum_unreplied_echo_requests", 3)
 
 DHCP_QUEUE = 1024      # packet-ins waiting for the DHCP worker; more are dropped
+CREDENTIALS_SYNC_S = 3.0   # how soon a revocation made by the admin command bites
 # eventlet's WSGI server logs every connection at INFO through os-ken's hub logger; with one
 # long poll per agent that drowns the controller's own log. Errors still show.
 logging.getLogger("os_ken.lib.hub").setLevel(logging.WARNING)
@@ -84,16 +86,40 @@ class LorisApp(app_manager.OSKenApp):
         self.api_server = make_server(parts.api, parts.settings.api_host,
                                       parts.settings.api_port, tls)
         self.threads.append(hub.spawn(self._serve_api))
+        if parts.settings.metrics_listen:
+            from controller.config import split_listen
+            from controller.observe import metrics_app
+            host, port = split_listen(parts.settings.metrics_listen)
+            self.metrics_server = make_server(metrics_app(parts.metrics.render), host, port)
+            self.threads.append(hub.spawn(self._serve, self.metrics_server, "metrics"))
+            LOG.info("metrics WITHOUT credentials on http://%s/metrics",
+                     parts.settings.metrics_listen)
         self.threads.append(hub.spawn(self._dhcp_worker))
+        self.threads.append(hub.spawn(self._credentials_sync))
         LOG.info("Loris controller up: REST %s, OpenFlow port %d, store %s",
                  parts.settings.api_listen, parts.settings.openflow_port, parts.settings.db)
         return thread
 
     def _serve_api(self) -> None:
+        self._serve(self.api_server, "REST")
+
+    @staticmethod
+    def _serve(server, what: str) -> None:
         try:
-            self.api_server.serve_forever()
+            server.serve_forever()
         except Exception:
-            LOG.exception("the REST server stopped")
+            LOG.exception("the %s server stopped", what)
+
+    def _credentials_sync(self) -> None:
+        """Revocations made outside the API (`python -m controller.auth revoke`, another
+        process) close the host's switches and end its long polls within seconds."""
+        while True:
+            hub.sleep(CREDENTIALS_SYNC_S)
+            try:
+                if self.parts.access is not None:
+                    self.parts.access.sync()
+            except Exception:
+                LOG.exception("reading the credentials from the store failed")
 
     def _dhcp_worker(self) -> None:
         """Answers DHCP packet-ins outside the event loop (it reads the store)."""
@@ -112,8 +138,8 @@ class LorisApp(app_manager.OSKenApp):
     def _state_change(self, ev) -> None:
         dp = ev.datapath
         if ev.state == MAIN_DISPATCHER:
-            if self.parts.settings.openflow_tls and not self._switch_identity_ok(dp):
-                dp.close()
+            if not self._switch_admitted(dp):
+                close_session(dp)
                 return
             self.parts.switches.connected(dp)
             self.parts.switch_events.connected(dp.id)
@@ -121,17 +147,22 @@ class LorisApp(app_manager.OSKenApp):
             if self.parts.switches.disconnected(dp):
                 self.parts.switch_events.disconnected(dp.id)
 
-    def _switch_identity_ok(self, dp) -> bool:
-        """Over TLS a switch is who its certificate says: a host's bridges only."""
-        try:
-            cn = auth.common_name(dp.socket.getpeercert())
-        except (AttributeError, ValueError, OSError):
-            cn = None
+    def _switch_admitted(self, dp) -> bool:
+        """Over TLS a switch is who its certificate says: a host's bridges only, with the
+        certificate its agent declared; and no revoked host's switch (switch_guard.py)."""
+        tls = self.parts.settings.openflow_tls
+        cn = sha256 = None
+        if tls:
+            try:
+                cn = auth.common_name(dp.socket.getpeercert())
+                sha256 = fingerprint(dp.socket.getpeercert(binary_form=True))
+            except (AttributeError, ValueError, OSError):
+                cn = sha256 = None
         owner = (self.parts.context.dpid_owner(dp.id) or (None, None))[0]
-        if auth.switch_may_claim(cn, dp.id, owner):
+        refusal = self.parts.switch_guard.refusal(dp.id, owner, tls, cn, sha256)
+        if refusal is None:
             return True
-        LOG.warning("datapath %#018x refused: its certificate (CN %s) belongs to another host "
-                    "than the one that owns this datapath id (%s)", dp.id, cn, owner)
+        LOG.warning("datapath %#018x refused: %s", dp.id, refusal)
         return False
 
     @set_ev_cls([ofp_event.EventOFPBarrierReply, ofp_event.EventOFPFlowStatsReply,

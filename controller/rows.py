@@ -9,9 +9,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from controller.safety_rows import SAFETY_SCHEMA
 from flows.contract import MAX_LOCAL_VLAN, MIN_LOCAL_VLAN
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS counters (
@@ -72,6 +73,12 @@ CREATE TABLE IF NOT EXISTS local_vlans (
     UNIQUE (host_id, vlan)
 );
 """
+
+# Upgrades: the statements that take a database of schema version N-1 to N. A new database
+# runs SCHEMA and then every step (each is idempotent: CREATE ... IF NOT EXISTS).
+MIGRATIONS: dict[int, str] = {
+    2: SAFETY_SCHEMA,       # credentials, switch certificates, implicit pods, audit trail
+}
 
 
 @dataclass(frozen=True)

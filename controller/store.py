@@ -25,6 +25,7 @@ from controller.concurrency import run_blocking
 from controller.errors import ApiError, unavailable
 from controller.rows import (
     HOST_COLUMNS,
+    MIGRATIONS,
     PORT_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
@@ -35,12 +36,13 @@ from controller.rows import (
     host_row,
     port_row,
 )
+from controller.safety_rows import SafetyRows
 from flows.contract import GLOBAL_POD, MAX_LOCAL_VLAN, MAX_PORT_ID, MIN_LOCAL_VLAN
 
 __all__ = ["GLOBAL_POD", "Host", "Pod", "Port", "Store", "Tx"]   # rows re-exported for callers
 
 
-class Tx:
+class Tx(SafetyRows):
     """One open transaction. Methods raise nothing but sqlite3 errors and ApiError."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -290,6 +292,8 @@ class Store:
         self.path = path
         self.busy_timeout = busy_timeout
         self._run_blocking = run_blocking
+        # called with the seconds of each COMMIT that wrote rows (the controller's metrics)
+        self.on_commit: Callable[[float], None] | None = None
         self._lock = threading.RLock()
         # the writer, shared by every thread; the lock serialises transactions. Its busy
         # timeout is 0: a BEGIN that would wait goes to _begin_waiting, off the hub.
@@ -318,6 +322,9 @@ class Store:
             # executescript() would COMMIT; run the statements inside this transaction
             for statement in filter(str.strip, SCHEMA.split(";")):
                 self._conn.execute(statement)
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in filter(str.strip, MIGRATIONS.get(step, "").split(";")):
+                    self._conn.execute(statement)
             self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._conn.execute("INSERT OR IGNORE INTO counters (name, value) "
                                "VALUES ('version', 0)")
@@ -361,7 +368,10 @@ class Store:
                 if self._conn.total_changes == changes:
                     self._conn.execute("COMMIT")         # nothing written: nothing to sync
                 else:
+                    started = time.perf_counter()
                     self._run_blocking(self._conn.execute, "COMMIT")
+                    if self.on_commit is not None:
+                        self.on_commit(time.perf_counter() - started)
             except sqlite3.Error as e:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")

@@ -7,8 +7,9 @@ Two sides, two kinds of thread:
   OpenFlow loop;
 - programmer workers (one per host) call `request`, `barrier`, `dump_loris_flows`,
   `bundle` and `delete_all_loris_flows`, which block with a timeout (never in an event
-  handler); the DHCP worker calls `packet_out`, REST handlers `datapath` and
-  `bridge_status`.
+  handler); the DHCP worker calls `packet_out`, REST handlers `datapath`,
+  `bridge_status`, `error_counts` and `flow_stats` (a trace or port counters: the handler's
+  own green thread waits, with the same timeout).
 
 Every dict here (`_dps`, `_pending`, `_watched`, `_rejected`, `status`) and every
 `BridgeStatus` in `status` is touched from both sides, so only under `_lock`. No critical
@@ -94,10 +95,12 @@ class BridgeStatus:
     synced: bool = False
     flows: int = 0
     errors: deque = field(default_factory=lambda: deque(maxlen=MAX_ERRORS_KEPT))
+    reconciled_at: float | None = None     # the last reconcile from a dump of the switch
 
     def to_json(self) -> dict:
         return {"dpid": f"{self.dpid:#018x}", "connected": self.connected, "since": self.since,
-                "synced": self.synced, "flows": self.flows, "errors": list(self.errors)}
+                "synced": self.synced, "flows": self.flows, "errors": list(self.errors),
+                "reconciled_at": self.reconciled_at}
 
 
 class _Pending:
@@ -140,6 +143,7 @@ class Switches:
         self._rejected: dict[tuple[Any, int], str] = {}     # bundle-add xid -> error text
         self._bundle_ids = itertools.count(1)
         self.status: dict[int, BridgeStatus] = {}
+        self._error_counts: dict[str, int] = {}      # OpenFlow error type name -> count
 
     # ---- app-thread side: never blocks ----------------------------------------------
     def connected(self, dp: Any) -> None:
@@ -199,8 +203,10 @@ class Switches:
             return
         entry = {"time": time.time(), "type": err_type, "code": code, "message": text,
                  "flow": flow}
+        kind = text.split("/", 1)[0] if err_type is not None else "programming"
         with self._lock:
             self._status(dpid).errors.append(entry)
+            self._error_counts[kind] = self._error_counts.get(kind, 0) + 1
         LOG.error("OpenFlow error from %#018x: %s%s", dpid, text,
                   f" for flow: {flow}" if flow else "")
 
@@ -215,7 +221,7 @@ class Switches:
         with self._lock:
             if self._dps.get(dp.id) is dp:
                 st = self._status(dp.id)
-                st.synced, st.flows = True, flows
+                st.synced, st.flows, st.reconciled_at = True, flows, time.time()
 
     def flow_count(self, dp: Any, flows: int) -> None:
         with self._lock:
@@ -263,6 +269,15 @@ class Switches:
                                          LORIS_COOKIE, LORIS_COOKIE_MASK, parser.OFPMatch())
         return [Dumped(stat.cookie, stat.table_id, stat.priority, stat.match)
                 for rep in self.request(dp, req) for stat in rep.body]
+
+    def flow_stats(self, dp: Any, cookie: int = 0, cookie_mask: int = 0) -> list:
+        """The flows (os-ken `OFPFlowStats`, counters included) whose cookie matches under
+        the mask; every flow of the bridge with the default mask 0. Called by programmer
+        workers and by REST handlers (a trace, port counters): only the caller waits."""
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                         cookie, cookie_mask, parser.OFPMatch())
+        return [stat for rep in self.request(dp, req) for stat in rep.body]
 
     def bundle(self, dp: Any, mods: Sequence[tuple[Any, Description]]) -> None:
         """Apply flow-mods as one atomic, ordered ONF bundle; (message, description) pairs,
@@ -367,6 +382,12 @@ class Switches:
             if st is None:
                 return BridgeStatus(dpid)
             return replace(st, errors=deque(st.errors, maxlen=MAX_ERRORS_KEPT))
+
+    def error_counts(self) -> dict[str, int]:
+        """OpenFlow errors since the start, by type ('OFPET_BAD_MATCH', ...; 'programming'
+        for a failure the switch sent no error for: a timeout, a lost connection)."""
+        with self._lock:
+            return dict(self._error_counts)
 
     def forget(self, dpids: Iterable[int]) -> None:
         with self._lock:

@@ -113,6 +113,7 @@ class HostRegistration:
     tunnel_type: str
     dpid_int: int
     dpid_tun: int
+    switch_cert_sha256: str | None = None   # the agent's switch certificate (TLS)
 
 
 def host_registration(body: object) -> HostRegistration:
@@ -126,7 +127,7 @@ def host_registration(body: object) -> HostRegistration:
     if dpids["br-int"] == dpids["br-tun"]:
         raise invalid("'dpids': br-int and br-tun need different datapath ids")
     return HostRegistration(body["id"], tunnel_ip, body["tunnel_type"],
-                            dpids["br-int"], dpids["br-tun"])
+                            dpids["br-int"], dpids["br-tun"], body.get("switch_cert_sha256"))
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ class ActualReport:
     patch: Mapping[str, int | None] | None        # None: not reported, keep what we have
     tunnels: Mapping[str, int] | None
     ports: Mapping[int, PortReport]
+    stats: Mapping[str, float] | None = None      # the agent's own figures (AgentStats)
 
 
 def actual_report(body: object) -> ActualReport:
@@ -193,7 +195,47 @@ def actual_report(body: object) -> ActualReport:
                                      (err["code"], err["message"]) if err else None)
     patch = body.get("patch")
     return ActualReport(body["version"], dict(patch) if patch is not None else None,
-                        dict(tunnels) if tunnels is not None else None, ports)
+                        dict(tunnels) if tunnels is not None else None, ports,
+                        dict(body["stats"]) if body.get("stats") is not None else None)
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    source: str
+    protocol: str = "icmp"
+    destination: str | None = None
+    destination_ip: str | None = None
+    source_host: str | None = None
+    destination_host: str | None = None
+    port: int | None = None
+    source_mac: str | None = None
+    source_ip: str | None = None
+
+
+DEFAULT_TRACE_PORTS = {"tcp": 80, "udp": 53}
+
+
+def trace_request(body: object) -> TraceRequest:
+    check_schema(body, "TraceRequest")
+    assert isinstance(body, dict)
+    protocol = body.get("protocol", "icmp")
+    if body.get("destination") and body.get("destination_ip"):
+        raise invalid("give 'destination' (a container) or 'destination_ip' (an address), "
+                      "not both")
+    if protocol != "dhcp" and not (body.get("destination") or body.get("destination_ip")):
+        raise invalid(f"a {protocol} trace needs 'destination' (a container) or "
+                      "'destination_ip' (an address)")
+    if "port" in body and protocol not in DEFAULT_TRACE_PORTS:
+        raise invalid(f"'port' only goes with tcp or udp, not {protocol}")
+    dst_ip = body.get("destination_ip")
+    src_ip = body.get("source_ip")
+    return TraceRequest(
+        body["source"], protocol, body.get("destination"),
+        str(ipv4_address(dst_ip, "'destination_ip'")) if dst_ip else None,
+        body.get("source_host"), body.get("destination_host"),
+        body.get("port", DEFAULT_TRACE_PORTS.get(protocol)),
+        body["source_mac"].lower() if body.get("source_mac") else None,
+        src_ip)
 
 
 def int_param(text: str, name: str, low: int, high: int) -> int:
@@ -220,6 +262,11 @@ def port_id_param(text: str) -> int:
 
 def host_id_param(text: str) -> str:
     check_schema(text, "HostId", "host id")
+    return text
+
+
+def operator_name_param(text: str) -> str:
+    check_schema(text, "OperatorName", "operator name")
     return text
 
 

@@ -2,25 +2,44 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from controller.access import Access
 from controller.agent_protocol import AgentProtocol
 from controller.agents import AgentBoard
 from controller.api import Api, Operations
+from controller.audit import AuditTrail
 from controller.auth import Authenticator
 from controller.config import Settings
 from controller.connect import Connections
 from controller.context import Context
 from controller.dhcp import RateLimiter, Responder
 from controller.hosts import Hosts
+from controller.metrics import Metrics, Sources
+from controller.observe import Observe
 from controller.pods import Pods
 from controller.programmer import Programmer
 from controller.reads import Reads
 from controller.store import Store
 from controller.switch_events import SwitchEvents
+from controller.switch_guard import SwitchGuard
 from controller.switches import Switches
+from controller.tokens import TokenBook
+from flows import BRIDGES
+
+LOG = logging.getLogger("loris.service")
+
+
+def _agent_back(programmer: Programmer, host_id: str, silent: float) -> None:
+    """An agent away for `silent` seconds is back: reconcile its host's switches from a
+    dump (the pods' flows other connects sent them meanwhile may not have arrived)."""
+    LOG.info("the agent of host %s is back after %.0f s away: reconciling its switches",
+             host_id, silent)
+    programmer.submit(host_id, None, sync=BRIDGES)
 
 
 @dataclass
@@ -36,6 +55,12 @@ class Parts:
     api: Api
     dhcp: Responder
     dhcp_limit: RateLimiter
+    metrics: Metrics
+    # operator safety: credentials, which switches may connect, the audit trail
+    auth: Authenticator | None = None
+    access: Access | None = None
+    switch_guard: SwitchGuard | None = None
+    audit: AuditTrail | None = None
 
 
 def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[], Any],
@@ -44,17 +69,28 @@ def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[]
     """`spawn(fn, *args)` starts a thread of the running hub; `make_queue()` makes a queue
     whose `get(block=False)` raises `queue_empty`. `auth` checks the REST API's callers (the
     controller always has one: auth.load_or_create; None leaves the API open, for in-process
-    tests). `store` defaults to a Store of `settings.db`."""
+    tests). `store` defaults to a Store of `settings.db`. With `auth` the credentials are
+    checked against the store (controller/tokens.py) and every write is audited."""
     store = Store(settings.db) if store is None else store
     switches = Switches(settings.flow_timeout)
     programmer = Programmer(store, switches, spawn, make_queue, queue_empty)
-    board = AgentBoard()
-    ctx = Context(store, settings, board, programmer, switches)
+    board = AgentBoard(settings.agent_away_after, partial(_agent_back, programmer))
+    metrics = Metrics()
+    store.on_commit = metrics.store_commit
+    ctx = Context(store, settings, board, programmer, switches, metrics)
     reads = Reads(ctx)
+    guard = SwitchGuard()
+    access = audit = None
+    if auth is not None:
+        auth = auth.with_book(TokenBook(store), settings.derived_agent_tokens)
+        access = Access(ctx, auth, guard)
+        access.sync()
+        audit = AuditTrail(store, settings.audit_max_events, settings.audit_max_days)
     ops = Operations(reads=reads, hosts=Hosts(ctx, reads), pods=Pods(ctx),
-                     ports=Connections(ctx), agents=AgentProtocol(ctx))
+                     ports=Connections(ctx), agents=AgentProtocol(ctx), access=access,
+                     observe=Observe(ctx))
     events = SwitchEvents(ctx)
-    api = Api(ops, settings.max_body, auth)
+    api = Api(ops, settings.max_body, auth, audit, metrics)
 
     def lookup(dpid: int, in_port: int, cookie: int) -> tuple[Any, Any] | None:
         found = events.dhcp_binding(dpid, in_port, cookie)
@@ -63,5 +99,8 @@ def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[]
         binding, port = found
         return binding, f"port {port.id}, {port.container} on {port.host_id}"
 
+    dhcp, dhcp_limit = Responder(lookup), RateLimiter(settings.dhcp_rate, 10)
+    metrics.attach(Sources(store, switches, board, lambda: dict(dhcp.replies),
+                           lambda: dhcp_limit.dropped))
     return Parts(settings, store, switches, programmer, board, ctx, ops, events, api,
-                 Responder(lookup), RateLimiter(settings.dhcp_rate, 10))
+                 dhcp, dhcp_limit, metrics, auth, access, guard, audit)

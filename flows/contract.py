@@ -69,6 +69,15 @@ MAC = Pattern(
     "a MAC address is six colon-separated hex bytes, e.g. 02:42:0a:07:00:05")
 DPID_TEXT = Pattern(
     "datapath id", r"0x[0-9a-fA-F]{1,16}", "a datapath id is '0x' and 1-16 hex digits")
+# credentials (docs/security.md): an operator's name follows the host id's rule; a switch
+# certificate is named by the SHA-256 of its DER bytes, as 64 lowercase hex digits
+OPERATOR_NAME = Pattern(
+    "operator name", HOST_ID.regex,
+    "an operator name is 1-63 characters of letters, digits, '_', '.', '-', starting with a "
+    "letter or digit")
+CERT_SHA256 = Pattern(
+    "certificate fingerprint", r"[0-9a-f]{64}",
+    "a certificate fingerprint is the SHA-256 of its DER bytes as 64 lowercase hex digits")
 
 # ---- numbers ---------------------------------------------------------------------------
 GLOBAL_POD = 0                    # the pod of a connect that names none

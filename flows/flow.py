@@ -203,10 +203,12 @@ def _value_text(name: str, value: object) -> str:
 
 
 def _match_text(name: str, value: object) -> str:
+    # a field Loris never matches on (a foreign flow's, read from a switch) keeps its OXM name
+    text = FIELDS.get(name, name)
     if isinstance(value, tuple):
         v, m = value
-        return f"{FIELDS[name]}={_value_text(name, v)}/{_value_text(name, m)}"
-    return f"{FIELDS[name]}={_value_text(name, value)}"
+        return f"{text}={_value_text(name, v)}/{_value_text(name, m)}"
+    return f"{text}={_value_text(name, value)}"
 
 
 def _action_text(action: tuple) -> str:
@@ -224,7 +226,7 @@ def _action_text(action: tuple) -> str:
         shown = f"{value:#x}" if name == "tunnel_id" else str(value)   # vlan_vid: 0x1000|vid
         return f"set_field:{shown}->{_SET_FIELD_NAMES.get(name, name)}"
     if op == "move":
-        return f"move:{NXM[action[1]]}[]->{NXM[action[2]]}[]"
+        return f"move:{NXM.get(action[1], action[1])}[]->{NXM.get(action[2], action[2])}[]"
     if op == "write_metadata":
         mask = action[2]
         return f"write_metadata:{action[1]:#x}" + ("" if mask == (1 << 64) - 1 else f"/{mask:#x}")
@@ -232,4 +234,6 @@ def _action_text(action: tuple) -> str:
         return f"goto_table:{action[1]}"
     if op == "resubmit":
         return f"resubmit(,{action[1]})"
+    if op == "unsupported":           # read from a switch, not modelled (flowdump)
+        return f"<{action[1]}>"
     raise ValueError(f"unknown action {action!r}")

@@ -58,6 +58,7 @@ P_OWN_IP = 200          # "never answer a container for its own IP", above the r
 P_FLOOD = 50            # broadcast/multicast of a pod
 P_TO_TUN = 10           # any other unicast of a pod: br-tun decides (or drops)
 P_ARP_UNICAST_REPLY = 10
+P_PORT_DROP = 10        # whatever else a container sends: dropped, counted per port
 
 HostFlows = dict[int | None, dict[str, frozenset[Flow]]]
 
@@ -183,6 +184,10 @@ def _port_flows(port: PortSpec, key: int) -> list[Flow]:
                   [output(inp)], Kind.PORT, pid),
         make_flow(INT_FROM_TUN, P_PORT, {"metadata": key, "eth_dst": mac},
                   [output(inp)], Kind.PORT, pid),
+        # Everything else from the port (another MAC or IP, IPv6, other EtherTypes) is
+        # dropped here rather than by the table's default, so that its counters are the
+        # port's own: the packets its port security dropped (`loris ports --stats`).
+        make_flow(INT_INGRESS, P_PORT_DROP, {"in_port": inp}, [], Kind.PORT, pid),
     ]
     if port.dhcp:
         for src in ("0.0.0.0", ip):

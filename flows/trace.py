@@ -167,7 +167,7 @@ def _apply(action: tuple, pkt: dict, result: BridgeTrace, flow: Flow, where: str
         value, mask = action[1], action[2]
         pkt["metadata"] = (pkt["metadata"] & ~mask) | (value & mask)
     else:
-        raise TraceError(f"{where}: unknown action {action!r}")
+        raise TraceError(f"{where}: {flow}: cannot follow action {action!r}")
 
 
 def _wire(pkt: Mapping[str, object]) -> dict:
@@ -202,6 +202,8 @@ class FabricTrace:
     hops: list[Hop] = field(default_factory=list)
     tunnelled: list[tuple[str, str, int, dict]] = field(default_factory=list)  # from, to, key
     lost: list[tuple[str, str, int, dict]] = field(default_factory=list)  # unknown ports
+    # bridges the packet reached whose flows the fabric was not given (host, bridge, in_port)
+    unexplored: list[tuple[str, str, int, dict]] = field(default_factory=list)
 
     def path(self) -> list[tuple[str, str]]:
         """(host, bridge) of every hop, in order."""
@@ -220,6 +222,8 @@ class Fabric:
 
     def __init__(self, topo: Topology,
                  flows: Mapping[str, Mapping[str, Iterable[Flow]]] | None = None) -> None:
+        """The flows of every host, computed from `topo`; or `flows` (host -> bridge ->
+        flows), e.g. as dumped from the switches: only those hosts' bridges are followed."""
         self.topo = topo
         if flows is None:
             flows = {h: flatten(host_flows(topo, h)) for h in topo.hosts}
@@ -232,6 +236,7 @@ class Fabric:
     def send(self, host: str, in_port: int, packet: Mapping[str, object],
              bridge: str = BR_INT, follow_tunnels: bool = True) -> FabricTrace:
         """Inject `packet` on `bridge` of `host` as if it arrived on `in_port`; follow it.
+        A bridge whose flows the fabric was not given is listed in `unexplored`.
 
         Every packet put into a tunnel is listed in `tunnelled`; with `follow_tunnels=False`
         the trace stops there (what one host does, as `ovs-appctl ofproto/trace` shows it)."""
@@ -243,6 +248,9 @@ class Fabric:
             if steps > MAX_STEPS:
                 raise TraceError(f"more than {MAX_STEPS} bridge hops; a forwarding loop?")
             h, br, port, pkt = queue.pop(0)
+            if (h, br) not in self.bridges:
+                result.unexplored.append((h, br, port, pkt))
+                continue
             trace = self.bridges[(h, br)].trace(port, pkt)
             result.hops.append(Hop(h, br, port, pkt, trace.flows))
             for cookie, out in trace.controller:

@@ -68,6 +68,11 @@ class Agent:
         self._reported: dict | None = None
         self._reported_at = 0.0
         self._pending_deletes: set[int] = set()  # ports whose container was removed
+        # figures carried in the report's `stats` (the controller's /metrics shows them)
+        self.passes = 0
+        self.pass_seconds_total = 0.0
+        self.last_pass_seconds = 0.0
+        self.send_stats = True
         self._deletes_lock = threading.Lock()  # Docker-event thread and worker both retry
         self.registered = False
         self.reconciler = Reconciler(
@@ -81,10 +86,13 @@ class Agent:
 
     def register(self) -> None:
         dpids = contract.dpids(self.host_id)
-        reply = self.client.register({
+        host = {
             "id": self.host_id, "tunnel_ip": self.tunnel_ip, "tunnel_type": self.tunnel_type,
             "dpids": {b: f"0x{contract.dpid_hex(d)}" for b, d in dpids.items()},
-        })  # fmt: skip
+        }  # fmt: skip
+        if self.switch_tls:  # the one certificate the controller takes from our bridges
+            host["switch_cert_sha256"] = pki.certificate_sha256(self.switch_tls[1])
+        reply = self.client.register(host)
         openflow = (reply or {}).get("openflow") or {}
         port = openflow.get("port") or contract.DEFAULT_OPENFLOW_PORT
         if openflow.get("tls") and not self.switch_tls:
@@ -194,16 +202,46 @@ class Agent:
             if desired is None:
                 return None
             self._retry_deletes()
+            started = time.monotonic()
             actual = self.reconciler.apply(desired)
+            self._count_pass(time.monotonic() - started)
             stale = time.monotonic() - self._reported_at > RESYNC_S * 2
+            # the stats ride along with a report that goes anyway: they change every pass,
+            # and a report is sent only when what the agent made changed (or went stale)
             if actual != self._reported or stale:
                 try:
-                    self.client.put_actual(self.host_id, actual)
+                    self._report(actual)
                     self._reported, self._reported_at = actual, time.monotonic()
                 except (ControllerUnreachable, ApiError) as e:
                     log.warning("reporting actual state failed: %s", e)
                     self._reported = None
             return actual
+
+    def _report(self, actual: dict) -> None:
+        if not self.send_stats:
+            self.client.put_actual(self.host_id, actual)
+            return
+        try:
+            self.client.put_actual(self.host_id, dict(actual, stats=self.stats()))
+        except ApiError as e:
+            # a controller older than the `stats` field refuses it (400 unknown field):
+            # report without it from now on
+            if e.status != 400 or "stats" not in e.message:
+                raise
+            log.info("the controller takes no stats in reports: %s", e.message)
+            self.send_stats = False
+            self.client.put_actual(self.host_id, actual)
+
+    def _count_pass(self, seconds: float) -> None:
+        self.passes += 1
+        self.pass_seconds_total += seconds
+        self.last_pass_seconds = seconds
+
+    def stats(self) -> dict:
+        """The report's optional `stats` (docs/design.md, the agent protocol)."""
+        return {"passes": self.passes, "pass_seconds_total": round(self.pass_seconds_total, 6),
+                "last_pass_seconds": round(self.last_pass_seconds, 6),
+                "wiring_errors": self.reconciler.wiring_errors}
 
     # ---------------------------------------------------------------- Docker events
     def _docker_event(self, action: str, container_id: str, name: str) -> None:

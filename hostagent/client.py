@@ -272,6 +272,24 @@ class Client:
     def delete_port(self, port_id: int) -> Any:
         return self.request("DELETE", f"/v1/ports/{int(port_id)}")
 
+    # -- credentials and the audit trail (operator)
+    def revoke_agent_token(self, host_id: str) -> Any:
+        return self.request("DELETE", f"/v1/hosts/{_q(host_id)}/token")
+
+    def operator_token(self, name: str) -> dict:
+        return self.request("POST", f"/v1/operators/{_q(name)}/token")
+
+    def revoke_operator_token(self, name: str) -> Any:
+        return self.request("DELETE", f"/v1/operators/{_q(name)}/token")
+
+    def credentials(self) -> list[dict]:
+        return list(self.request("GET", "/v1/tokens") or [])
+
+    def events(self, **query: Any) -> dict:
+        """One page of the audit trail (object, since, until, before, limit)."""
+        query = {k: v for k, v in query.items() if v is not None}
+        return self.request("GET", "/v1/events", query=query or None)
+
 
 def _q(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")

@@ -104,6 +104,20 @@ class Ovs:
             raise OvsError(proc.stderr.strip() or f"ovs-vsctl exited {proc.returncode}")
         return proc.stdout
 
+    def appctl(self, *args: str, target: str = "ovs-vswitchd") -> str:
+        """`ovs-appctl -t TARGET ARGS...` against this instance (its run directory)."""
+        argv = ["ovs-appctl", f"--timeout={self.timeout}", "-t", target, *args]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, env=self._env(),
+                                  timeout=self.timeout + 5)
+        except FileNotFoundError as e:
+            raise OvsError("ovs-appctl not found: install Open vSwitch") from e
+        except subprocess.TimeoutExpired as e:
+            raise OvsError(f"ovs-appctl {args[0] if args else ''} timed out") from e
+        if proc.returncode != 0:
+            raise OvsError(proc.stderr.strip() or f"ovs-appctl exited {proc.returncode}")
+        return proc.stdout
+
     def reachable(self) -> bool:
         try:
             self.vsctl([["get", "Open_vSwitch", ".", "_uuid"]], wait=False)

@@ -16,9 +16,11 @@ Keys are mode 0600. See docs/security.md.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
+import ssl
 from pathlib import Path
 
 from flows import contract
@@ -120,3 +122,19 @@ def configure_ovs(ovs: Ovs, key: str, cert: str, ca_cert: str) -> None:
     have = dict(line.split(": ", 1) for line in current.splitlines() if ": " in line)
     if any(have.get(k) != v for k, v in want.items()):
         ovs.vsctl([["del-ssl"], ["set-ssl", *paths]])
+
+
+_PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def certificate_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of the DER of the (first) certificate in a PEM file: what the agent
+    declares at registration and the controller compares its switch's certificate with."""
+    try:
+        found = _PEM_CERT.search(Path(path).read_text())
+        der = ssl.PEM_cert_to_DER_cert(found.group(0)) if found else None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise PkiError(f"cannot read the certificate {path} (--switch-cert): {e}") from None
+    if der is None:
+        raise PkiError(f"{path} holds no PEM certificate (--switch-cert)")
+    return hashlib.sha256(der).hexdigest()

@@ -64,6 +64,9 @@ class Reconciler:
         # namespace, host veth): a pass then skips looking inside their containers.
         self._verified: dict[int, tuple[tuple, netdev.ContainerSide]] = {}
         self._full_check_at = time.monotonic()
+        # ports that failed to wire since the agent started (the report's stats); a missing
+        # or stopped container is a state, not a wiring error
+        self.wiring_errors = 0
 
     # ---------------------------------------------------------------- the pass
     def apply(self, desired: dict) -> dict:
@@ -190,13 +193,17 @@ class Reconciler:
             return self._ensure_port(port, mtu, snap, host_veths)
         except PortError as e:
             log.warning("port %s (%s): %s", port_id, port.get("container"), e.message)
+            if e.code not in (ContainerNotFound.code, ContainerNotRunning.code):
+                self.wiring_errors += 1
             return {"error": {"code": e.code, "message": e.message}}
         except (OvsError, netdev.NetdevError, OSError) as e:
             log.warning("port %s (%s): %s", port_id, port.get("container"), e)
+            self.wiring_errors += 1
             return {"error": {"code": "wiring_failed",
                               "message": f"wiring {port.get('container')} failed: {e}"}}
         except Exception as e:  # one broken port must not stop the others from being served
             log.exception("port %s (%s) failed", port_id, port.get("container"))
+            self.wiring_errors += 1
             return {"error": {"code": "internal_error",
                               "message": f"wiring {port.get('container')} failed: {e!r}"}}
 

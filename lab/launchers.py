@@ -65,17 +65,26 @@ class LorisLaunchers:
             return None
 
     def agent_token_file(self, host: Host | str | int) -> Path:
-        """<lab dir>/tokens/<host>.token (0600): the host's agent token, issued by the
-        controller's own admin command (works before the controller first starts too)."""
+        """<lab dir>/tokens/<host>.token (0600): the host's agent token, issued once by the
+        controller's own admin command into the lab's store (works before the controller
+        first starts too). `write_agent_token` replaces it (a re-issued token)."""
         h = self.host(host)
         path = self.dir / "tokens" / f"{h.name}.token"
         if not path.exists():
             r = run([venv_bin() / "python", "-m", "controller.auth", "token", h.name,
-                     "--credentials", self.credentials_dir], cwd=REPO_ROOT)
-            path.parent.mkdir(mode=0o700, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(r.stdout)
+                     "--db", self.dir / "loris.db", "--credentials", self.credentials_dir],
+                    cwd=REPO_ROOT)
+            self.write_agent_token(h, r.stdout)
+        return path
+
+    def write_agent_token(self, host: Host | str | int, token: str) -> Path:
+        """Put `token` in the host's agent token file (0600), as an operator would."""
+        h = self.host(host)
+        path = self.dir / "tokens" / f"{h.name}.token"
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token.strip() + "\n")
         return path
 
     def _ensure_pki(self) -> None:

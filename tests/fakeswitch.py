@@ -12,7 +12,8 @@ What it does, as OVS does:
   arrives and a rejected one answered with an error *and left out of a bundle that is then
   committed without it* (OVS's habit, which is why `Switches.bundle` checks the add errors
   before COMMIT and DISCARDs); a connection that goes away discards its open bundles;
-- flow-stats requests filtered by cookie/mask, answered in several parts.
+- flow-stats requests filtered by cookie/mask, answered in several parts (match and
+  instructions as the switch holds them; counters zero).
 
 Faults to inject: `reject` (a predicate on flow-mods: rejected adds), `fail_sends` (the
 next n sends return False and are lost), `lose_replies` (the next reply of a kind, e.g.
@@ -81,6 +82,17 @@ class Entry:
     cookie: int
     instructions: bytes
     match: Any
+
+
+@functools.lru_cache(maxsize=65536)
+def instructions_of(data: bytes) -> list:
+    """The instructions of a flow-mod's bytes, parsed as a flow-stats reply carries them."""
+    out, offset = [], 0
+    while offset < len(data):
+        inst = parser.OFPInstruction.parser(data, offset)
+        out.append(inst)
+        offset += inst.len
+    return out
 
 
 def _items(match: Any) -> tuple:
@@ -264,7 +276,8 @@ class FakeSwitch:
         kind, _flags = _MULTIPART_REQUEST.unpack_from(buf, 8)
         assert kind == ofp.OFPMP_FLOW, kind
         table, _port, _group, cookie, mask = _FLOW_STATS_REQUEST.unpack_from(buf, 16)
-        stats = [parser.OFPFlowStats(k[0], 0, 0, k[1], 0, 0, 0, e.cookie, 0, 0, e.match, [])
+        stats = [parser.OFPFlowStats(k[0], 0, 0, k[1], 0, 0, 0, e.cookie, 0, 0, e.match,
+                                     instructions_of(e.instructions))
                  for k, e in sorted(self.table.entries.items(), key=lambda ke: str(ke[0]))
                  if e.cookie & mask == cookie & mask and table in (ofp.OFPTT_ALL, k[0])]
         parts = [stats[i:i + STATS_PER_PART] for i in range(0, len(stats), STATS_PER_PART)]

@@ -1,6 +1,6 @@
-"""The CLI's commands that only talk to the controller: status, pods, ports, token, cluster,
-connect, disconnect. (`disconnect` asks Docker only when given a name that is not the one
-the port was connected with.)"""
+"""The CLI's commands that only talk to the controller: status, pods, ports, cluster,
+connect, disconnect (token, tokens and events: safety_commands.py). (`disconnect` asks
+Docker only when given a name that is not the one the port was connected with.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from flows import contract
 from hostagent.cli.common import (
     CliError,
     check_ip_argument,
@@ -69,18 +68,6 @@ def mesh_state(hosts: list[dict], tunnel_ips: Iterable[str], self_id: str | None
             if peer["id"] != h["id"] and peer["id"] not in up:
                 missing.append((h["id"], peer["id"]))
     return MeshState(unregistered=unregistered, missing=missing)
-
-
-def cmd_token(args: argparse.Namespace) -> int:
-    if not contract.HOST_ID.matches(args.for_host):
-        raise CliError(f"invalid host id {args.for_host!r}: use 1-63 letters, digits, '_', '.', "
-                       "'-'")  # fmt: skip
-    reply = operator_client(args).agent_token(args.for_host)
-    if args.json:
-        print_json(reply)
-    else:
-        print(reply["token"])
-    return 0
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:

@@ -12,18 +12,26 @@ def port_address(port: dict) -> str:
     return port.get("lease") or port.get("ip") or "-"
 
 
+def agent_state(agent: dict, now: float) -> str:
+    """The AGENT column: `polling`, `away (41s ago)` or when it was last heard from."""
+    seen = agent.get("last_seen")
+    heard = ago(now - seen if seen else None)
+    if agent.get("away"):
+        return f"away ({heard})"
+    return "polling" if agent.get("polling") else heard
+
+
 def hosts_table(hosts: list[dict]) -> str:
     now = time.time()
     rows = []
     for h in sorted(hosts, key=lambda h: h["id"]):
         agent = h.get("agent") or {}
-        seen = agent.get("last_seen")
         bridges = ((h.get("openflow") or {}).get("bridges") or {})
         of = " ".join(f"{b}:{'up' if (bridges.get(b) or {}).get('connected') else 'down'}"
                       for b in ("br-int", "br-tun"))  # fmt: skip
         up = sum(1 for t in h.get("tunnels") or [] if t.get("ofport"))
         rows.append([h["id"], h.get("tunnel_ip"), h.get("tunnel_type"),
-                     "polling" if agent.get("polling") else ago(now - seen if seen else None),
+                     agent_state(agent, now),
                      of, f"{up}/{max(len(hosts) - 1, 0)}", h.get("ports")])  # fmt: skip
     return table(["HOST", "TUNNEL IP", "TYPE", "AGENT", "OPENFLOW", "TUNNELS", "PORTS"], rows)
 

@@ -86,10 +86,14 @@ def test_fuzzing_the_api_finds_no_error_and_leaves_a_consistent_state(lab):
     assert "Traceback" not in log and "-> 500" not in log, controller.log_tail(80)
     check_consistent(lab)
     # still a working controller: clear what the fuzzer registered, let h1's agent come
-    # back (it re-registers if the fuzzer deleted it), connect a container for real
+    # back (it re-registers if the fuzzer deleted it; it gets a new token in case the fuzzer
+    # revoked its own), connect a container for real
     for h in lab.api("GET", "/v1/hosts")[1]:
         if h["id"] != "h1":
             assert lab.api("DELETE", f"/v1/hosts/{h['id']}")[0] == 204
+    status, issued = lab.api("POST", "/v1/hosts/h1/token")
+    assert status == 200, issued
+    lab.write_agent_token("h1", issued["token"])        # the agent reads it at each request
     wait_for(lambda: h1_synced(lab), 40, "h1 registered again with both bridges connected")
     c = lab.add_container("h1", "after", kind="netns")
     status, port = lab.api("POST", "/v1/ports", {"host": "h1", "container": c.name,

@@ -13,6 +13,8 @@ from inproc import H1, H2, build_parts
 from webob import Request
 
 from controller import auth, config, openapi, schema
+from controller.store import Store
+from controller.tokens import TokenBook
 
 
 @pytest.fixture
@@ -81,7 +83,15 @@ def test_rotating_the_agent_key_changes_every_agent_token(tmp_path, creds):
 def test_admin_command_prints_tokens(tmp_path, creds, capsys):
     db = str(tmp_path / "loris.db")
     assert auth.main(["token", "h3", "--db", db]) == 0
-    assert capsys.readouterr().out.strip() == creds.agent_token("h3")
+    issued = capsys.readouterr().out.strip()        # issued for h3, kept hashed in the store
+    store = Store(db)
+    try:
+        bound = creds.with_book(TokenBook(store))
+        assert bound.authenticate(f"Bearer {issued}") == auth.Principal("agent", "h3")
+        with pytest.raises(auth.ApiError):           # h3 has its own now: derived is over
+            bound.authenticate(f"Bearer {creds.agent_token('h3')}")
+    finally:
+        store.close()
     assert auth.main(["token", "operator", "--db", db]) == 0
     assert capsys.readouterr().out.strip() == creds.operator_token()
     assert auth.main(["token", "bad host", "--db", db]) == 1
@@ -144,7 +154,8 @@ def test_operator_may_do_everything(parts, creds):
     assert status(parts, "GET", "/v1/hosts/h2/desired", token=op) == 200
     assert status(parts, "PUT", "/v1/hosts/h2/actual", {"version": 1}, token=op) == 204
     _, tok = call(parts, "POST", "/v1/hosts/h9/token", token=op)
-    assert tok == {"host": "h9", "token": creds.agent_token("h9")}
+    assert tok["host"] == "h9" and tok["token"].startswith("agent:h9:")
+    assert parts.auth.authenticate(f"Bearer {tok['token']}") == auth.Principal("agent", "h9")
     assert status(parts, "POST", "/v1/hosts/bad%20id/token", token=op) == 422
     assert status(parts, "GET", "/v1/nothing", token=op) == 404
     assert status(parts, "DELETE", "/v1/hosts/h2", token=op) == 204

@@ -26,7 +26,11 @@ def test_every_configurable_setting_has_its_env_name_and_file_option():
     names = [f.name for f in config.configurable()]
     assert names == ["db", "api_listen", "wire_timeout", "flow_timeout", "lease_timeout",
                      "dhcp_lease_time", "dhcp_rate", "max_body", "credentials", "api_cert",
-                     "api_key"]
+                     "api_key",
+                     # operator safety (docs/security.md)
+                     "agent_poll_interval", "agent_away_polls", "derived_agent_tokens",
+                     "audit_max_events", "audit_max_days",
+                     "metrics_listen"]
     options = {o.dest: o for o in config.config_file_options()}
     assert list(options) == names
     for f in config.configurable():

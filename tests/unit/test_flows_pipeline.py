@@ -162,7 +162,10 @@ def test_spoofed_ipv4_source_is_dropped(fabric, spoof):
     pkt = ipv4("a1", "a2", PORTS["a2"].mac, **spoof)
     result = send(fabric, "a1", pkt)
     assert result.deliveries == [] and result.controller == []
-    assert result.hops[0].flows[0].priority == 0         # straight into table 0's drop
+    # straight into table 0's drop for that port (its counters are the port's drops)
+    [drop] = result.hops[0].flows
+    assert drop.table == 0 and drop.actions == () and drop.match == (("in_port", 10),)
+    assert parse_cookie(drop.cookie)[:2] == (Kind.PORT, PORTS["a1"].id)
 
 
 @pytest.mark.parametrize("spoof", [
