@@ -46,7 +46,7 @@ from lab.procs import LabProcess
 CLIENT_PORT = 2379
 PEER_PORT = 2380
 MAX_MEMBERS = 5
-CLIENT_CERT_NAME = "etcd-client"
+CLIENT_CERT_NAME = "etcd-client"     # pki/<name>.pem and .key: the clients' certificate
 
 
 def member_ip(first_ip: int, index: int) -> str:
@@ -132,8 +132,8 @@ class EtcdCluster:
         if not self.tls:
             return {}
         return {"ca_cert": str(self.pki_dir / "ca.pem"),
-                "client_cert": str(self.pki_dir / "hosts" / f"{CLIENT_CERT_NAME}.pem"),
-                "client_key": str(self.pki_dir / "hosts" / f"{CLIENT_CERT_NAME}.key")}
+                "client_cert": str(self.pki_dir / f"{CLIENT_CERT_NAME}.pem"),
+                "client_key": str(self.pki_dir / f"{CLIENT_CERT_NAME}.key")}
 
     def member(self, which: int | str | EtcdMember) -> EtcdMember:
         """A member by object, index (1), name ("m1") or client URL."""
@@ -182,15 +182,29 @@ class EtcdCluster:
         argv += self.extra_args
         if self.tls:
             pki = self.pki_dir
-            argv += ["--cert-file", pki / "controller.pem", "--key-file", pki / "controller.key",
+            argv += ["--cert-file", pki / "member.pem", "--key-file", pki / "member.key",
                      "--trusted-ca-file", pki / "ca.pem", "--client-cert-auth"]
         m.process = self.lab.start_process(m.process_name, argv, netns="ctl")
         m.paused = False
 
     def _make_pki(self) -> None:
-        from hostagent import pki
+        import ipaddress
 
-        pki.init(self.pki_dir, [m.ip for m in self.members], [], [CLIENT_CERT_NAME])
+        from hostagent import certs, pki
+
+        ips = [m.ip for m in self.members]
+        pki.init(self.pki_dir, ips, [], [])
+        # Certificates without a CN, the members' and the clients': once authentication
+        # is on, etcd 3.4's gateway refuses a request whose client certificate has a CN
+        # ("CommonName of client sending a request against gateway will be ignored and
+        # not used as expected"); the identity is the user name and password.
+        ca_cert, ca_key = certs.load_ca(self.pki_dir / "ca.pem", self.pki_dir / "ca.key")
+        for name, addresses in (("member", ips), (CLIENT_CERT_NAME, [])):
+            key = certs.new_key()
+            certs.write_key(self.pki_dir / f"{name}.key", key)
+            certs.write_certificate(self.pki_dir / f"{name}.pem", certs.signed_certificate(
+                key.public_key(), None, [ipaddress.ip_address(ip) for ip in addresses], [],
+                ca_cert, ca_key, 30))
 
     # ----- faults --------------------------------------------------------------------
 

@@ -265,9 +265,28 @@ def test_watch_keeps_every_event_in_order_across_reconnects(healthy: EtcdCluster
 
             def write(n: int) -> None:
                 for _ in range(n):
-                    value = str(len(written))
-                    client.put(f"{prefix}k/{len(written) % 5}", value)
-                    written.append(value)
+                    write_once(len(written))
+                    written.append(str(len(written)))
+
+            def write_once(i: int) -> None:
+                """Write number i exactly once, even when a write's outcome is unknown (the
+                leader killed under it): a counter key makes the transaction repeatable."""
+                deadline = time.monotonic() + 20
+                while True:
+                    try:
+                        r = writer[0].txn([value_is(prefix + "n", str(i))],
+                                          [Put(prefix + "n", str(i + 1)),
+                                           Put(f"{prefix}k/{i % 5}", str(i))],
+                                          [Get(prefix + "n")])
+                        if r.succeeded or r.responses[0].kvs[0].value == str(i + 1).encode():
+                            return
+                        raise AssertionError(f"counter is {r.responses[0].kvs[0].value}")
+                    except StoreUnavailable:          # OutcomeUnknown too: try again
+                        assert time.monotonic() < deadline, "no write within 20 s"
+                        time.sleep(0.1)
+
+            writer = [client]
+            client.put(prefix + "n", "0")
 
             write(10)
             watch.wait(10)
@@ -279,8 +298,8 @@ def test_watch_keeps_every_event_in_order_across_reconnects(healthy: EtcdCluster
             hung = healthy.pause(watch.watcher.endpoint)
             # The writer keeps away from the hung member: a write sent there has an unknown
             # outcome and would make `written` uncertain.
-            client = EtcdClient([u for u in healthy.endpoints if u != hung.client_url],
-                                socket_factory=healthy.socket_factory, timeout=TIMEOUT)
+            writer[0] = EtcdClient([u for u in healthy.endpoints if u != hung.client_url],
+                                   socket_factory=healthy.socket_factory, timeout=TIMEOUT)
             write(10)
             events = watch.wait(30)
             assert watch.watcher.endpoint != hung.client_url
