@@ -60,6 +60,7 @@ AGENT_ROUTES = frozenset({
     ("GET", "/v1/hosts/{host_id}/desired"),
     ("PUT", "/v1/hosts/{host_id}/actual"),
     ("DELETE", "/v1/ports/{port_id}"),              # only ports of its host
+    ("GET", "/v1/controllers"),                     # where to point its bridges (docs/ha.md)
 })
 HOW_TO = ("send 'Authorization: Bearer <token>': the operator token is in the controller's "
           f"credentials directory ({OPERATOR_FILE}); an agent's comes from `loris token HOST`")

@@ -61,6 +61,25 @@ class Settings:
     metrics_listen: str = setting("", "also serve GET /metrics WITHOUT credentials on this "
                                   "HOST:PORT (plain HTTP; empty: only on the REST API, with "
                                   "the metrics or operator token)")
+    # ---- several controllers: the registry and OpenFlow mastership in etcd (docs/ha.md)
+    etcd_endpoints: str = setting("", "etcd client URLs, comma-separated; set: this "
+                                  "controller registers there and masters only the hosts "
+                                  "it holds the etcd key of (empty: one controller, master "
+                                  "of every switch)")
+    etcd_ca_cert: str = setting("", "CA certificate of the etcd members (https endpoints)")
+    etcd_cert: str = setting("", "client certificate presented to etcd (PEM)...")
+    etcd_key: str = setting("", "...and its key (PEM)")
+    controller_id: str = setting("", "this controller's name in the registry (default: "
+                                 "hostname-RESTPORT)")
+    advertise_api: str = setting("", "REST URL agents and the CLI reach this controller at "
+                                 "(default: http://<this host's address>:<REST port>)")
+    advertise_openflow: str = setting("", "OpenFlow target the agents' bridges connect to "
+                                      "(default: tcp:<REST URL's host>:<OpenFlow port>)")
+    ha_lease_ttl: int = setting(5, "seconds of the etcd lease that holds the registry entry "
+                                "and the masterships (a dead controller's hosts move after "
+                                "about this long)")
+    ha_interval: float = setting(0.5, "seconds between two looks at the registry and the "
+                                 "master keys")
 
     @property
     def api_host(self) -> str:
@@ -69,6 +88,10 @@ class Settings:
     @property
     def api_port(self) -> int:
         return split_listen(self.api_listen)[1]
+
+    @property
+    def etcd_endpoint_list(self) -> list[str]:
+        return [e.strip() for e in self.etcd_endpoints.split(",") if e.strip()]
 
     @property
     def agent_away_after(self) -> float:
@@ -156,6 +179,9 @@ def load(env: Mapping[str, str] | None = None, section: Mapping[str, object] | N
                          "must be above 0")
     if settings.metrics_listen:
         split_listen(settings.metrics_listen)
+    if settings.etcd_endpoints and (settings.ha_lease_ttl < 2 or settings.ha_interval <= 0):
+        raise ValueError(f"{env_name('ha_lease_ttl')} must be at least 2 (etcd's minimum) "
+                         f"and {env_name('ha_interval')} above 0")
     if bool(settings.api_cert) != bool(settings.api_key):
         raise ValueError(f"REST over TLS needs both api_cert and api_key ({env_name('api_cert')}"
                          f", {env_name('api_key')})")

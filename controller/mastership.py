@@ -40,17 +40,21 @@ class ControllerEntry:
     openflow: str = ""
     connected: frozenset[str] = frozenset()     # hosts whose switches it has connected
     started: float = 0.0
+    # host -> bridge -> its role on that controller ("master", "slave", "equal")
+    roles: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict:
         return {"id": self.id, "api_url": self.api_url, "openflow": self.openflow,
-                "connected": sorted(self.connected), "started": self.started}
+                "connected": sorted(self.connected), "started": self.started,
+                "roles": {h: dict(b) for h, b in self.roles.items()}}
 
     @classmethod
     def from_json(cls, data: Mapping) -> ControllerEntry:
         return cls(id=str(data["id"]), api_url=str(data.get("api_url") or ""),
                    openflow=str(data.get("openflow") or ""),
                    connected=frozenset(data.get("connected") or ()),
-                   started=float(data.get("started") or 0.0))
+                   started=float(data.get("started") or 0.0),
+                   roles={str(h): dict(b) for h, b in (data.get("roles") or {}).items()})
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,8 @@ def decide(me: str, controllers: Mapping[str, ControllerEntry],
 
 
 def replace_connected(entry: ControllerEntry, connected: frozenset[str]) -> ControllerEntry:
-    return ControllerEntry(entry.id, entry.api_url, entry.openflow, connected, entry.started)
+    return ControllerEntry(entry.id, entry.api_url, entry.openflow, connected, entry.started,
+                           entry.roles)
 
 
 def role_for(host_id: str | None, mastered: Mapping[str, int]) -> tuple[Role, int | None]:

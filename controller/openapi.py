@@ -428,6 +428,11 @@ from controller import openapi_safety  # noqa: E402 (it uses the helpers above)
 
 openapi_safety.extend(SCHEMAS, PATHS)
 
+# ---- several controllers: registry, masters, roles (controller/ha_views.py) ----------------
+from controller import openapi_ha  # noqa: E402 (it uses the helpers above)
+
+openapi_ha.extend(SCHEMAS, PATHS)
+
 PUBLIC = ("/v1/health", "/v1/openapi.json")      # controller/auth.py PUBLIC_ROUTES
 
 for _path, _ops in PATHS.items():

@@ -18,12 +18,17 @@ from controller.config import Settings
 from controller.connect import Connections
 from controller.context import Context
 from controller.dhcp import RateLimiter, Responder
+from controller.etcd import EtcdClient
+from controller.ha import HighAvailability
+from controller.ha import identity as ha_identity
+from controller.ha_views import ClusterView
 from controller.hosts import Hosts
 from controller.metrics import Metrics, Sources
 from controller.observe import Observe
 from controller.pods import Pods
 from controller.programmer import Programmer
 from controller.reads import Reads
+from controller.roles import Roles
 from controller.store import Store
 from controller.switch_events import SwitchEvents
 from controller.switch_guard import SwitchGuard
@@ -61,6 +66,9 @@ class Parts:
     access: Access | None = None
     switch_guard: SwitchGuard | None = None
     audit: AuditTrail | None = None
+    # several controllers (docs/ha.md): OpenFlow roles; mastership through etcd when set
+    roles: Roles | None = None
+    ha: HighAvailability | None = None
 
 
 def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[], Any],
@@ -102,5 +110,27 @@ def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[]
     dhcp, dhcp_limit = Responder(lookup), RateLimiter(settings.dhcp_rate, 10)
     metrics.attach(Sources(store, switches, board, lambda: dict(dhcp.replies),
                            lambda: dhcp_limit.dropped))
+    roles, ha = _high_availability(settings, ctx, switches, programmer)
     return Parts(settings, store, switches, programmer, board, ctx, ops, events, api,
-                 dhcp, dhcp_limit, metrics, auth, access, guard, audit)
+                 dhcp, dhcp_limit, metrics, auth, access, guard, audit, roles, ha)
+
+
+def _high_availability(settings: Settings, ctx: Context, switches: Switches,
+                       programmer: Programmer) -> tuple[Roles, HighAvailability | None]:
+    """Roles for every connection; with etcd endpoints, the registry and mastership loop
+    (its threads are started by the app: loris_app.py)."""
+    endpoints = settings.etcd_endpoint_list
+    roles = Roles(switches, enforced=bool(endpoints))
+    switches.write_gate = roles.may_write
+    me = ha_identity(settings)
+    ha = None
+    if endpoints:
+        timeout = max(1.0, settings.ha_lease_ttl / 4)
+        client = EtcdClient(endpoints, timeout=timeout, connect_timeout=min(1.0, timeout),
+                            ca_cert=settings.etcd_ca_cert or None,
+                            client_cert=settings.etcd_cert or None,
+                            client_key=settings.etcd_key or None)
+        ha = HighAvailability(client, me, settings.ha_lease_ttl, settings.ha_interval, ctx,
+                              switches, roles, programmer)
+    ctx.cluster = ClusterView(ctx, me, roles, ha)
+    return roles, ha

@@ -30,7 +30,11 @@ def test_every_configurable_setting_has_its_env_name_and_file_option():
                      # operator safety (docs/security.md)
                      "agent_poll_interval", "agent_away_polls", "derived_agent_tokens",
                      "audit_max_events", "audit_max_days",
-                     "metrics_listen"]
+                     "metrics_listen",
+                     # several controllers (docs/ha.md)
+                     "etcd_endpoints", "etcd_ca_cert", "etcd_cert", "etcd_key",
+                     "controller_id", "advertise_api", "advertise_openflow",
+                     "ha_lease_ttl", "ha_interval"]
     options = {o.dest: o for o in config.config_file_options()}
     assert list(options) == names
     for f in config.configurable():
