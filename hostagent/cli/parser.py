@@ -15,7 +15,8 @@ DESCRIPTION = ("`loris`: prepare a host and manage container networking through 
 def _common_options() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """(options of every controller command, options naming this host's Open vSwitch)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--controller", help="controller REST URL (LORIS_CONTROLLER; "
+    common.add_argument("--controller", help="controller REST URL, or several separated by "
+                        "commas (LORIS_CONTROLLER; "
                         "default http://127.0.0.1:8780)")  # fmt: skip
     common.add_argument("--host", help="this host's id (LORIS_HOST; default the hostname)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
