@@ -11,7 +11,9 @@ bound to it:
 Two threads. The keep-alive refreshes the lease every TTL/3 and moves the fencing
 deadline (mastership.fence_deadline) forward from the moment each confirmed refresh was
 sent; past it, `fenced()` is true and `Roles.may_write` refuses every write at once, before
-etcd can expire the lease and give the hosts to another controller. The loop, every
+etcd can expire the lease and give the hosts to another controller. Changes committed by
+another controller (SQLite's data_version moves) wake our agents' long polls and connects
+and make us recompute the hosts we master. The loop, every
 `ha_interval` seconds or when a switch connects, reads the registry and the master keys,
 publishes its own entry when it changed, asks mastership.decide what to acquire and
 release, does it with conditional transactions (create if absent; delete only our own
@@ -107,6 +109,7 @@ class HighAvailability:
         self._controllers: dict[str, ControllerEntry] = {}
         self._keys: dict[str, MasterKey] = {}
         self.last_error: str | None = None
+        self._data_version: object = None
         self.started = time.time()
         roles.fenced = self.fenced
 
@@ -182,6 +185,7 @@ class HighAvailability:
             self._wake.clear()
 
     def tick(self) -> None:
+        self._follow_other_writers()
         here = self._connected()
         if self._lease is None:
             try:
@@ -201,6 +205,25 @@ class HighAvailability:
                             "while our lease lasts)", e)
                 self._mastered = {h: g for h, g in self._mastered.items() if h in here}
         self._apply_roles(here, dict(self._mastered))
+
+    def _follow_other_writers(self) -> None:
+        """Another controller committed to the shared store: our agents' long polls, the
+        connects waiting here and the hosts we master follow (the hosts in full: the
+        programmer sends only what differs from what they hold)."""
+        try:
+            seen = self.ctx.store.pragma("data_version")
+        except Exception as e:          # a store without it: nothing to follow this way
+            LOG.debug("store change probe: %s", e)
+            return
+        if seen == self._data_version:
+            return
+        first, self._data_version = self._data_version is None, seen
+        if first:
+            return
+        self.ctx.publish()
+        self.ctx.port_waiters.notify(self.ctx.port_waiters.keys())
+        for host in sorted(self._mastered):
+            self.programmer.submit(host, None)
 
     def _connected(self) -> dict[str, dict[str, Any]]:
         """host -> {bridge: datapath} of the switches connected to us."""

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 
 from hostagent import pki
-from hostagent.cli import commands, host_commands, observe_commands, pki_commands, safety_commands
+from hostagent.cli import (
+    commands,
+    ha_commands,
+    host_commands,
+    observe_commands,
+    pki_commands,
+    safety_commands,
+)
 from hostagent.client import DEFAULT_OPERATOR_TOKEN_FILE
 
 DESCRIPTION = ("`loris`: prepare a host and manage container networking through the Loris "
@@ -74,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     safety_commands.add_parsers(sub, common)
     # ---- observability: trace, resync (observe_commands.py) ------------------------------
     observe_commands.add_parsers(sub, common, ovs_opts)
+    # ---- several controllers: controllers (ha_commands.py) -----------------------------
+    ha_commands.add_parsers(sub, common)
     _add_pki(sub)
     return p
 

@@ -1,0 +1,261 @@
+"""Two controllers, one host, one etcd (docs/ha.md): OpenFlow roles against real OVS.
+
+Both controllers share the lab's SQLite store and register in an etcd of one member. The
+agent is given both REST URLs and points br-int and br-tun at both controllers from the
+registry. Checked: one master per host, the other controller's connections SLAVE; the
+generation id the switch holds is the creation revision of the host's master key in etcd;
+a role request with an older id is refused by OVS (an OpenFlow connection made by the test
+itself); kill -9 of the master under a continuous ping loses no packet, the survivor
+takes over within the lease TTL plus a second, at a newer generation, and reconciles.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from functools import partial
+
+import pytest
+from helpers import ping_counts, ping_in_background, wait_for
+
+from controller.etcd import EtcdClient
+from controller.ha import MASTERS
+from controller.mastership import ControllerEntry, preferred
+from hostagent.client import Client
+from lab import Lab
+from lab.launchers import REPO_ROOT, venv_bin
+from lab.naming import CONTROL_IP
+from lab.netns import socket_in_netns
+
+TTL = 3
+ETCD = "http://198.19.0.5:2379"          # lab/etcd.py: member 1 of the default cluster
+PORTS = {"ca": (8780, 6653), "cb": (8781, 6654)}
+PROBE_PORT = 6655                        # the test's own OpenFlow connection
+
+
+def _url(cid: str) -> str:
+    return f"http://{CONTROL_IP}:{PORTS[cid][0]}"
+
+
+def start_controller(lab: Lab, cid: str):
+    api, of = PORTS[cid]
+    env = {"LORIS_DB": str(lab.dir / "loris.db"), "LORIS_CREDENTIALS": str(lab.credentials_dir),
+           "LORIS_API_LISTEN": f"0.0.0.0:{api}", "LORIS_ETCD_ENDPOINTS": ETCD,
+           "LORIS_CONTROLLER_ID": cid, "LORIS_ADVERTISE_API": _url(cid),
+           "LORIS_ADVERTISE_OPENFLOW": f"tcp:{CONTROL_IP}:{of}",
+           "LORIS_HA_LEASE_TTL": str(TTL), "LORIS_HA_INTERVAL": "0.3"}
+    argv = [venv_bin() / "osken-manager", REPO_ROOT / "controller" / "loris_app.py",
+            "--ofp-tcp-listen-port", str(of)]
+    proc = lab.start_process(f"controller-{cid}", argv, netns="ctl", env=env, cwd=REPO_ROOT)
+    wait_for(lambda: _listening(lab, api) or not proc.alive, 60, f"controller {cid}'s API")
+    assert proc.alive, proc.log_tail(40)
+    return proc
+
+
+def _listening(lab: Lab, port: int) -> bool:
+    sock = socket_in_netns(lab.netns_path("ctl"))
+    try:
+        sock.settimeout(1)
+        sock.connect((CONTROL_IP, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def client(lab: Lab, cid: str, timeout: float = 10) -> Client:
+    """The REST client of the agent and the CLI, to one controller, from the control
+    namespace, as the operator."""
+    return Client(_url(cid), timeout=timeout, token_file=str(lab.operator_token_file),
+                  socket_factory=partial(socket_in_netns, lab.netns_path("ctl")))
+
+
+def api(lab: Lab, cid: str, path: str) -> dict:
+    return client(lab, cid).request("GET", path)
+
+
+def registry(lab: Lab, cid: str) -> dict:
+    return {c["id"]: c for c in api(lab, cid, "/v1/controllers")["controllers"]}
+
+
+def ovs_controllers(lab: Lab, bridge: str) -> dict[str, dict]:
+    """target -> {role, connected} of the bridge's Controller rows, as OVS shows them."""
+    ovs = lab.ovs("h1")
+    out = {}
+    for uuid in ovs.vsctl("get", "Bridge", bridge, "controller").strip("[]\n ").split(","):
+        target, role, connected = (ovs.vsctl("get", "Controller", uuid.strip(), column).strip()
+                                   for column in ("target", "role", "is_connected"))
+        out[target.strip('"')] = {"role": None if role == "[]" else role,
+                                  "connected": connected == "true"}
+    return out
+
+
+@pytest.fixture(scope="module")
+def ha(make_cluster) -> Iterator[dict]:
+    lab = make_cluster(hosts=1, docker=False, agents=False, wait=None)
+    # the lab's own controller is not one of ours: two HA controllers share its store
+    lab.processes["controller"].stop()
+    cluster = lab.start_etcd(members=1)
+    assert cluster.endpoints == [ETCD]
+    procs = {cid: start_controller(lab, cid) for cid in PORTS}
+    lab.start_agent("h1", extra_env={"LORIS_CONTROLLER": f"{_url('ca')},{_url('cb')}"},
+                    extra_args=["--controller", f"{_url('ca')},{_url('cb')}"])
+    master = preferred("h1", [ControllerEntry(c, connected=frozenset({"h1"})) for c in PORTS])
+    client = EtcdClient([ETCD], socket_factory=cluster.socket_factory)
+    yield {"lab": lab, "procs": procs, "master": master, "etcd": client}
+    client.close()
+
+
+def _key(ha: dict):
+    return ha["etcd"].get(MASTERS + "h1")
+
+
+def test_one_master_per_host_and_the_others_slave(ha):
+    lab, master = ha["lab"], ha["master"]
+    other = next(c for c in PORTS if c != master)
+
+    def settled() -> bool:
+        reg = registry(lab, other)
+        if set(reg) != set(PORTS) or not all(c["healthy"] for c in reg.values()):
+            return False
+        if reg[master]["masters"] != ["h1"] or reg[other]["masters"]:
+            return False
+        host = api(lab, master, "/v1/hosts/h1")
+        bridges = host["openflow"]["bridges"]
+        return host["openflow"]["master"] == master and all(
+            b["synced"] and b["roles"].get(master) == "master"
+            and b["roles"].get(other) == "slave" for b in bridges.values())
+
+    wait_for(settled, 60, f"{master} master of h1, {other} slave, both bridges synced")
+    want = {f"tcp:{CONTROL_IP}:{PORTS[master][1]}": "master",
+            f"tcp:{CONTROL_IP}:{PORTS[other][1]}": "slave"}
+
+    def ovs_agrees() -> bool:     # OVS refreshes these columns lazily, about every second
+        return all({t: r["role"] for t, r in ovs_controllers(lab, b).items()
+                    if r["connected"]} == want for b in ("br-int", "br-tun"))
+
+    wait_for(ovs_agrees, 10, f"OVS showing both bridges' roles {want}")
+    key = _key(ha)
+    assert key is not None and key.text == master
+
+
+class OpenFlowProbe:
+    """A bare OpenFlow 1.3 connection from the test to br-int: HELLO, then role requests."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        listener = socket_in_netns(lab.netns_path("ctl"))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((CONTROL_IP, PROBE_PORT))
+        listener.listen(1)
+        listener.settimeout(30)
+        self.target = f"tcp:{CONTROL_IP}:{PROBE_PORT}"
+        ovs = lab.ovs("h1")
+        current = ovs.vsctl("--bare", "get", "Bridge", "br-int", "controller").split()
+        ovs.vsctl("--", "--id=@p", "create", "Controller", f'target="{self.target}"',
+                  "connection_mode=out-of-band", "--", "set", "Bridge", "br-int",
+                  f"controller=[{','.join([*current, '@p'])}]")
+        self.conn, _ = listener.accept()
+        listener.close()
+        self.conn.settimeout(10)
+        self.xid = 100
+        self._send(0, b"")                  # HELLO
+
+    def _send(self, kind: int, body: bytes) -> int:
+        self.xid += 1
+        self.conn.sendall(struct.pack("!BBHI", 4, kind, 8 + len(body), self.xid) + body)
+        return self.xid
+
+    def _read(self) -> tuple[int, int, bytes]:
+        head = self._exact(8)
+        _version, kind, length, xid = struct.unpack("!BBHI", head)
+        return kind, xid, self._exact(length - 8)
+
+    def _exact(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.conn.recv(n - len(data))
+            assert chunk, "OVS closed the probe's connection"
+            data += chunk
+        return data
+
+    def role(self, role: int, generation: int) -> tuple[str, int, int]:
+        """('reply', role, generation) or ('error', type, code)."""
+        xid = self._send(24, struct.pack("!I4xQ", role, generation))
+        while True:
+            kind, got, body = self._read()
+            if kind == 2:                   # ECHO_REQUEST
+                self.conn.sendall(struct.pack("!BBHI", 4, 3, 8 + len(body), got) + body)
+                continue
+            if got != xid:
+                continue
+            if kind == 25:
+                r, g = struct.unpack("!I4xQ", body[:16])
+                return "reply", r, g
+            if kind == 1:
+                t, c = struct.unpack("!HH", body[:4])
+                return "error", t, c
+
+    def close(self) -> None:
+        self.conn.close()
+        ovs = self.lab.ovs("h1")
+        uuid = ovs.vsctl("--bare", "--columns=_uuid", "find", "Controller",
+                         f'target="{self.target}"').strip()
+        if uuid:
+            ovs.vsctl("remove", "Bridge", "br-int", "controller", uuid)
+
+
+def test_the_switch_holds_the_key_generation_and_refuses_an_older_one(ha):
+    test_one_master_per_host_and_the_others_slave(ha)
+    generation = _key(ha).create_revision
+    probe = OpenFlowProbe(ha["lab"])
+    try:
+        assert probe.role(0, 0) == ("reply", 1, generation)        # NOCHANGE: EQUAL, its id
+        assert probe.role(2, generation - 1) == ("error", 11, 0)    # MASTER, stale: refused
+        assert probe.role(3, generation - 1) == ("error", 11, 0)    # SLAVE, stale: refused
+        assert probe.role(3, generation) == ("reply", 3, generation)
+    finally:
+        probe.close()
+
+
+def test_kill_9_of_the_master_under_ping_loses_nothing(ha):
+    lab, master = ha["lab"], ha["master"]
+    other = next(c for c in PORTS if c != master)
+    test_one_master_per_host_and_the_others_slave(ha)
+    for name in ("a1", "a2"):
+        lab.add_container("h1", name, kind="netns")
+    for name, ip in (("a1", "198.18.135.1/24"), ("a2", "198.18.135.2/24")):
+        status, body = _connect_via(lab, master, name, ip)
+        assert status == 201, body
+    before = _key(ha).create_revision
+    flows = lab.ovs("h1").ofctl("-O", "OpenFlow13", "dump-flows", "br-int").count("cookie=")
+    pinger = ping_in_background(lab, "a1", "198.18.135.2", interval=0.02)
+    time.sleep(1)
+    killed_at = time.monotonic()
+    ha["procs"][master].kill()
+    wait_for(lambda: (k := _key(ha)) is not None and k.text == other, TTL + 5,
+             f"{other} master of h1")
+    takeover = time.monotonic() - killed_at
+    wait_for(lambda: all(b["roles"].get(other) == "master" and b["synced"] for b in
+                         api(lab, other, "/v1/hosts/h1")["openflow"]["bridges"].values()),
+             10, f"{other} MASTER of both bridges, reconciled")
+    time.sleep(1)
+    pinger.send_signal(signal.SIGINT)
+    out, _ = pinger.communicate(timeout=10)
+    sent, received = ping_counts(out)
+    print(f"takeover after kill -9: {takeover:.2f} s (TTL {TTL} s); pings {received}/{sent}")
+    assert sent > 100 and received == sent, out[-400:]
+    assert takeover <= TTL + 1.5
+    assert _key(ha).create_revision > before
+    after = lab.ovs("h1").ofctl("-O", "OpenFlow13", "dump-flows", "br-int").count("cookie=")
+    assert after == flows
+
+
+def _connect_via(lab: Lab, cid: str, container: str, ip: str) -> tuple[int, dict]:
+    body = {"host": "h1", "container": lab.container(container).name, "ip": ip, "pod": 7}
+    reply = client(lab, cid, timeout=90).send("POST", "/v1/ports", body)
+    return reply.status, reply.body
