@@ -79,6 +79,22 @@ class AgentBoard:
             if silent is not None:
                 self.on_back(host_id, silent)
 
+    def heard_elsewhere(self, host_ids: Iterable[str]) -> None:
+        """These hosts' agents talk to another controller now (several controllers:
+        controller/ha.py): they are not away (no `on_back`: that controller saw them)."""
+        now = time.time()
+        with self._lock:
+            for host_id in host_ids:
+                self._last_seen[host_id] = max(now, self._last_seen.get(host_id) or 0.0)
+
+    def heard_here(self) -> list[str]:
+        """The hosts whose agents this controller heard from lately (not away)."""
+        now = time.time()
+        with self._lock:
+            seen = dict(self._last_seen)
+        return sorted(h for h, t in seen.items()
+                      if silent_for(t, self.started, now, self.away_after) is None)
+
     def last_seen(self, host_id: str) -> float | None:
         """When a request of the host's agent last arrived (epoch seconds), None if never."""
         with self._lock:

@@ -4,7 +4,8 @@ On (`LORIS_ETCD_ENDPOINTS` set) the controller holds one etcd lease (`ha_lease_t
 bound to it:
 
     /loris/ha/controllers/<id>   its registry entry (JSON: REST URL, OpenFlow target, the
-                                 hosts it has switches of, each bridge's role here)
+                                 hosts it has switches of, each bridge's role here, the
+                                 hosts whose agents poll it: the others count them alive)
     /loris/ha/masters/<host>     value = the id of the host's master; the key's creation
                                  revision is the generation id sent to the host's switches
 
@@ -252,6 +253,9 @@ class HighAvailability:
 
     def _arbitrate(self, here: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
         controllers, keys = self._read()
+        for cid, entry in controllers.items():   # agents polling another controller are alive
+            if cid != self.me.id and entry.agents:
+                self.ctx.board.heard_elsewhere(entry.agents)
         self._publish(here)
         with self._lock:
             lease = self._lease
@@ -287,7 +291,8 @@ class HighAvailability:
         roles = {host: {bridge: self.roles.role_name(dp.id) for bridge, dp in bridges.items()}
                  for host, bridges in here.items()}
         entry = ControllerEntry(self.me.id, self.me.api_url, self.me.openflow,
-                                frozenset(here), self.started, roles).to_json()
+                                frozenset(here), self.started, roles,
+                                frozenset(self.ctx.board.heard_here())).to_json()
         if entry == self._published:
             return
         self.client.put(CONTROLLERS + self.me.id, json.dumps(entry), lease=lease)

@@ -42,11 +42,13 @@ class ControllerEntry:
     started: float = 0.0
     # host -> bridge -> its role on that controller ("master", "slave", "equal")
     roles: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict, compare=False)
+    agents: frozenset[str] = field(default=frozenset(), compare=False)  # hosts polling it
 
     def to_json(self) -> dict:
         return {"id": self.id, "api_url": self.api_url, "openflow": self.openflow,
                 "connected": sorted(self.connected), "started": self.started,
-                "roles": {h: dict(b) for h, b in self.roles.items()}}
+                "roles": {h: dict(b) for h, b in self.roles.items()},
+                "agents": sorted(self.agents)}
 
     @classmethod
     def from_json(cls, data: Mapping) -> ControllerEntry:
@@ -54,7 +56,8 @@ class ControllerEntry:
                    openflow=str(data.get("openflow") or ""),
                    connected=frozenset(data.get("connected") or ()),
                    started=float(data.get("started") or 0.0),
-                   roles={str(h): dict(b) for h, b in (data.get("roles") or {}).items()})
+                   roles={str(h): dict(b) for h, b in (data.get("roles") or {}).items()},
+                   agents=frozenset(data.get("agents") or ()))
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ def decide(me: str, controllers: Mapping[str, ControllerEntry],
 
 def replace_connected(entry: ControllerEntry, connected: frozenset[str]) -> ControllerEntry:
     return ControllerEntry(entry.id, entry.api_url, entry.openflow, connected, entry.started,
-                           entry.roles)
+                           entry.roles, entry.agents)
 
 
 def role_for(host_id: str | None, mastered: Mapping[str, int]) -> tuple[Role, int | None]:

@@ -11,6 +11,7 @@ takes over within the lease TTL plus a second, at a newer generation, and reconc
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import struct
@@ -86,8 +87,8 @@ def ovs_controllers(lab: Lab, bridge: str) -> dict[str, dict]:
     """target -> {role, connected} of the bridge's Controller rows, as OVS shows them."""
     ovs = lab.ovs("h1")
     out = {}
-    for uuid in ovs.vsctl("get", "Bridge", bridge, "controller").strip("[]\n ").split(","):
-        target, role, connected = (ovs.vsctl("get", "Controller", uuid.strip(), column).strip()
+    for uuid in re.findall(r"[0-9a-f-]{36}", ovs.vsctl("get", "Bridge", bridge, "controller")):
+        target, role, connected = (ovs.vsctl("get", "Controller", uuid, column).strip()
                                    for column in ("target", "role", "is_connected"))
         out[target.strip('"')] = {"role": None if role == "[]" else role,
                                   "connected": connected == "true"}
@@ -155,7 +156,8 @@ class OpenFlowProbe:
         listener.settimeout(30)
         self.target = f"tcp:{CONTROL_IP}:{PROBE_PORT}"
         ovs = lab.ovs("h1")
-        current = ovs.vsctl("--bare", "get", "Bridge", "br-int", "controller").split()
+        current = re.findall(r"[0-9a-f-]{36}", ovs.vsctl("get", "Bridge", "br-int",
+                                                          "controller"))
         ovs.vsctl("--", "--id=@p", "create", "Controller", f'target="{self.target}"',
                   "connection_mode=out-of-band", "--", "set", "Bridge", "br-int",
                   f"controller=[{','.join([*current, '@p'])}]")
