@@ -18,6 +18,7 @@ from controller.config import Settings
 from controller.connect import Connections
 from controller.context import Context
 from controller.dhcp import RateLimiter, Responder
+from controller.etcd_store import EtcdStore
 from controller.hosts import Hosts
 from controller.metrics import Metrics, Sources
 from controller.observe import Observe
@@ -25,6 +26,7 @@ from controller.pods import Pods
 from controller.programmer import Programmer
 from controller.reads import Reads
 from controller.store import Store
+from controller.stores import open_store
 from controller.switch_events import SwitchEvents
 from controller.switch_guard import SwitchGuard
 from controller.switches import Switches
@@ -45,7 +47,7 @@ def _agent_back(programmer: Programmer, host_id: str, silent: float) -> None:
 @dataclass
 class Parts:
     settings: Settings
-    store: Store
+    store: Store | EtcdStore
     switches: Switches
     programmer: Programmer
     board: AgentBoard
@@ -65,13 +67,14 @@ class Parts:
 
 def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[], Any],
           queue_empty: type[BaseException], auth: Authenticator | None = None,
-          store: Store | None = None) -> Parts:
+          store: Store | EtcdStore | None = None) -> Parts:
     """`spawn(fn, *args)` starts a thread of the running hub; `make_queue()` makes a queue
     whose `get(block=False)` raises `queue_empty`. `auth` checks the REST API's callers (the
     controller always has one: auth.load_or_create; None leaves the API open, for in-process
-    tests). `store` defaults to a Store of `settings.db`. With `auth` the credentials are
-    checked against the store (controller/tokens.py) and every write is audited."""
-    store = Store(settings.db) if store is None else store
+    tests). `store` defaults to the one the settings ask for (stores.open_store). With `auth`
+    the credentials are checked against the store (controller/tokens.py) and every write is
+    audited."""
+    store = open_store(settings) if store is None else store
     switches = Switches(settings.flow_timeout)
     programmer = Programmer(store, switches, spawn, make_queue, queue_empty)
     board = AgentBoard(settings.agent_away_after, partial(_agent_back, programmer))
