@@ -33,7 +33,10 @@ one, at most the revision of the write that made it, the same on every controlle
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 import uuid
@@ -108,8 +111,15 @@ class EtcdStore:
         self.on_commit: Callable[[float], None] | None = None
         self._unknown_for = attempts_timeout if attempts_timeout else 3 * client.timeout
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(":memory:", check_same_thread=False,
-                                     isolation_level=None)
+        # The mirror is a WAL file in a private directory (tmpfs when there is one), not
+        # :memory:, so that a read has a connection of its own that sees the last commit
+        # and never waits for a write transaction (as with the SQLite store).
+        self._dir = tempfile.mkdtemp(prefix="loris-etcd-mirror-",
+                                     dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        mirror = os.path.join(self._dir, "mirror.db")
+        self._conn = sqlite3.connect(mirror, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = OFF")     # a cache: etcd is the truth
         self._conn.execute("PRAGMA foreign_keys = ON")
         for statement in filter(str.strip, SCHEMA.split(";")):
             self._conn.execute(statement)
@@ -118,6 +128,9 @@ class EtcdStore:
                 self._conn.execute(statement)
         self.layout = Layout.from_schema(self._conn, prefix)
         self._install_triggers()
+        self._read_lock = threading.Lock()
+        self._reader = sqlite3.connect(mirror, check_same_thread=False, isolation_level=None)
+        self._reader.execute("PRAGMA query_only = ON")
         self._rows: dict[str, Row] = {}       # key -> row, as committed in etcd
         self._meta_rev = -1                   # mod_revision of meta/commit the mirror is at
         self.revision = 0                     # the etcd revision the mirror is at
@@ -278,19 +291,21 @@ class EtcdStore:
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
-        """A read-only transaction over the last write acknowledged by etcd."""
-        with self._lock:
-            if self._conn.in_transaction:      # inside this thread's own tx(): its state
-                yield EtcdTx(self._conn, self.revision)
-                return
-            self._sync()
-            self._conn.execute("PRAGMA query_only = ON")
-            self._conn.execute("BEGIN")
+        """A read-only transaction over the last write acknowledged by etcd; it never waits
+        for a write transaction (while this process writes, it sees the mirror as that
+        write found it, which is never older than the last write of this process)."""
+        if self._lock.acquire(blocking=False):
             try:
-                yield EtcdTx(self._conn, self.revision)
+                if not self._conn.in_transaction:      # not inside this thread's tx()
+                    self._sync()
             finally:
-                self._conn.execute("ROLLBACK")
-                self._conn.execute("PRAGMA query_only = OFF")
+                self._lock.release()
+        with self._read_lock:
+            self._reader.execute("BEGIN")
+            try:
+                yield EtcdTx(self._reader, self.revision)
+            finally:
+                self._reader.execute("ROLLBACK")
 
     def _plan(self, sequences_before: dict[str, int]) -> tuple | None:
         """(compares, success ops, txn id, rows put, keys deleted) of the rows the open
@@ -396,5 +411,8 @@ class EtcdStore:
                 self.client.delete(self.layout.key(TXNS + self.writer_id))
             except StoreError as e:
                 LOG.warning("%s: could not delete this writer's txns key: %s", self.path, e)
+            with self._read_lock:
+                self._reader.close()
             self._conn.close()
             self.client.close()
+            shutil.rmtree(self._dir, ignore_errors=True)
