@@ -250,3 +250,53 @@ def test_the_layout_covers_every_table_of_the_schema():
     assert layout.parse("/x/meta/commit") is None
     with pytest.raises(ValueError, match="must start and end"):
         Layout("loris", [])
+
+
+def _dump(store) -> dict:
+    with store.read() as tx:
+        return {"hosts": tx.hosts(), "pods": tx.pods(), "ports": tx.ports(),
+                "tunnels": tx.all_tunnels(), "vlans": tx.all_local_vlans(),
+                "credentials": tx.credentials(), "certs": tx.switch_certs(),
+                "events": tx.events(limit=1000)}
+
+
+def test_a_sqlite_store_moves_to_etcd_whole(tmp_path, local_etcd, prefix):
+    from controller.store import Store
+    from controller.store_copy import copy_sqlite_to_etcd
+
+    path = str(tmp_path / "loris.db")
+    old = Store(path)
+    with old.tx() as tx:
+        for i in range(1, 4):
+            tx.insert_host(f"h{i}", f"198.18.0.{10 + i}", "vxlan", (1 << 63) + i, i)
+        tx.set_tunnels("h1", {"h2": 3, "h3": 4})
+        tx.insert_pod(7, "web", "198.18.135.0/24")
+        tx.mark_implicit_pod(7)
+        for i in range(30):
+            port = tx.insert_port(f"h{1 + i % 3}", f"web{i}", 7, f"02:00:00:00:00:{i:02x}",
+                                  ipaddress.IPv4Interface(f"198.18.135.{10 + i}/24"), False)
+            tx.ensure_local_vlan(port.host_id, 7)
+        tx.delete_port(port.id)                       # its id must not come back
+        tx.put_credential("agent", "h1", "cd" * 32)
+        tx.declare_switch_cert("h1", "ef" * 32)
+        tx.insert_event("operator admin", "connect", "port:1", 201, "ok", None)
+        version = tx.next_version()
+    expected = _dump(old)
+    old.close()
+    store = EtcdStore(local_etcd.client(), prefix=prefix)
+    try:
+        copied = copy_sqlite_to_etcd(path, store, batch=7)
+        assert copied["ports"] == 29 and copied["hosts"] == 3
+        assert _dump(store) == expected
+        again = EtcdStore(local_etcd.client(), prefix=prefix)     # from etcd alone
+        assert _dump(again) == expected
+        with again.tx() as tx:
+            assert tx.insert_port("h1", "new", 7, "02:00:00:00:01:00",
+                                  ipaddress.IPv4Interface("198.18.135.99/24"),
+                                  False).id == port.id + 1
+            assert tx.next_version() > version
+        again.close()
+        with pytest.raises(ValueError, match="already holds"):
+            copy_sqlite_to_etcd(path, store)
+    finally:
+        store.close()
