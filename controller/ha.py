@@ -1,12 +1,12 @@
 """Several controllers on one etcd: the registry, host mastership and OpenFlow roles (glue).
 
 On (`LORIS_ETCD_ENDPOINTS` set) the controller holds one etcd lease (`ha_lease_ttl`) and,
-bound to it:
+bound to it, under `<prefix>` (the store's etcd_prefix + "-ha/", by default /loris/v1-ha/):
 
-    /loris/ha/controllers/<id>   its registry entry (JSON: REST URL, OpenFlow target, the
+    <prefix>controllers/<id>     its registry entry (JSON: REST URL, OpenFlow target, the
                                  hosts it has switches of, each bridge's role here, the
                                  hosts whose agents poll it: the others count them alive)
-    /loris/ha/masters/<host>     value = the id of the host's master; the key's creation
+    <prefix>masters/<host>       value = the id of the host's master; the key's creation
                                  revision is the generation id sent to the host's switches
 
 Two threads. The keep-alive refreshes the lease every TTL/3 and moves the fencing
@@ -54,9 +54,7 @@ from controller.roles import Roles
 from controller.switches import OpenFlowError, Switches
 
 LOG = logging.getLogger("loris.ha")
-PREFIX = "/loris/ha/"
-CONTROLLERS = PREFIX + "controllers/"
-MASTERS = PREFIX + "masters/"
+DEFAULT_PREFIX = "/loris/v1-ha/"      # wiring: the store's etcd_prefix + "-ha/"
 
 
 @dataclass(frozen=True)
@@ -90,8 +88,11 @@ def _own_address() -> str:
 class HighAvailability:
     def __init__(self, client: EtcdClient, me: Identity, ttl: int, interval: float,
                  ctx: Context, switches: Switches, roles: Roles, programmer: Programmer,
+                 prefix: str = DEFAULT_PREFIX,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.client = client
+        self.controllers_prefix = prefix + "controllers/"
+        self.masters_prefix = prefix + "masters/"
         self.me = me
         self.ttl = ttl
         self.interval = interval
@@ -240,15 +241,15 @@ class HighAvailability:
 
     def _read(self) -> tuple[dict[str, ControllerEntry], dict[str, MasterKey]]:
         controllers: dict[str, ControllerEntry] = {}
-        for kv in self.client.range(CONTROLLERS, prefix=True).kvs:
+        for kv in self.client.range(self.controllers_prefix, prefix=True).kvs:
             try:
                 entry = ControllerEntry.from_json(kv.json())
             except (ValueError, KeyError, TypeError):
                 LOG.warning("unreadable registry entry %s", kv.key)
                 continue
             controllers[entry.id] = entry
-        keys = {kv.key[len(MASTERS):]: MasterKey(kv.text, kv.create_revision)
-                for kv in self.client.range(MASTERS, prefix=True).kvs}
+        keys = {kv.key[len(self.masters_prefix):]: MasterKey(kv.text, kv.create_revision)
+                for kv in self.client.range(self.masters_prefix, prefix=True).kvs}
         return controllers, keys
 
     def _arbitrate(self, here: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
@@ -267,8 +268,8 @@ class HighAvailability:
         for host in sorted(decisions.acquire):
             if lease is None:
                 break
-            result = self.client.txn([key_absent(MASTERS + host)],
-                                     [Put(MASTERS + host, self.me.id, lease)])
+            result = self.client.txn([key_absent(self.masters_prefix + host)],
+                                     [Put(self.masters_prefix + host, self.me.id, lease)])
             if result.succeeded:
                 mastered[host] = result.revision
                 keys[host] = MasterKey(self.me.id, result.revision)
@@ -278,7 +279,7 @@ class HighAvailability:
         return mastered
 
     def _release(self, host: str, generation: int) -> None:
-        key = MASTERS + host
+        key = self.masters_prefix + host
         self.client.txn([create_revision_is(key, generation)], [Delete(key)])
         LOG.info("handing host %s over (generation %d ends)", host, generation)
 
@@ -295,7 +296,7 @@ class HighAvailability:
                                 frozenset(self.ctx.board.heard_here())).to_json()
         if entry == self._published:
             return
-        self.client.put(CONTROLLERS + self.me.id, json.dumps(entry), lease=lease)
+        self.client.put(self.controllers_prefix + self.me.id, json.dumps(entry), lease=lease)
         self._published = entry
 
     def _apply_roles(self, here: Mapping[str, Mapping[str, Any]],

@@ -18,7 +18,7 @@ from controller.config import Settings
 from controller.connect import Connections
 from controller.context import Context
 from controller.dhcp import RateLimiter, Responder
-from controller.etcd import EtcdClient
+from controller.etcd_store import EtcdStore
 from controller.ha import HighAvailability
 from controller.ha import identity as ha_identity
 from controller.ha_views import ClusterView
@@ -30,6 +30,7 @@ from controller.programmer import Programmer
 from controller.reads import Reads
 from controller.roles import Roles
 from controller.store import Store
+from controller.stores import etcd_client, open_store
 from controller.switch_events import SwitchEvents
 from controller.switch_guard import SwitchGuard
 from controller.switches import Switches
@@ -50,7 +51,7 @@ def _agent_back(programmer: Programmer, host_id: str, silent: float) -> None:
 @dataclass
 class Parts:
     settings: Settings
-    store: Store
+    store: Store | EtcdStore
     switches: Switches
     programmer: Programmer
     board: AgentBoard
@@ -73,13 +74,14 @@ class Parts:
 
 def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[], Any],
           queue_empty: type[BaseException], auth: Authenticator | None = None,
-          store: Store | None = None) -> Parts:
+          store: Store | EtcdStore | None = None) -> Parts:
     """`spawn(fn, *args)` starts a thread of the running hub; `make_queue()` makes a queue
     whose `get(block=False)` raises `queue_empty`. `auth` checks the REST API's callers (the
     controller always has one: auth.load_or_create; None leaves the API open, for in-process
-    tests). `store` defaults to a Store of `settings.db`. With `auth` the credentials are
-    checked against the store (controller/tokens.py) and every write is audited."""
-    store = Store(settings.db) if store is None else store
+    tests). `store` defaults to the one the settings ask for (stores.open_store). With `auth`
+    the credentials are checked against the store (controller/tokens.py) and every write is
+    audited."""
+    store = open_store(settings) if store is None else store
     switches = Switches(settings.flow_timeout)
     programmer = Programmer(store, switches, spawn, make_queue, queue_empty)
     board = AgentBoard(settings.agent_away_after, partial(_agent_back, programmer))
@@ -125,12 +127,9 @@ def _high_availability(settings: Settings, ctx: Context, switches: Switches,
     me = ha_identity(settings)
     ha = None
     if endpoints:
-        timeout = max(1.0, settings.ha_lease_ttl / 4)
-        client = EtcdClient(endpoints, timeout=timeout, connect_timeout=min(1.0, timeout),
-                            ca_cert=settings.etcd_ca_cert or None,
-                            client_cert=settings.etcd_cert or None,
-                            client_key=settings.etcd_key or None)
+        client = etcd_client(settings, timeout=max(1.0, settings.ha_lease_ttl / 4))
         ha = HighAvailability(client, me, settings.ha_lease_ttl, settings.ha_interval, ctx,
-                              switches, roles, programmer)
+                              switches, roles, programmer,
+                              prefix=settings.etcd_prefix.rstrip("/") + "-ha/")
     ctx.cluster = ClusterView(ctx, me, roles, ha)
     return roles, ha

@@ -432,6 +432,36 @@ def test_leader_killed_writes_resume_after_the_election(healthy: EtcdCluster,
           f"{attempts}); all members agreed on {new_leader.name} {elected:.2f}s after the kill")
 
 
+def test_store_writes_through_a_leader_kill_exactly_once(healthy: EtcdCluster,
+                                                         prefix: str) -> None:
+    """The controller's store (controller/etcd_store.py) on the cluster: a write sent to the
+    leader as it is killed has an unknown outcome; the store sends it again and the REST
+    call it serves succeeds, the row written once."""
+    import ipaddress
+
+    from controller.etcd_store import EtcdStore
+
+    client = client_of(healthy)
+    store = EtcdStore(client, prefix=prefix)
+    try:
+        with store.tx() as tx:
+            tx.insert_host("h1", "198.18.0.11", "vxlan", 1, 2)
+        leader = healthy.leader()
+        client.endpoints.succeeded(leader.client_url)     # the store talks to the leader
+        healthy.kill(leader)
+        started = time.monotonic()
+        with store.tx() as tx:
+            port = tx.insert_port("h1", "web1", 0, "02:00:00:00:00:05",
+                                  ipaddress.IPv4Interface("198.18.128.5/24"), False)
+        took = time.monotonic() - started
+        with client_of(healthy) as other:
+            rows = other.list_prefix(prefix + "ports/").kvs
+        assert [kv.key for kv in rows] == [f"{prefix}ports/{port.id}"]
+        print(f"\nstore write with the leader {leader.name} killed: {took:.2f}s")
+    finally:
+        store.close()
+
+
 # ----- TLS and authentication; eventlet ----------------------------------------------
 
 def test_tls_client_certificate_and_password(lab: Lab, prefix: str) -> None:

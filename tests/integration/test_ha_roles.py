@@ -23,7 +23,7 @@ import pytest
 from helpers import ping_counts, ping_in_background, wait_for
 
 from controller.etcd import EtcdClient
-from controller.ha import MASTERS
+from controller.ha import DEFAULT_PREFIX
 from controller.mastership import ControllerEntry, preferred
 from hostagent.client import Client
 from lab import Lab
@@ -112,7 +112,7 @@ def ha(make_cluster) -> Iterator[dict]:
 
 
 def _key(ha: dict):
-    return ha["etcd"].get(MASTERS + "h1")
+    return ha["etcd"].get(DEFAULT_PREFIX + "masters/h1")
 
 
 def test_one_master_per_host_and_the_others_slave(ha):
