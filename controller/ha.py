@@ -12,10 +12,12 @@ bound to it, under `<prefix>` (the store's etcd_prefix + "-ha/", by default /lor
 Two threads. The keep-alive refreshes the lease every TTL/3 and moves the fencing
 deadline (mastership.fence_deadline) forward from the moment each confirmed refresh was
 sent; past it, `fenced()` is true and `Roles.may_write` refuses every write at once, before
-etcd can expire the lease and give the hosts to another controller. Changes committed by
-another controller (SQLite's data_version moves) wake our agents' long polls and connects
-and make us recompute the hosts we master. The loop, every
-`ha_interval` seconds or when a switch connects, reads the registry and the master keys,
+etcd can expire the lease and give the hosts to another controller.
+
+The loop, every `ha_interval` seconds or when a switch connects, first follows the changes
+committed by other controllers (SQLite's data_version, or the etcd store's revision,
+moved): our agents' long polls and waiting connects wake, and the hosts we master are
+recomputed. Then it reads the registry and the master keys,
 publishes its own entry when it changed, asks mastership.decide what to acquire and
 release, does it with conditional transactions (create if absent; delete only our own
 key, by creation revision) and gives every connection of ours the role that follows:
@@ -76,6 +78,17 @@ def identity(settings: Any) -> Identity:
     of_scheme = "ssl" if settings.openflow_tls else "tcp"
     openflow = settings.advertise_openflow or f"{of_scheme}:{of_host}:{settings.openflow_port}"
     return Identity(cid, api_url.rstrip("/"), openflow)
+
+
+def _store_marker(store: Any) -> object:
+    """What moves when another controller committed: the etcd store's revision (a read
+    first catches its mirror up with etcd), else SQLite's data_version of the writing
+    connection (it moves on other connections' commits only)."""
+    if hasattr(store, "revision"):
+        with store.read():
+            pass
+        return store.revision
+    return store.pragma("data_version")
 
 
 def _own_address() -> str:
@@ -213,8 +226,8 @@ class HighAvailability:
         connects waiting here and the hosts we master follow (the hosts in full: the
         programmer sends only what differs from what they hold)."""
         try:
-            seen = self.ctx.store.pragma("data_version")
-        except Exception as e:          # a store without it: nothing to follow this way
+            seen = _store_marker(self.ctx.store)
+        except Exception as e:          # etcd away: the next tick looks again
             LOG.debug("store change probe: %s", e)
             return
         if seen == self._data_version:

@@ -1,6 +1,7 @@
 """Two controllers, one host, one etcd (docs/ha.md): OpenFlow roles against real OVS.
 
-Both controllers share the lab's SQLite store and register in an etcd of one member. The
+Both controllers share the store (the lab's SQLite file, or the store on etcd) and
+register in an etcd of one member. The
 agent is given both REST URLs and points br-int and br-tun at both controllers from the
 registry. Checked: one master per host, the other controller's connections SLAVE; the
 generation id the switch holds is the creation revision of the host's master key in etcd;
@@ -41,10 +42,10 @@ def _url(cid: str) -> str:
     return f"http://{CONTROL_IP}:{PORTS[cid][0]}"
 
 
-def start_controller(lab: Lab, cid: str):
+def start_controller(lab: Lab, cid: str, store: dict[str, str]):
     api, of = PORTS[cid]
-    env = {"LORIS_DB": str(lab.dir / "loris.db"), "LORIS_CREDENTIALS": str(lab.credentials_dir),
-           "LORIS_API_LISTEN": f"0.0.0.0:{api}", "LORIS_ETCD_ENDPOINTS": ETCD,
+    env = {**store, "LORIS_DB": str(lab.dir / "loris.db"),
+           "LORIS_CREDENTIALS": str(lab.credentials_dir), "LORIS_API_LISTEN": f"0.0.0.0:{api}",
            "LORIS_CONTROLLER_ID": cid, "LORIS_ADVERTISE_API": _url(cid),
            "LORIS_ADVERTISE_OPENFLOW": f"tcp:{CONTROL_IP}:{of}",
            "LORIS_HA_LEASE_TTL": str(TTL), "LORIS_HA_INTERVAL": "0.3"}
@@ -95,20 +96,23 @@ def ovs_controllers(lab: Lab, bridge: str) -> dict[str, dict]:
     return out
 
 
-@pytest.fixture(scope="module")
-def ha(make_cluster) -> Iterator[dict]:
-    lab = make_cluster(hosts=1, docker=False, agents=False, wait=None)
-    # the lab's own controller is not one of ours: two HA controllers share its store
-    lab.processes["controller"].stop()
-    cluster = lab.start_etcd(members=1)
-    assert cluster.endpoints == [ETCD]
-    procs = {cid: start_controller(lab, cid) for cid in PORTS}
-    lab.start_agent("h1", extra_env={"LORIS_CONTROLLER": f"{_url('ca')},{_url('cb')}"},
-                    extra_args=["--controller", f"{_url('ca')},{_url('cb')}"])
-    master = preferred("h1", [ControllerEntry(c, connected=frozenset({"h1"})) for c in PORTS])
-    client = EtcdClient([ETCD], socket_factory=cluster.socket_factory)
-    yield {"lab": lab, "procs": procs, "master": master, "etcd": client}
-    client.close()
+@pytest.fixture(scope="module", params=["sqlite", "etcd"])
+def ha(request) -> Iterator[dict]:
+    """One host, one etcd member, two controllers sharing the store: the lab's SQLite file,
+    or the store on that etcd (LORIS_STORE=etcd)."""
+    with Lab(hosts=1, tunnel="vxlan", docker=False) as lab:
+        cluster = lab.start_etcd(members=1)
+        assert cluster.endpoints == [ETCD]
+        store = {"LORIS_STORE": request.param, "LORIS_ETCD_ENDPOINTS": ETCD}
+        lab.controller_env = store          # where lab.agent_token_file issues the token
+        procs = {cid: start_controller(lab, cid, store) for cid in PORTS}
+        urls = f"{_url('ca')},{_url('cb')}"
+        lab.start_agent("h1", extra_args=["--controller", urls])
+        master = preferred("h1", [ControllerEntry(c, connected=frozenset({"h1"}))
+                                  for c in PORTS])
+        with EtcdClient([ETCD], socket_factory=cluster.socket_factory) as client:
+            yield {"lab": lab, "procs": procs, "master": master, "etcd": client,
+                   "store": request.param}
 
 
 def _key(ha: dict):
@@ -250,7 +254,10 @@ def test_kill_9_of_the_master_under_ping_loses_nothing(ha):
     out, _ = pinger.communicate(timeout=10)
     sent, received = ping_counts(out)
     print(f"takeover after kill -9: {takeover:.2f} s (TTL {TTL} s); pings {received}/{sent}")
-    assert sent > 100 and received == sent, out[-400:]
+    answered = {int(n) for n in re.findall(r"icmp_seq=(\d+) ttl", out)}
+    lost = sorted(set(range(1, sent)) - answered)
+    # the request in flight when SIGINT arrived has had no time for its reply
+    assert sent > 100 and not lost, f"lost icmp_seq {lost}; {out[-400:]}"
     assert takeover <= TTL + 1.5
     assert _key(ha).create_revision > before
     after = lab.ovs("h1").ofctl("-O", "OpenFlow13", "dump-flows", "br-int").count("cookie=")
