@@ -18,82 +18,38 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
-from functools import partial
 
+import ha_lab
 import pytest
+from ha_lab import TTL, client, start_controller, url
 from helpers import ping_counts, ping_in_background, wait_for
 
 from controller.etcd import EtcdClient
 from controller.ha import DEFAULT_PREFIX
 from controller.mastership import ControllerEntry, preferred
-from hostagent.client import Client
 from lab import Lab
-from lab.launchers import REPO_ROOT, venv_bin
 from lab.naming import CONTROL_IP
 from lab.netns import socket_in_netns
 
-TTL = 3
 ETCD = "http://198.19.0.5:2379"          # lab/etcd.py: member 1 of the default cluster
 PORTS = {"ca": (8780, 6653), "cb": (8781, 6654)}
 PROBE_PORT = 6655                        # the test's own OpenFlow connection
 
 
 def _url(cid: str) -> str:
-    return f"http://{CONTROL_IP}:{PORTS[cid][0]}"
-
-
-def start_controller(lab: Lab, cid: str, store: dict[str, str]):
-    api, of = PORTS[cid]
-    env = {**store, "LORIS_DB": str(lab.dir / "loris.db"),
-           "LORIS_CREDENTIALS": str(lab.credentials_dir), "LORIS_API_LISTEN": f"0.0.0.0:{api}",
-           "LORIS_CONTROLLER_ID": cid, "LORIS_ADVERTISE_API": _url(cid),
-           "LORIS_ADVERTISE_OPENFLOW": f"tcp:{CONTROL_IP}:{of}",
-           "LORIS_HA_LEASE_TTL": str(TTL), "LORIS_HA_INTERVAL": "0.3"}
-    argv = [venv_bin() / "osken-manager", REPO_ROOT / "controller" / "loris_app.py",
-            "--ofp-tcp-listen-port", str(of)]
-    proc = lab.start_process(f"controller-{cid}", argv, netns="ctl", env=env, cwd=REPO_ROOT)
-    wait_for(lambda: _listening(lab, api) or not proc.alive, 60, f"controller {cid}'s API")
-    assert proc.alive, proc.log_tail(40)
-    return proc
-
-
-def _listening(lab: Lab, port: int) -> bool:
-    sock = socket_in_netns(lab.netns_path("ctl"))
-    try:
-        sock.settimeout(1)
-        sock.connect((CONTROL_IP, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
-
-
-def client(lab: Lab, cid: str, timeout: float = 10) -> Client:
-    """The REST client of the agent and the CLI, to one controller, from the control
-    namespace, as the operator."""
-    return Client(_url(cid), timeout=timeout, token_file=str(lab.operator_token_file),
-                  socket_factory=partial(socket_in_netns, lab.netns_path("ctl")))
+    return url(PORTS[cid][0])
 
 
 def api(lab: Lab, cid: str, path: str) -> dict:
-    return client(lab, cid).request("GET", path)
+    return client(lab, PORTS[cid][0]).request("GET", path)
 
 
 def registry(lab: Lab, cid: str) -> dict:
-    return {c["id"]: c for c in api(lab, cid, "/v1/controllers")["controllers"]}
+    return ha_lab.registry(lab, PORTS[cid][0])
 
 
 def ovs_controllers(lab: Lab, bridge: str) -> dict[str, dict]:
-    """target -> {role, connected} of the bridge's Controller rows, as OVS shows them."""
-    ovs = lab.ovs("h1")
-    out = {}
-    for uuid in re.findall(r"[0-9a-f-]{36}", ovs.vsctl("get", "Bridge", bridge, "controller")):
-        target, role, connected = (ovs.vsctl("get", "Controller", uuid, column).strip()
-                                   for column in ("target", "role", "is_connected"))
-        out[target.strip('"')] = {"role": None if role == "[]" else role,
-                                  "connected": connected == "true"}
-    return out
+    return ha_lab.ovs_controllers(lab, "h1", bridge)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "etcd"])
@@ -105,7 +61,7 @@ def ha(request) -> Iterator[dict]:
         assert cluster.endpoints == [ETCD]
         store = {"LORIS_STORE": request.param, "LORIS_ETCD_ENDPOINTS": ETCD}
         lab.controller_env = store          # where lab.agent_token_file issues the token
-        procs = {cid: start_controller(lab, cid, store) for cid in PORTS}
+        procs = {cid: start_controller(lab, cid, *PORTS[cid], store) for cid in PORTS}
         urls = f"{_url('ca')},{_url('cb')}"
         lab.start_agent("h1", extra_args=["--controller", urls])
         master = preferred("h1", [ControllerEntry(c, connected=frozenset({"h1"}))
@@ -266,5 +222,5 @@ def test_kill_9_of_the_master_under_ping_loses_nothing(ha):
 
 def _connect_via(lab: Lab, cid: str, container: str, ip: str) -> tuple[int, dict]:
     body = {"host": "h1", "container": lab.container(container).name, "ip": ip, "pod": 7}
-    reply = client(lab, cid, timeout=90).send("POST", "/v1/ports", body)
+    reply = client(lab, PORTS[cid][0], timeout=90).send("POST", "/v1/ports", body)
     return reply.status, reply.body
