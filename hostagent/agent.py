@@ -39,6 +39,7 @@ log = logging.getLogger("loris-hostagent")
 LONG_POLL_S = 30
 RESYNC_S = 30.0
 CONTROLLERS_REFRESH_S = 10.0  # how often the registry's controller list is read again
+CONTROLLER_GONE_S = 120.0  # a controller missing from the registry this long loses its target
 
 
 class Agent:
@@ -63,6 +64,7 @@ class Agent:
         self.openflow = openflow  # --openflow: the targets, as given (else from the controllers)
         self.targets: list[str] | None = None  # what the bridges point at
         self._controllers_read_at = 0.0
+        self._target_missing: dict[str, float] = {}  # target -> since when the registry lacks it
         self.runtimes = runtimes or Runtimes()
         self.stop = threading.Event()
         self.kick = threading.Event()
@@ -131,15 +133,21 @@ class Agent:
         self.client.add_urls([c["api_url"] for c in live if c.get("api_url")])
         return [c["openflow"] for c in live if c.get("openflow")]
 
-    def refresh_controllers(self) -> None:
-        """Point the bridges at the controllers the registry lists now (kept: the one we
-        talk to); an unchanged list touches nothing."""
+    def refresh_controllers(self, now: float | None = None) -> None:
+        """Point the bridges at the controllers the registry lists: new ones at once; one
+        missing from it for CONTROLLER_GONE_S goes (a restarting controller keeps its
+        target); the one we registered with stays. An unchanged list touches nothing."""
         if self.openflow or not self.targets:
             return
         found = self._registry_targets()
         if not found:
             return
-        targets = hostprep.controller_targets([self.targets[0], *found])
+        now = time.monotonic() if now is None else now
+        for target in found:
+            self._target_missing.pop(target, None)
+        kept = [t for t in self.targets[1:] if t not in found
+                and now - self._target_missing.setdefault(t, now) < CONTROLLER_GONE_S]
+        targets = hostprep.controller_targets([self.targets[0], *found, *kept])
         if set(targets) != set(self.targets):
             log.info("controllers changed: OpenFlow %s", ", ".join(targets))
             hostprep.set_controller(self.ovs, targets)
