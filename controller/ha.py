@@ -125,6 +125,7 @@ class HighAvailability:
         self._keys: dict[str, MasterKey] = {}
         self.last_error: str | None = None
         self._data_version: object = None
+        self._was_fenced = True             # until the first lease
         self.started = time.time()
         roles.fenced = self.fenced
 
@@ -208,7 +209,16 @@ class HighAvailability:
             except StoreError as e:
                 self.last_error = str(e)
                 LOG.warning("registering in etcd: %s", e)
-        if self.fenced():
+        fenced = self.fenced()
+        if fenced != self._was_fenced:
+            self._was_fenced = fenced
+            if fenced:
+                LOG.error("fenced: etcd has not confirmed our lease for %.1f s; we program "
+                          "no switch until it does (our hosts go to other controllers)",
+                          self.ttl - self.margin)
+            else:
+                LOG.info("etcd confirms our lease again: mastership resumes")
+        if fenced:
             self._mastered = {}
         else:
             try:

@@ -8,6 +8,8 @@ Import as `from ha_lab import ...` (pytest puts tests/ on sys.path).
 from __future__ import annotations
 
 import re
+import socket
+import struct
 from collections.abc import Mapping
 from functools import partial
 
@@ -81,3 +83,71 @@ def ovs_controllers(lab: Lab, host: str, bridge: str) -> dict[str, dict]:
         out[target.strip('"')] = {"role": None if role == "[]" else role,
                                   "connected": connected == "true"}
     return out
+
+
+class OpenFlowProbe:
+    """A bare OpenFlow 1.3 connection from the test to the host's br-int, listening on
+    `port` of the control namespace: HELLO, then role requests."""
+
+    def __init__(self, lab: Lab, host: str, port: int) -> None:
+        self.lab, self.host = lab, host
+        listener = socket_in_netns(lab.netns_path("ctl"))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((CONTROL_IP, port))
+        listener.listen(1)
+        listener.settimeout(30)
+        self.target = f"tcp:{CONTROL_IP}:{port}"
+        ovs = lab.ovs(host)
+        current = re.findall(r"[0-9a-f-]{36}", ovs.vsctl("get", "Bridge", "br-int",
+                                                          "controller"))
+        ovs.vsctl("--", "--id=@p", "create", "Controller", f'target="{self.target}"',
+                  "connection_mode=out-of-band", "--", "set", "Bridge", "br-int",
+                  f"controller=[{','.join([*current, '@p'])}]")
+        self.conn, _ = listener.accept()
+        listener.close()
+        self.conn.settimeout(10)
+        self.xid = 100
+        self._send(0, b"")                  # HELLO
+
+    def _send(self, kind: int, body: bytes) -> int:
+        self.xid += 1
+        self.conn.sendall(struct.pack("!BBHI", 4, kind, 8 + len(body), self.xid) + body)
+        return self.xid
+
+    def _read(self) -> tuple[int, int, bytes]:
+        head = self._exact(8)
+        _version, kind, length, xid = struct.unpack("!BBHI", head)
+        return kind, xid, self._exact(length - 8)
+
+    def _exact(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.conn.recv(n - len(data))
+            assert chunk, "OVS closed the probe's connection"
+            data += chunk
+        return data
+
+    def role(self, role: int, generation: int) -> tuple[str, int, int]:
+        """('reply', role, generation) or ('error', type, code)."""
+        xid = self._send(24, struct.pack("!I4xQ", role, generation))
+        while True:
+            kind, got, body = self._read()
+            if kind == 2:                   # ECHO_REQUEST
+                self.conn.sendall(struct.pack("!BBHI", 4, 3, 8 + len(body), got) + body)
+                continue
+            if got != xid:
+                continue
+            if kind == 25:
+                r, g = struct.unpack("!I4xQ", body[:16])
+                return "reply", r, g
+            if kind == 1:
+                t, c = struct.unpack("!HH", body[:4])
+                return "error", t, c
+
+    def close(self) -> None:
+        self.conn.close()
+        ovs = self.lab.ovs(self.host)
+        uuid = ovs.vsctl("--bare", "--columns=_uuid", "find", "Controller",
+                         f'target="{self.target}"').strip()
+        if uuid:
+            ovs.vsctl("remove", "Bridge", "br-int", "controller", uuid)

@@ -3,7 +3,9 @@
 The agents are given all three REST URLs. Checked: every host has exactly one master and
 every bridge one MASTER connection; a rolling restart of the three controllers, one at a
 time, under a continuous ping between containers on two hosts, loses no packet; kill -9 of
-the etcd leader: connects resume after the election (the pause is printed).
+the etcd leader: connects resume after the election (the pause is printed); a master cut
+off from etcd but still connected to its switches fences itself and another takes over at
+a newer generation.
 """
 
 from __future__ import annotations
@@ -14,15 +16,27 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from ha_lab import TTL, client, registry, start_controller, url
+from ha_lab import (
+    TTL,
+    OpenFlowProbe,
+    client,
+    ovs_controllers,
+    registry,
+    start_controller,
+    url,
+)
 from helpers import ping_counts, ping_in_background, pings, wait_for
 
+from controller.etcd import EtcdClient
+from controller.ha import DEFAULT_PREFIX
 from lab import Lab
+from lab.naming import CONTROL_IP
 
 pytestmark = [pytest.mark.integration]
 
 PORTS = {"c1": (8780, 6653), "c2": (8781, 6654), "c3": (8782, 6655)}
 HOSTS = ("h1", "h2", "h3")
+PROBE_PORT = 6656                        # the test's own OpenFlow connection
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +130,51 @@ def test_connects_resume_after_the_etcd_leader_is_killed(cluster):
     etcd.restart(leader)
     wait_for(lambda: settled(lab), 60, "the cluster settled after the leader came back")
     assert pings(lab, f"k{n}", "198.18.135.1", count=2, interval=0.2)
+
+
+def test_a_master_cut_off_from_etcd_stops_and_another_takes_over(cluster):
+    """Issue 13, lab test 4: the master of h1 keeps its switch connections but loses etcd
+    (its only member hangs); it fences itself within its lease, another controller takes
+    h1 at a newer generation, and OVS has one master per bridge throughout."""
+    lab, etcd = cluster["lab"], cluster["etcd"]
+    wait_for(lambda: settled(lab), 90, "the cluster settled")
+    master = next(c for c, e in registry(lab, PORTS["c1"][0]).items() if "h1" in e["masters"])
+    leader = etcd.leader()
+    member = next(m for m in etcd.members if m is not leader)
+    # the master restarted with one etcd member only: pausing it cuts the master off
+    cluster["procs"][master].stop()
+    env = {**cluster["env"], "LORIS_ETCD_ENDPOINTS": member.client_url}
+    cluster["procs"][master] = start_controller(lab, master, *PORTS[master], env)
+    via = next(c for c in PORTS if c != master)
+    wait_for(lambda: settled(lab, via=via) and "h1" in registry(lab, PORTS[via][0])[master][
+        "masters"], 90, f"{master} master of h1 again")
+    with EtcdClient(etcd.endpoints, socket_factory=etcd.socket_factory) as kv:
+        before = kv.get(DEFAULT_PREFIX + "masters/h1").create_revision
+        etcd.pause(member)
+        paused = time.monotonic()
+        try:
+            wait_for(lambda: (k := kv.get(DEFAULT_PREFIX + "masters/h1")) is not None
+                     and k.text != master, TTL + 5, "another master of h1")
+            takeover = time.monotonic() - paused
+            key = kv.get(DEFAULT_PREFIX + "masters/h1")
+            assert key.create_revision > before
+            wait_for(lambda: "fenced:" in cluster["procs"][master].log_text(), TTL + 5,
+                     f"{master} fencing itself")
+            new = f"tcp:{CONTROL_IP}:{PORTS[key.text][1]}"
+
+            def one_master() -> bool:       # OVS refreshes these columns about every second
+                return all([t for t, r in ovs_controllers(lab, "h1", b).items()
+                            if r["role"] == "master"] == [new] for b in ("br-int", "br-tun"))
+
+            wait_for(one_master, 10, f"{new} the only master of h1's bridges")
+            probe = OpenFlowProbe(lab, "h1", PROBE_PORT)
+            try:
+                assert probe.role(0, 0) == ("reply", 1, key.create_revision)
+            finally:
+                probe.close()
+            print(f"{master} cut off from etcd: {key.text} master of h1 after "
+                  f"{takeover:.2f} s (TTL {TTL} s), generation {before} -> "
+                  f"{key.create_revision}")
+        finally:
+            etcd.resume(member)
+    wait_for(lambda: settled(lab), 90, "the cluster settled after etcd came back")

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
-import struct
 import time
 from collections.abc import Iterator
 
 import ha_lab
 import pytest
-from ha_lab import TTL, client, start_controller, url
+from ha_lab import TTL, OpenFlowProbe, client, start_controller, url
 from helpers import ping_counts, ping_in_background, wait_for
 
 from controller.etcd import EtcdClient
@@ -29,7 +27,6 @@ from controller.ha import DEFAULT_PREFIX
 from controller.mastership import ControllerEntry, preferred
 from lab import Lab
 from lab.naming import CONTROL_IP
-from lab.netns import socket_in_netns
 
 ETCD = "http://198.19.0.5:2379"          # lab/etcd.py: member 1 of the default cluster
 PORTS = {"ca": (8780, 6653), "cb": (8781, 6654)}
@@ -104,77 +101,10 @@ def test_one_master_per_host_and_the_others_slave(ha):
     assert key is not None and key.text == master
 
 
-class OpenFlowProbe:
-    """A bare OpenFlow 1.3 connection from the test to br-int: HELLO, then role requests."""
-
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab
-        listener = socket_in_netns(lab.netns_path("ctl"))
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((CONTROL_IP, PROBE_PORT))
-        listener.listen(1)
-        listener.settimeout(30)
-        self.target = f"tcp:{CONTROL_IP}:{PROBE_PORT}"
-        ovs = lab.ovs("h1")
-        current = re.findall(r"[0-9a-f-]{36}", ovs.vsctl("get", "Bridge", "br-int",
-                                                          "controller"))
-        ovs.vsctl("--", "--id=@p", "create", "Controller", f'target="{self.target}"',
-                  "connection_mode=out-of-band", "--", "set", "Bridge", "br-int",
-                  f"controller=[{','.join([*current, '@p'])}]")
-        self.conn, _ = listener.accept()
-        listener.close()
-        self.conn.settimeout(10)
-        self.xid = 100
-        self._send(0, b"")                  # HELLO
-
-    def _send(self, kind: int, body: bytes) -> int:
-        self.xid += 1
-        self.conn.sendall(struct.pack("!BBHI", 4, kind, 8 + len(body), self.xid) + body)
-        return self.xid
-
-    def _read(self) -> tuple[int, int, bytes]:
-        head = self._exact(8)
-        _version, kind, length, xid = struct.unpack("!BBHI", head)
-        return kind, xid, self._exact(length - 8)
-
-    def _exact(self, n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = self.conn.recv(n - len(data))
-            assert chunk, "OVS closed the probe's connection"
-            data += chunk
-        return data
-
-    def role(self, role: int, generation: int) -> tuple[str, int, int]:
-        """('reply', role, generation) or ('error', type, code)."""
-        xid = self._send(24, struct.pack("!I4xQ", role, generation))
-        while True:
-            kind, got, body = self._read()
-            if kind == 2:                   # ECHO_REQUEST
-                self.conn.sendall(struct.pack("!BBHI", 4, 3, 8 + len(body), got) + body)
-                continue
-            if got != xid:
-                continue
-            if kind == 25:
-                r, g = struct.unpack("!I4xQ", body[:16])
-                return "reply", r, g
-            if kind == 1:
-                t, c = struct.unpack("!HH", body[:4])
-                return "error", t, c
-
-    def close(self) -> None:
-        self.conn.close()
-        ovs = self.lab.ovs("h1")
-        uuid = ovs.vsctl("--bare", "--columns=_uuid", "find", "Controller",
-                         f'target="{self.target}"').strip()
-        if uuid:
-            ovs.vsctl("remove", "Bridge", "br-int", "controller", uuid)
-
-
 def test_the_switch_holds_the_key_generation_and_refuses_an_older_one(ha):
     test_one_master_per_host_and_the_others_slave(ha)
     generation = _key(ha).create_revision
-    probe = OpenFlowProbe(ha["lab"])
+    probe = OpenFlowProbe(ha["lab"], "h1", PROBE_PORT)
     try:
         assert probe.role(0, 0) == ("reply", 1, generation)        # NOCHANGE: EQUAL, its id
         assert probe.role(2, generation - 1) == ("error", 11, 0)    # MASTER, stale: refused
