@@ -106,6 +106,11 @@ class LorisApp(app_manager.OSKenApp):
                  parts.settings.api_listen, parts.settings.openflow_port, parts.settings.db)
         return thread
 
+    def stop(self):
+        if self.parts.ha is not None:   # a clean stop (os-ken's close): our hosts move now
+            self.parts.ha.revoke()
+        return super().stop()
+
     def _serve_api(self) -> None:
         self._serve(self.api_server, "REST")
 

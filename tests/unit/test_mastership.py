@@ -134,3 +134,17 @@ def test_registry_entry_round_trips():
     e = ControllerEntry("c1", "http://10.0.0.1:8780", "tcp:10.0.0.1:6653",
                         frozenset({"h2", "h1"}), 12.5)
     assert ControllerEntry.from_json(e.to_json()) == e
+
+
+def test_identity_from_the_settings_or_guessed():
+    from controller import config
+    from controller.ha import identity
+
+    me = identity(config.load(env={}, api_listen="10.0.0.7:8790", openflow_port=6653))
+    assert me.api_url == "http://10.0.0.7:8790" and me.openflow == "tcp:10.0.0.7:6653"
+    assert me.id.endswith("-8790")
+    me = identity(config.load(env={"LORIS_CONTROLLER_ID": "ctl-a",
+                                   "LORIS_ADVERTISE_API": "https://ctl-a.example:8780/",
+                                   "LORIS_API_CERT": "c.pem", "LORIS_API_KEY": "k.pem"},
+                              openflow_port=6643, openflow_tls=True))
+    assert me == type(me)("ctl-a", "https://ctl-a.example:8780", "ssl:ctl-a.example:6643")
