@@ -81,12 +81,10 @@ def identity(settings: Any) -> Identity:
 
 
 def _store_marker(store: Any) -> object:
-    """What moves when another controller committed: the etcd store's revision (a read
-    first catches its mirror up with etcd), else SQLite's data_version of the writing
-    connection (it moves on other connections' commits only)."""
+    """What moves when another controller committed: the etcd store's revision (its watch
+    keeps the mirror current), else SQLite's data_version of the writing connection (it
+    moves on other connections' commits only)."""
     if hasattr(store, "revision"):
-        with store.read():
-            pass
         return store.revision
     return store.pragma("data_version")
 

@@ -18,6 +18,7 @@ from controller.config import Settings
 from controller.connect import Connections
 from controller.context import Context
 from controller.dhcp import RateLimiter, Responder
+from controller.etcd_mirror import Changes
 from controller.etcd_store import EtcdStore
 from controller.ha import HighAvailability
 from controller.ha import identity as ha_identity
@@ -46,6 +47,16 @@ def _agent_back(programmer: Programmer, host_id: str, silent: float) -> None:
     LOG.info("the agent of host %s is back after %.0f s away: reconciling its switches",
              host_id, silent)
     programmer.submit(host_id, None, sync=BRIDGES)
+
+
+def _changed_elsewhere(ctx: Context, changes: Changes) -> None:
+    """Rows another controller wrote (the etcd store's watch): wake the long polls of the
+    hosts whose desired version moved and the connects waiting on those ports."""
+    if "hosts" in changes:
+        ctx.publish()
+    ports = [int(pk[0]) for pk in changes.get("ports", ())]
+    if ports:
+        ctx.ports_changed(ports)
 
 
 @dataclass
@@ -88,6 +99,8 @@ def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[]
     metrics = Metrics()
     store.on_commit = metrics.store_commit
     ctx = Context(store, settings, board, programmer, switches, metrics)
+    if isinstance(store, EtcdStore):
+        store.on_change = partial(_changed_elsewhere, ctx)
     reads = Reads(ctx)
     guard = SwitchGuard()
     access = audit = None

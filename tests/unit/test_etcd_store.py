@@ -300,3 +300,64 @@ def test_a_sqlite_store_moves_to_etcd_whole(tmp_path, local_etcd, prefix):
             copy_sqlite_to_etcd(path, store)
     finally:
         store.close()
+
+
+def test_a_long_poll_on_one_controller_wakes_on_a_write_through_another(tmp_path, local_etcd,
+                                                                          prefix):
+    """Two in-process controllers on one prefix: h1's agent polls B; h2 registers through
+    A; B's watch sees it and wakes the poll at once (wiring.py: on_change)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from inproc import H1, H2, ApiClient, build_parts, eventually
+
+    # polls held 30 s: only a wake-up answers within the 10 s the test waits
+    parts = [build_parts(tmp_path / name, store=EtcdStore(local_etcd.client(), prefix=prefix),
+                         agent_poll_interval=30.0) for name in ("a", "b")]
+    a, b = (ApiClient(p) for p in parts)
+    try:
+        a.ok("POST", "/v1/hosts", H1)
+        v = b.ok("GET", "/v1/hosts/h1/desired")["version"]
+        with ThreadPoolExecutor(1) as pool:
+            polling = pool.submit(b.ok, "GET", f"/v1/hosts/h1/desired?since={v}&wait=60")
+            eventually(lambda: b.ok("GET", "/v1/hosts/h1")["agent"]["polling"],
+                       "the long poll to wait")
+            a.ok("POST", "/v1/hosts", H2)
+            desired = polling.result(timeout=10)
+        assert desired["version"] > v and [p["id"] for p in desired["peers"]] == ["h2"]
+    finally:
+        for p in parts:
+            p.store.close()
+
+
+def test_the_same_ip_through_two_controllers_at_once_one_gets_409(tmp_path, local_etcd,
+                                                                    prefix):
+    """Two in-process controllers on one prefix, one connect each, same IP, same moment:
+    one wins the address (here it then times out for want of an agent, and is undone),
+    the other is told 409 ip_in_use, whichever mirror was behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from inproc import H1, POD7, ApiClient, build_parts
+
+    parts = [build_parts(tmp_path / name, store=EtcdStore(local_etcd.client(), prefix=prefix))
+             for name in ("a", "b")]
+    a, b = (ApiClient(p) for p in parts)
+    try:
+        a.ok("POST", "/v1/hosts", H1)
+        a.ok("POST", "/v1/pods", POD7)
+        start = threading.Barrier(2)
+
+        def connect(api: ApiClient, container: str):
+            start.wait()
+            return api.call("POST", "/v1/ports", {"host": "h1", "container": container,
+                                                  "ip": "198.18.135.9/24", "pod": 7})
+
+        for attempt in range(3):            # the race is real: try it a few times
+            with ThreadPoolExecutor(2) as pool:
+                answers = list(pool.map(connect, (a, b), (f"x{attempt}", f"y{attempt}")))
+            codes = sorted((status, body["error"]["code"]) for status, body in answers)
+            assert codes == [(409, "ip_in_use"), (503, "agent_timeout")], answers
+        for api in (a, b):
+            assert api.ok("GET", "/v1/ports") == []          # the winner was undone too
+    finally:
+        for p in parts:
+            p.store.close()
