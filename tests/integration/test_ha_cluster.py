@@ -178,3 +178,39 @@ def test_a_master_cut_off_from_etcd_stops_and_another_takes_over(cluster):
         finally:
             etcd.resume(member)
     wait_for(lambda: settled(lab), 90, "the cluster settled after etcd came back")
+
+
+def test_etcd_without_quorum_fails_fast_keeps_traffic_and_converges(cluster):
+    """Issue 13, lab test 3: SIGSTOP two of the three etcd members. Connects fail fast with
+    503 naming the store, every controller fences itself (no master can be confirmed), the
+    traffic between existing containers flows on; after SIGCONT everything converges
+    without anyone acting."""
+    lab, etcd = cluster["lab"], cluster["etcd"]
+    wait_for(lambda: settled(lab), 90, "the cluster settled")
+    wait_for(lambda: pings(lab, "a", "198.18.135.2", count=1, wait=1), 30, "a pings b")
+    pinger = ping_in_background(lab, "a", "198.18.135.2", interval=0.05)
+    fenced_before = {c: p.log_text().count("fenced:") for c, p in cluster["procs"].items()}
+    paused = [m for m in etcd.members if m.running][:2]
+    for m in paused:
+        etcd.pause(m)
+    try:
+        asked = time.monotonic()
+        status, body = _connect(lab, "c1", "q1", "h3", "198.18.135.60/24")
+        answered = time.monotonic() - asked
+        assert status == 503 and "etcd" in str(body), body
+        wait_for(lambda: all(p.log_text().count("fenced:") > fenced_before[c]
+                             for c, p in cluster["procs"].items()),
+                 TTL + 10, "every controller fenced")
+    finally:
+        for m in paused:
+            etcd.resume(m)
+    wait_for(lambda: settled(lab), 90, "the cluster settled after the quorum came back")
+    pinger.send_signal(signal.SIGINT)
+    out, _ = pinger.communicate(timeout=10)
+    sent, _received = ping_counts(out)
+    replies = {int(n) for n in re.findall(r"icmp_seq=(\d+) ttl", out)}
+    lost = sorted(set(range(1, sent)) - replies)
+    print(f"no quorum: a connect answered 503 after {answered:.2f} s; pings lost {lost}")
+    assert sent > 50 and not lost, out[-400:]
+    status, body = _connect(lab, "c1", "q1", "h3", "198.18.135.60/24")
+    assert status == 201, body
