@@ -1,9 +1,8 @@
 """Two controllers, one host, one etcd (docs/ha.md): OpenFlow roles against real OVS.
 
-Both controllers share the store (the lab's SQLite file, or the store on etcd) and
-register in an etcd of one member. The
-agent is given both REST URLs and points br-int and br-tun at both controllers from the
-registry. Checked: one master per host, the other controller's connections SLAVE; the
+Both controllers share the store on etcd (LORIS_STORE=etcd) and register in that etcd
+of one member. The agent is given both REST URLs and points br-int and br-tun at both
+controllers from the registry. Checked: one master per host, the other controller's connections SLAVE; the
 generation id the switch holds is the creation revision of the host's master key in etcd;
 a role request with an older id is refused by OVS (an OpenFlow connection made by the test
 itself); kill -9 of the master under a continuous ping loses no packet, the survivor
@@ -49,10 +48,11 @@ def ovs_controllers(lab: Lab, bridge: str) -> dict[str, dict]:
     return ha_lab.ovs_controllers(lab, "h1", bridge)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "etcd"])
+# The store on etcd; "sqlite" (two controllers on one SQLite file, which mastership also
+# follows: docs/ha.md) passed too when last run, and is left out to keep the suite short.
+@pytest.fixture(scope="module", params=["etcd"])
 def ha(request) -> Iterator[dict]:
-    """One host, one etcd member, two controllers sharing the store: the lab's SQLite file,
-    or the store on that etcd (LORIS_STORE=etcd)."""
+    """One host, one etcd member, two controllers sharing the store on that etcd."""
     with Lab(hosts=1, tunnel="vxlan", docker=False) as lab:
         cluster = lab.start_etcd(members=1)
         assert cluster.endpoints == [ETCD]
