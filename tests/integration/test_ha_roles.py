@@ -2,11 +2,12 @@
 
 Both controllers share the store on etcd (LORIS_STORE=etcd) and register in that etcd
 of one member. The agent is given both REST URLs and points br-int and br-tun at both
-controllers from the registry. Checked: one master per host, the other controller's connections SLAVE; the
-generation id the switch holds is the creation revision of the host's master key in etcd;
-a role request with an older id is refused by OVS (an OpenFlow connection made by the test
-itself); kill -9 of the master under a continuous ping loses no packet, the survivor
-takes over within the lease TTL plus a second, at a newer generation, and reconciles.
+controllers from the registry. Checked: one master per host, the other controller's
+connections SLAVE; the generation id the switch holds is the creation revision of the
+host's master key in etcd; a role request with an older id is refused by OVS (an OpenFlow
+connection made by the test itself); kill -9 of the master under a continuous ping loses
+no packet, the survivor takes over within the lease TTL plus a second and a half, at a
+newer generation, and reconciles.
 """
 
 from __future__ import annotations
