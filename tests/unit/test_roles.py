@@ -9,7 +9,12 @@ import pytest
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from programmer_rig import Rig
 
+from controller import config
+from controller.agents import AgentBoard
+from controller.context import Context
+from controller.errors import ApiError
 from controller.mastership import Role
+from controller.observe import Observe
 from controller.programmer import NOT_MASTER, OK
 from controller.roles import Roles, role_status
 from controller.switches import OpenFlowError
@@ -124,3 +129,17 @@ def test_role_status_message_is_decoded():
     assert role_status(Msg()) == (3, 77)
     Msg.exp_type = 1
     assert role_status(Msg()) is None
+
+
+def test_resync_of_a_host_mastered_elsewhere_names_the_fix():
+    rig = Rig(threaded=True)
+    roles = Roles(rig.switches, enforced=True)
+    rig.switches.write_gate = roles.may_write
+    hosts = rig.add_hosts(1)
+    rig.settle(hosts)
+    ctx = Context(rig.store, config.load(env={}, db=":memory:", flow_timeout=2.0), AgentBoard(),
+                  rig.programmer, rig.switches)
+    with pytest.raises(ApiError) as e:
+        Observe(ctx).resync("h1")
+    assert e.value.status == 409 and e.value.code == "not_master"
+    assert "loris controllers" in e.value.message
