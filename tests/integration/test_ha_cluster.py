@@ -29,6 +29,7 @@ from helpers import ping_counts, ping_in_background, pings, wait_for
 
 from controller.etcd import EtcdClient
 from controller.ha import DEFAULT_PREFIX
+from hostagent.client import ApiError, ControllerUnreachable
 from lab import Lab
 from lab.naming import CONTROL_IP
 
@@ -54,7 +55,15 @@ def cluster() -> Iterator[dict]:
 
 def settled(lab: Lab, via: str = "c1", alive: tuple[str, ...] = tuple(PORTS)) -> bool:
     """Every live controller healthy, every host mastered by one of them, both bridges of
-    every host MASTER on exactly that one and synced."""
+    every host MASTER on exactly that one and synced (not yet while a controller answers
+    503 because etcd is electing a leader)."""
+    try:
+        return _settled(lab, via, alive)
+    except (ApiError, ControllerUnreachable):
+        return False
+
+
+def _settled(lab: Lab, via: str, alive: tuple[str, ...]) -> bool:
     reg = registry(lab, PORTS[via][0])
     if set(reg) != set(alive) or not all(c["healthy"] for c in reg.values()):
         return False
