@@ -16,6 +16,7 @@ from typing import Any
 from controller import validate
 from controller.auth import unauthorized
 from controller.context import Context
+from controller.store import Tx
 
 LOG = logging.getLogger("loris.service")
 
@@ -59,10 +60,12 @@ class AgentProtocol:
 
     def report_actual(self, host_id: str, report: validate.ActualReport) -> None:
         ctx = self.ctx
-        full = False
-        pods: set[int] = set()
-        changed: list[int] = []
-        with ctx.store.tx() as tx:
+
+        def apply(tx: Tx) -> tuple[list[int], dict[str, set[int | None] | None]]:
+            # store.write runs it again if another controller wrote meanwhile (etcd)
+            full = False
+            pods: set[int] = set()
+            changed: list[int] = []
             host = ctx.host_or_404(tx, host_id)
             if report.patch is not None:
                 patch = (report.patch.get("br-int"), report.patch.get("br-tun"))
@@ -102,6 +105,9 @@ class AgentProtocol:
                         targets.setdefault(h, set()).add(pod_id)
             if full:
                 targets[host_id] = None
+            return changed, targets
+
+        changed, targets = ctx.store.write(apply)
         ctx.board.seen(host_id)
         if report.stats is not None:
             ctx.board.report_stats(host_id, report.stats)

@@ -48,6 +48,7 @@ class AgentBoard:
         self._lock = threading.Lock()
         self._versions: dict[str, int] = {}
         self._last_seen: dict[str, float] = {}
+        self._seen_here: dict[str, float] = {}    # by requests to this controller only
         self._stats: dict[str, dict[str, float]] = {}     # the figures of each agent's report
         self._polls = Waiters()
 
@@ -73,11 +74,27 @@ class AgentBoard:
         now = time.time()
         with self._lock:
             last = self._last_seen.get(host_id)
-            self._last_seen[host_id] = now
+            self._last_seen[host_id] = self._seen_here[host_id] = now
         if self.on_back is not None and last is not None:
             silent = silent_for(last, self.started, now, self.away_after)
             if silent is not None:
                 self.on_back(host_id, silent)
+
+    def heard_elsewhere(self, host_ids: Iterable[str]) -> None:
+        """These hosts' agents talk to another controller now (several controllers:
+        controller/ha.py): they are not away (no `on_back`: that controller saw them)."""
+        now = time.time()
+        with self._lock:
+            for host_id in host_ids:
+                self._last_seen[host_id] = max(now, self._last_seen.get(host_id) or 0.0)
+
+    def heard_here(self) -> list[str]:
+        """The hosts whose agents this controller itself heard from lately (not away)."""
+        now = time.time()
+        with self._lock:
+            seen = dict(self._seen_here)
+        return sorted(h for h, t in seen.items()
+                      if silent_for(t, self.started, now, self.away_after) is None)
 
     def last_seen(self, host_id: str) -> float | None:
         """When a request of the host's agent last arrived (epoch seconds), None if never."""
@@ -127,4 +144,5 @@ class AgentBoard:
     def forget(self, host_id: str) -> None:
         with self._lock:
             self._last_seen.pop(host_id, None)
+            self._seen_here.pop(host_id, None)
             self._stats.pop(host_id, None)

@@ -104,6 +104,8 @@ class Api:
         r("/v1/hosts/{host_id}/resync", POST=self.resync)
         r("/v1/metrics/token", POST=self.metrics_token)
         r("/metrics", GET=self.serve_metrics)
+        # ---- several controllers (controller/ha_views.py, docs/ha.md) ------------------------
+        r("/v1/controllers", GET=self.controllers)
 
     def _route(self, path: str, **methods: Handler) -> None:
         self.mapper.connect(path, path=path, requirements={
@@ -330,6 +332,12 @@ class Api:
     def serve_metrics(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
         return 200, metrics_response(self._observe().metrics.render)
+
+
+    # ---- several controllers ------------------------------------------------------------------
+    def controllers(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        self._no_body(req)
+        return 200, self.ops.reads.controllers()
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:

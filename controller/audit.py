@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from controller.store import Store
+from controller.store import Store, Tx
 
 LOG = logging.getLogger("loris.audit")
 
@@ -145,10 +145,13 @@ class AuditTrail:
         if detail is not None and len(detail) > MAX_DETAIL:
             detail = detail[:MAX_DETAIL - 3] + "..."
         now = time.time()
-        with self.store.tx() as tx:
+
+        def add(tx: Tx) -> int:        # run again if another controller wrote meanwhile
             event_id = tx.insert_event(credential, operation, obj, status, outcome, detail, now)
             tx.prune_events(self.max_events, now - self.max_days * 86400)
-        return event_id
+            return event_id
+
+        return self.store.write(add)
 
     def _count_refused(self, credential: str, status: int) -> None:
         with self._lock:
@@ -182,5 +185,4 @@ class AuditTrail:
 def record_local(store: Store, operation: str, obj: str, detail: str | None = None,
                  credential: str = LOCAL) -> None:
     """An event for a change made outside the REST API (the admin command, recovery)."""
-    with store.tx() as tx:
-        tx.insert_event(credential, operation, obj, 200, "ok", detail)
+    store.write(lambda tx: tx.insert_event(credential, operation, obj, 200, "ok", detail))

@@ -66,6 +66,7 @@ AGENT_ROUTES = frozenset({
     ("POST", "/v1/hosts/{host_id}/addresses"),
     ("DELETE", "/v1/hosts/{host_id}/addresses/{address}"),
     ("PUT", "/v1/hosts/{host_id}/ports/{port_id}/docker"),
+    ("GET", "/v1/controllers"),                     # where to point its bridges (docs/ha.md)
 })
 HOW_TO = ("send 'Authorization: Bearer <token>': the operator token is in the controller's "
           f"credentials directory ({OPERATOR_FILE}); an agent's comes from `loris token HOST`")
@@ -361,11 +362,12 @@ def _check_private(path: Path, dir_: bool = False) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`token HOST` issues HOST's agent token (`token operator` prints admin's),
     `operator NAME` issues an operator token, `revoke HOST` / `revoke --operator NAME`
-    revokes; all in the controller's store (`--db`), with or without the controller
-    running (a running one closes a revoked host's switches within seconds)."""
-    from controller import audit
+    revokes; all in the controller's store (`--db`, or etcd with LORIS_STORE=etcd and the
+    controller's other LORIS_ETCD_* settings), with or without the controller running (a
+    running one closes a revoked host's switches within seconds)."""
+    from controller import audit, config
     from controller.config import DEFAULT_DB
-    from controller.store import Store
+    from controller.stores import open_store
 
     p = argparse.ArgumentParser(prog="python -m controller.auth",
                                 description="Loris credentials on the controller machine")
@@ -401,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                       (tokens.OPERATOR, args.operator) if args.command == "revoke"
                       and args.operator else (AGENT, args.host))
         tokens.check_name(kind, name)
-        store = Store(args.db)
+        store = open_store(config.load(db=args.db))     # SQLite, or etcd (LORIS_STORE)
         try:
             bound = auth.with_book(TokenBook(store))
             if args.command == "revoke":

@@ -133,6 +133,11 @@ class Waiters:
         with self._lock:
             return len(self._events.get(key, ()))
 
+    def keys(self) -> list[Hashable]:
+        """The keys waited on now (to wake them all after a change made elsewhere)."""
+        with self._lock:
+            return list(self._events)
+
     def total(self) -> int:
         """How many callers wait now, on any key."""
         with self._lock:

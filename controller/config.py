@@ -61,6 +61,38 @@ class Settings:
     metrics_listen: str = setting("", "also serve GET /metrics WITHOUT credentials on this "
                                   "HOST:PORT (plain HTTP; empty: only on the REST API, with "
                                   "the metrics or operator token)")
+    # ---- the store's backend (issue #13; docs/ha.md): SQLite (default) or etcd
+    store: str = setting("sqlite", "where the state lives: sqlite (the file `db`, one "
+                         "controller) or etcd (the cluster at etcd_endpoints)")
+    etcd_endpoints: str = setting("", "etcd client URLs, comma-separated, e.g. "
+                                  "https://10.0.0.1:2379,https://10.0.0.2:2379")
+    etcd_prefix: str = setting("/loris/v1/", "key prefix of this deployment's state in etcd")
+    etcd_timeout: float = setting(5.0, "seconds an etcd request may take, failover included")
+    etcd_ca_cert: str = setting("", "CA certificate (PEM) that etcd's server certificates "
+                                "are checked against (https endpoints)")
+    etcd_cert: str = setting("", "client certificate (PEM) presented to etcd (no CN with "
+                             "etcd 3.4 and authentication: docs/ha.md)...")
+    etcd_key: str = setting("", "...and its key (PEM)")
+    etcd_user: str = setting("", "etcd user name (etcd authentication enabled)...")
+    etcd_password_file: str = setting("", "...and the file holding its password")
+    # ---- several controllers: the registry and OpenFlow mastership in etcd (docs/ha.md);
+    # on when etcd_endpoints (above) is set: the controller then masters only the hosts it
+    # holds the etcd key of
+    controller_id: str = setting("", "this controller's name in the registry (default: "
+                                 "hostname-RESTPORT)")
+    advertise_api: str = setting("", "REST URL agents and the CLI reach this controller at "
+                                 "(default: http://<this host's address>:<REST port>)")
+    advertise_openflow: str = setting("", "OpenFlow target the agents' bridges connect to "
+                                      "(default: tcp:<REST URL's host>:<OpenFlow port>)")
+    ha_lease_ttl: int = setting(5, "seconds of the etcd lease that holds the registry entry "
+                                "and the masterships (a dead controller's hosts move after "
+                                "about this long)")
+    ha_interval: float = setting(0.5, "seconds between two looks at the registry and the "
+                                 "master keys")
+
+    @property
+    def etcd_endpoint_list(self) -> list[str]:
+        return [e.strip() for e in self.etcd_endpoints.split(",") if e.strip()]
 
     @property
     def api_host(self) -> str:
@@ -156,6 +188,20 @@ def load(env: Mapping[str, str] | None = None, section: Mapping[str, object] | N
                          "must be above 0")
     if settings.metrics_listen:
         split_listen(settings.metrics_listen)
+    if settings.store not in ("sqlite", "etcd"):
+        raise ValueError(f"{env_name('store')}={settings.store!r}: use sqlite or etcd")
+    if settings.store == "etcd" and not settings.etcd_endpoint_list:
+        raise ValueError(f"{env_name('store')}=etcd needs the cluster's client URLs in "
+                         f"{env_name('etcd_endpoints')} (comma-separated)")
+    if bool(settings.etcd_cert) != bool(settings.etcd_key):
+        raise ValueError(f"an etcd client certificate needs both etcd_cert and etcd_key "
+                         f"({env_name('etcd_cert')}, {env_name('etcd_key')})")
+    if bool(settings.etcd_user) != bool(settings.etcd_password_file):
+        raise ValueError(f"etcd authentication needs both etcd_user and etcd_password_file "
+                         f"({env_name('etcd_user')}, {env_name('etcd_password_file')})")
+    if settings.etcd_endpoints and (settings.ha_lease_ttl < 2 or settings.ha_interval <= 0):
+        raise ValueError(f"{env_name('ha_lease_ttl')} must be at least 2 (etcd's minimum) "
+                         f"and {env_name('ha_interval')} above 0")
     if bool(settings.api_cert) != bool(settings.api_key):
         raise ValueError(f"REST over TLS needs both api_cert and api_key ({env_name('api_cert')}"
                          f", {env_name('api_key')})")

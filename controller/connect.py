@@ -23,12 +23,13 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
+from functools import partial
 
 from controller import docker_ipam, ipam, pods, validate, views
 from controller.context import Context
 from controller.errors import ApiError, conflict, invalid, not_found, unavailable
 from controller.metrics import Metrics
-from controller.store import Port
+from controller.store import Port, Tx
 
 LOG = logging.getLogger("loris.service")
 WAIT_SLICE = 0.25       # a waiting connect checks this often whether the agent went away
@@ -88,12 +89,7 @@ class Connections:
                 hosts = ctx.pod_hosts(tx, port.pod_id)
             ctx.program_pod(port.pod_id, hosts, port.host_id, what)
             phases.done("programming")
-            with ctx.store.tx() as tx:
-                if tx.port(port.id) is None:
-                    raise _deleted(port)
-                tx.update_port(port.id, state="active")
-                tx.settle_implicit_pod(port.pod_id)
-                tx.bump([port.host_id])
+            ctx.store.write(partial(_activate, port))
             ctx.publish()
             if port.dhcp:
                 self._wait_leased(port)
@@ -112,34 +108,39 @@ class Connections:
 
     def _insert(self, req: validate.PortCreate) -> Port:
         ctx = self.ctx
+
+        def insert(tx: Tx) -> Port:
+            # store.write runs it again if another controller wrote meanwhile (etcd)
+            if tx.host(req.host) is None:
+                raise invalid(f"host {req.host} is not registered; start loris-hostagent "
+                              "on it first", "unknown_host")
+            away = self.agent_away(req.host)
+            if away is not None:
+                raise away
+            pod = pods.find(tx, req.pod)
+            if pod is None and isinstance(req.pod, str):
+                raise pods.missing(req.pod)     # names are chosen: never made implicitly
+            if pod is None:                 # pods come into being on first connect
+                pod = tx.insert_pod(req.pod, None, None)      # named pod-<id>
+                tx.mark_implicit_pod(pod.id)
+            existing = tx.port_by_container(req.host, req.container)
+            if existing is not None:
+                raise conflict(f"container {req.container} on {req.host} is already "
+                               f"connected (port {existing.id}, pod {existing.pod_id}, "
+                               f"{existing.ip}); disconnect it first", "container_connected")
+            docker_ipam.claim(tx, pod.id, req.ip, req.host)   # its own reservation
+            iface = ipam.address(tx, pod, req.ip)
+            mac = ipam.mac(tx, pod, req.mac)
+            if tx.ensure_local_vlan(req.host, pod.id) is None:
+                raise conflict(f"host {req.host} has no free local VLAN (4094 pods there)",
+                               "no_local_vlan")
+            port = tx.insert_port(req.host, req.container, pod.id, mac, iface,
+                                  req.ip is None)
+            tx.bump([req.host])
+            return port
+
         try:
-            with ctx.store.tx() as tx:
-                if tx.host(req.host) is None:
-                    raise invalid(f"host {req.host} is not registered; start loris-hostagent "
-                                  "on it first", "unknown_host")
-                away = self.agent_away(req.host)
-                if away is not None:
-                    raise away
-                pod = pods.find(tx, req.pod)
-                if pod is None and isinstance(req.pod, str):
-                    raise pods.missing(req.pod)     # names are chosen: never made implicitly
-                if pod is None:                 # pods come into being on first connect
-                    pod = tx.insert_pod(req.pod, None, None)      # named pod-<id>
-                    tx.mark_implicit_pod(pod.id)
-                existing = tx.port_by_container(req.host, req.container)
-                if existing is not None:
-                    raise conflict(f"container {req.container} on {req.host} is already "
-                                   f"connected (port {existing.id}, pod {existing.pod_id}, "
-                                   f"{existing.ip}); disconnect it first", "container_connected")
-                docker_ipam.claim(tx, pod.id, req.ip, req.host)   # its own reservation
-                iface = ipam.address(tx, pod, req.ip)
-                mac = ipam.mac(tx, pod, req.mac)
-                if tx.ensure_local_vlan(req.host, pod.id) is None:
-                    raise conflict(f"host {req.host} has no free local VLAN (4094 pods there)",
-                                   "no_local_vlan")
-                port = tx.insert_port(req.host, req.container, pod.id, mac, iface,
-                                      req.ip is None)
-                tx.bump([req.host])
+            port = ctx.store.write(insert)
         except sqlite3.IntegrityError as e:      # a unique constraint the checks above missed
             raise conflict(f"port conflicts with an existing one: {e}", "conflict") from None
         ctx.publish()
@@ -199,14 +200,16 @@ class Connections:
         reprogram the pod; without `wait` the switches are reprogrammed in the background
         (the host's switches may be as unreachable as its agent)."""
         ctx = self.ctx
+        def remove(tx: Tx) -> set[str]:
+            if tx.port(port.id) is not None:
+                tx.delete_port(port.id)
+            tx.release_unused_vlans(port.host_id)
+            tx.drop_empty_implicit_pods([port.pod_id])
+            tx.bump([port.host_id])
+            return ctx.pod_hosts(tx, port.pod_id) | {port.host_id}
+
         try:
-            with ctx.store.tx() as tx:
-                if tx.port(port.id) is not None:
-                    tx.delete_port(port.id)
-                tx.release_unused_vlans(port.host_id)
-                tx.drop_empty_implicit_pods([port.pod_id])
-                tx.bump([port.host_id])
-                hosts = ctx.pod_hosts(tx, port.pod_id) | {port.host_id}
+            hosts = ctx.store.write(remove)
             ctx.publish()
             if wait:
                 ctx.program_pod_quietly(port.pod_id, hosts, f"undoing port {port.id}")
@@ -218,7 +221,7 @@ class Connections:
 
     def disconnect(self, port_id: int) -> None:
         ctx = self.ctx
-        with ctx.store.tx() as tx:
+        def remove(tx: Tx) -> tuple[Port, set[str]]:
             port = tx.port(port_id)
             if port is None:
                 raise not_found(f"port {port_id} does not exist", "port_not_found")
@@ -226,8 +229,20 @@ class Connections:
             tx.delete_port(port_id)
             tx.release_unused_vlans(port.host_id)
             tx.bump([port.host_id])
+            return port, hosts
+
+        port, hosts = ctx.store.write(remove)
         ctx.publish()
         ctx.ports_changed([port_id])
         LOG.info("disconnected port %d (%s on %s, pod %d)", port.id, port.container,
                  port.host_id, port.pod_id)
         ctx.program_pod_quietly(port.pod_id, hosts, f"disconnecting port {port_id}")
+
+
+def _activate(port: Port, tx: Tx) -> None:
+    """The connect's last write: the port is active, its implicit pod stays."""
+    if tx.port(port.id) is None:
+        raise _deleted(port)
+    tx.update_port(port.id, state="active")
+    tx.settle_implicit_pod(port.pod_id)
+    tx.bump([port.host_id])

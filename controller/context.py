@@ -13,13 +13,14 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
+from typing import Any
 
 from controller.agents import AgentBoard
 from controller.concurrency import Waiters
 from controller.config import Settings
 from controller.errors import ApiError, not_found, unavailable
 from controller.metrics import Metrics
-from controller.programmer import NOT_CONNECTED, NOT_REGISTERED, OK, Programmer
+from controller.programmer import NOT_CONNECTED, NOT_MASTER, NOT_REGISTERED, OK, Programmer
 from controller.store import Host, Store, Tx
 from controller.switches import Switches
 from flows import contract
@@ -45,6 +46,8 @@ class Context:
         # dpid -> (host id, bridge): an immutable snapshot, swapped whole by publish(), so
         # that OpenFlow event handlers read it without a lock and never wait on the store
         self._dpids: Mapping[int, tuple[str, str]] = MappingProxyType({})
+        # controllers, masters and roles for the views (controller/ha_views.py; wiring.py)
+        self.cluster: Any = None
         self.publish()
 
     # ---- after a commit --------------------------------------------------------------------
@@ -99,6 +102,10 @@ class Context:
             for bridge, status in bridges.items():
                 if status == OK:
                     continue
+                if status == NOT_MASTER:
+                    LOG.info("%s: %s of %s is programmed by its OpenFlow master", what,
+                             bridge, host_id)
+                    continue
                 if host_id != required and status in (NOT_CONNECTED, NOT_REGISTERED):
                     LOG.info("%s: %s of %s: %s; it gets the flows when it connects", what,
                              bridge, host_id, status)
@@ -132,5 +139,5 @@ class Context:
                                           3 * self.settings.flow_timeout)
         for host_id, bridges in sorted(results.items()):
             for bridge, status in bridges.items():
-                if status not in (OK, NOT_CONNECTED, NOT_REGISTERED):
+                if status not in (OK, NOT_CONNECTED, NOT_REGISTERED, NOT_MASTER):
                     LOG.warning("reprogramming %s of %s: %s", bridge, host_id, status)

@@ -14,6 +14,7 @@ from controller import validate
 from controller.context import Context
 from controller.errors import conflict
 from controller.reads import Reads
+from controller.store import Host, Tx
 from flows import contract
 
 LOG = logging.getLogger("loris.service")
@@ -27,7 +28,9 @@ class Hosts:
     def register(self, reg: validate.HostRegistration) -> tuple[dict, bool]:
         """The host's view, and whether it is new."""
         ctx = self.ctx
-        with ctx.store.tx() as tx:
+
+        def register(tx: Tx) -> tuple[Host | None, dict]:
+            # store.write runs it again if another controller wrote meanwhile (etcd)
             old = tx.host(reg.id)
             for bridge, dpid in (("br-int", reg.dpid_int), ("br-tun", reg.dpid_tun)):
                 owner = tx.host_by_dpid(dpid)
@@ -55,7 +58,9 @@ class Hosts:
                     tx.bump_all()             # peers re-point their tunnel ports
             if reg.switch_cert_sha256 is not None:   # the allow-list of switch_guard.py
                 tx.declare_switch_cert(reg.id, reg.switch_cert_sha256)
-            view = self.reads.host_view(tx, tx.host(reg.id))
+            return old, self.reads.host_view(tx, tx.host(reg.id))
+
+        old, view = ctx.store.write(register)
         ctx.publish()
         if old is None or (old.dpid_int, old.dpid_tun) != (reg.dpid_int, reg.dpid_tun):
             # bridges that connected before the host registered get their flows now (the

@@ -35,6 +35,7 @@ from os_ken.lib import hub  # noqa: E402
 from os_ken.ofproto import ofproto_v1_3  # noqa: E402
 
 from controller import auth, concurrency, config, recovery, wiring  # noqa: E402
+from controller.roles import role_status  # noqa: E402
 from controller.switch_guard import close_session, fingerprint  # noqa: E402
 
 LOG = logging.getLogger("loris.app")
@@ -96,9 +97,19 @@ class LorisApp(app_manager.OSKenApp):
                      parts.settings.metrics_listen)
         self.threads.append(hub.spawn(self._dhcp_worker))
         self.threads.append(hub.spawn(self._credentials_sync))
+        if parts.ha is not None:        # several controllers: registry, mastership (ha.py)
+            self.threads.append(hub.spawn(parts.ha.keepalive_forever))
+            self.threads.append(hub.spawn(parts.ha.run_forever))
+            LOG.info("controller %s: mastership through %s", parts.ha.me.id,
+                     parts.settings.etcd_endpoints)
         LOG.info("Loris controller up: REST %s, OpenFlow port %d, store %s",
                  parts.settings.api_listen, parts.settings.openflow_port, parts.settings.db)
         return thread
+
+    def stop(self):
+        if self.parts.ha is not None:   # a clean stop (os-ken's close): our hosts move now
+            self.parts.ha.revoke()
+        return super().stop()
 
     def _serve_api(self) -> None:
         self._serve(self.api_server, "REST")
@@ -141,9 +152,15 @@ class LorisApp(app_manager.OSKenApp):
             if not self._switch_admitted(dp):
                 close_session(dp)
                 return
+            # unwritable until the switch confirms us MASTER (with mastership on); the
+            # mastership loop sends the role request first thing
+            self.parts.roles.connected(dp)
             self.parts.switches.connected(dp)
             self.parts.switch_events.connected(dp.id)
+            if self.parts.ha is not None:
+                self.parts.ha.wake()
         elif ev.state == DEAD_DISPATCHER and dp.id is not None:
+            self.parts.roles.disconnected(dp)
             if self.parts.switches.disconnected(dp):
                 self.parts.switch_events.disconnected(dp.id)
 
@@ -166,17 +183,31 @@ class LorisApp(app_manager.OSKenApp):
         return False
 
     @set_ev_cls([ofp_event.EventOFPBarrierReply, ofp_event.EventOFPFlowStatsReply,
-                 ofp_event.EventONFBundleCtrlMsg], MAIN_DISPATCHER)
+                 ofp_event.EventONFBundleCtrlMsg, ofp_event.EventOFPRoleReply],
+                MAIN_DISPATCHER)
     def _reply(self, ev) -> None:
         self.parts.switches.reply(ev.msg)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _error(self, ev) -> None:
-        self.parts.switches.error(ev.msg)
+        msg = ev.msg
+        ofp = msg.datapath.ofproto
+        if msg.type == ofp.OFPET_BAD_REQUEST and msg.code == ofp.OFPBRC_IS_SLAVE:
+            self.parts.roles.demoted(msg.datapath)      # another controller is master
+        self.parts.switches.error(msg)
+
+    @set_ev_cls(ofp_event.EventOFPExperimenter, MAIN_DISPATCHER)
+    def _experimenter(self, ev) -> None:
+        """OVS tells a demoted master with an ONF role-status message (roles.py)."""
+        status = role_status(ev.msg)
+        if status is not None and status[0] == ev.msg.datapath.ofproto.OFPCR_ROLE_SLAVE:
+            self.parts.roles.demoted(ev.msg.datapath, status[1])
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev) -> None:
         msg = ev.msg
+        if not self.parts.roles.may_write(msg.datapath):
+            return                      # only the host's master answers (docs/ha.md)
         dpid, in_port = msg.datapath.id, msg.match.get("in_port")
         if in_port is None or not self.parts.dhcp_limit.allow((dpid, in_port)):
             return

@@ -15,7 +15,7 @@ from controller.context import Context
 from controller.errors import conflict, unavailable
 from controller.metrics import CONTENT_TYPE, Metrics
 from controller.port_stats import PortStats
-from controller.programmer import NOT_CONNECTED, NOT_REGISTERED, OK
+from controller.programmer import NOT_CONNECTED, NOT_MASTER, NOT_REGISTERED, OK
 from controller.tracing import Tracer
 from flows import BRIDGES
 
@@ -59,6 +59,10 @@ class Observe:
             raise unavailable(f"reconciling host {host_id} failed: {e}",
                               "resync_failed") from None
         failed = {b: why for b, why in result.items() if why != OK}
+        if failed and set(failed.values()) == {NOT_MASTER}:      # several controllers
+            raise conflict(f"host {host_id}: this controller is not the OpenFlow master of "
+                           "its bridges; resync through its master (see `loris controllers` "
+                           "or GET /v1/controllers)", "not_master")
         if failed and set(failed.values()) <= {NOT_CONNECTED, NOT_REGISTERED}:
             raise conflict(f"host {host_id}: " + ", ".join(sorted(failed)) + " not connected "
                            "to the controller, nothing to reconcile (it is reconciled when it "

@@ -448,6 +448,10 @@ openapi_safety.extend(SCHEMAS, PATHS)
 from controller import docker_ipam  # noqa: E402 (it uses the helpers above)
 
 docker_ipam.extend_openapi(SCHEMAS, PATHS)
+# ---- several controllers: registry, masters, roles (controller/ha_views.py) ----------------
+from controller import openapi_ha  # noqa: E402 (it uses the helpers above)
+
+openapi_ha.extend(SCHEMAS, PATHS)
 
 PUBLIC = ("/v1/health", "/v1/openapi.json")      # controller/auth.py PUBLIC_ROUTES
 

@@ -56,6 +56,9 @@ OK = "ok"
 MIN_WIRE_CACHE = 4096
 NOT_CONNECTED = "not connected"
 NOT_REGISTERED = "host is not registered"
+# mastership on (docs/ha.md): another controller is this bridge's OpenFlow master, or we are
+# not yet confirmed as master: its master programs it
+NOT_MASTER = "not master"
 Sections = frozenset  # of int | None
 
 
@@ -176,6 +179,14 @@ class Programmer:
         with self._book_lock:
             self._shadow.pop(dpid, None)
 
+    def disown(self, dpid: int) -> None:
+        """Our mastership of `dpid` began or ended: another controller may have programmed
+        it meanwhile, so neither the shadow nor the last flows say what it holds (the next
+        job reconciles from a dump)."""
+        with self._book_lock:
+            self._shadow.pop(dpid, None)
+            self._last.pop(dpid, None)
+
     def _queue(self, host_id: str) -> Any:
         with self._lock:
             q = self._queues.get(host_id)
@@ -223,6 +234,9 @@ class Programmer:
             if dp is None:
                 self.forget(dpid)
                 result[bridge] = NOT_CONNECTED
+                continue
+            if not self.switches.write_gate(dp):
+                result[bridge] = NOT_MASTER
                 continue
             with self._book_lock:
                 trusted = self._shadow.get(dpid, (None,))[0] is dp and bridge not in batch.sync
@@ -275,7 +289,7 @@ class Programmer:
             self._shadow.pop(dpid, None)
             self._last.pop(dpid, None)
         dp = self.switches.datapath(dpid)
-        if dp is not None:
+        if dp is not None and self.switches.write_gate(dp):
             try:
                 self.switches.delete_all_loris_flows(dp)
             except OpenFlowError as e:

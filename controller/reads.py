@@ -11,7 +11,7 @@ from importlib.metadata import version as dist_version
 
 from controller import openapi, pods, views
 from controller.context import Context
-from controller.errors import not_found
+from controller.errors import not_found, unavailable
 from controller.store import Host, Tx
 from controller.validate import PodRef
 
@@ -34,9 +34,22 @@ class Reads:
 
     def host_view(self, tx: Tx, host: Host) -> dict:
         ctx = self.ctx
-        return views.host(host, tx.tunnels(host.id), len(tx.ports(host_id=host.id)),
+        view = views.host(host, tx.tunnels(host.id), len(tx.ports(host_id=host.id)),
                           ctx.switches, ctx.board, ctx.settings.openflow_port,
                           ctx.settings.openflow_tls, ctx.programmer.problems.of_host(host.id))
+        if ctx.cluster is not None:      # several controllers: master and roles (ha_views.py)
+            openflow = ctx.cluster.host_openflow(host)
+            view["openflow"]["master"] = openflow["master"]
+            for bridge, roles in openflow["roles"].items():
+                view["openflow"]["bridges"][bridge]["roles"] = roles
+        return view
+
+    def controllers(self) -> dict:
+        """GET /v1/controllers (controller/ha_views.py)."""
+        if self.ctx.cluster is None:
+            raise unavailable("this controller has no view of the controllers",
+                              "no_cluster_view")
+        return self.ctx.cluster.controllers()
 
     def list_hosts(self) -> list[dict]:
         with self.ctx.store.read() as tx:

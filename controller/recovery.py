@@ -6,6 +6,7 @@ import logging
 
 from controller import audit
 from controller.context import Context
+from controller.store import Port, Tx
 
 LOG = logging.getLogger("loris.service")
 
@@ -14,7 +15,8 @@ def recover(ctx: Context) -> None:
     """Drop ports whose connect call died with the old process, and the pods those connects
     created that no connect filled; give every host a new desired version so each agent
     resynchronises in full. What was dropped goes into the audit trail."""
-    with ctx.store.tx() as tx:
+    def drop(tx: Tx) -> tuple[list[Port], list[int], tuple[int, int, int]]:
+        # run again if another controller wrote meanwhile (etcd)
         stale = [p for p in tx.ports() if p.state != "active"]
         for port in stale:
             tx.delete_port(port.id)
@@ -29,7 +31,9 @@ def recover(ctx: Context) -> None:
                             "ok", "created by connects that did not finish before the "
                             "controller restarted")
         tx.bump_all()
-        counts = (len(tx.hosts()), len(tx.pods()), len(tx.ports()))
+        return stale, empty_pods, (len(tx.hosts()), len(tx.pods()), len(tx.ports()))
+
+    stale, empty_pods, counts = ctx.store.write(drop)
     ctx.publish()
     for port in stale:
         LOG.warning("dropped port %d (%s on %s): its connect did not finish before the "

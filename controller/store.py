@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from controller.concurrency import run_blocking
 from controller.docker_rows import DockerRows
@@ -49,6 +49,8 @@ from flows.contract import (
 )
 
 __all__ = ["GLOBAL_POD", "Host", "Pod", "Port", "Store", "Tx"]   # rows re-exported for callers
+
+T = TypeVar("T")
 
 
 class Tx(SafetyRows, PodNameRows, DockerRows):
@@ -387,6 +389,12 @@ class Store:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise self._unavailable(e) from None
+
+    def write(self, fn: Callable[[Tx], T]) -> T:
+        """`fn(tx)` in a write transaction. The same call as EtcdStore.write, which runs
+        `fn` again when another controller wrote meanwhile; here there is no other."""
+        with self.tx() as tx:
+            return fn(tx)
 
     @contextmanager
     def read(self) -> Iterator[Tx]:

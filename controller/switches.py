@@ -144,6 +144,9 @@ class Switches:
         self._bundle_ids = itertools.count(1)
         self.status: dict[int, BridgeStatus] = {}
         self._error_counts: dict[str, int] = {}      # OpenFlow error type name -> count
+        # May this connection be written (flows, packet-outs)? Always, unless mastership
+        # is on: then only as the switch's MASTER (controller/roles.py sets it)
+        self.write_gate: Callable[[Any], bool] = lambda dp: True
 
     # ---- app-thread side: never blocks ----------------------------------------------
     def connected(self, dp: Any) -> None:
@@ -215,6 +218,15 @@ class Switches:
         with self._lock:
             dp = self._dps.get(dpid)
         return dp if dp is not None and dp.is_active else None
+
+    def connected_datapaths(self) -> list[Any]:
+        with self._lock:
+            return [dp for dp in self._dps.values() if dp.is_active]
+
+    def check_writable(self, dp: Any) -> None:
+        if not self.write_gate(dp):
+            raise OpenFlowError(f"datapath {dp.id:#018x}: this controller is not its "
+                                "OpenFlow master")
 
     def synced(self, dp: Any, flows: int) -> None:
         """`dp` holds exactly its `flows` desired flows (shown unless it is gone already)."""
@@ -293,6 +305,7 @@ class Switches:
         """
         if not mods:
             return
+        self.check_writable(dp)
         ofp = dp.ofproto
         bundle_id = next(self._bundle_ids) & 0xFFFFFFFF
         flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
@@ -357,6 +370,7 @@ class Switches:
 
     def delete_all_loris_flows(self, dp: Any) -> None:
         """Remove every Loris flow (a host left the cluster); other flows stay."""
+        self.check_writable(dp)
         ofp, parser = dp.ofproto, dp.ofproto_parser
         dp.send_msg(parser.OFPFlowMod(dp, cookie=LORIS_COOKIE, cookie_mask=LORIS_COOKIE_MASK,
                                       table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
@@ -366,7 +380,7 @@ class Switches:
 
     def packet_out(self, dpid: int, out_port: int, data: bytes) -> bool:
         dp = self.datapath(dpid)
-        if dp is None:
+        if dp is None or not self.write_gate(dp):
             return False
         ofp, parser = dp.ofproto, dp.ofproto_parser
         return dp.send_msg(parser.OFPPacketOut(dp, buffer_id=ofp.OFP_NO_BUFFER,

@@ -19,13 +19,20 @@ from controller.connect import Connections
 from controller.context import Context
 from controller.dhcp import RateLimiter, Responder
 from controller.docker_ipam import DockerIpam
+from controller.etcd_mirror import Changes
+from controller.etcd_store import EtcdStore
+from controller.ha import HighAvailability
+from controller.ha import identity as ha_identity
+from controller.ha_views import ClusterView
 from controller.hosts import Hosts
 from controller.metrics import Metrics, Sources
 from controller.observe import Observe
 from controller.pods import Pods
 from controller.programmer import Programmer
 from controller.reads import Reads
+from controller.roles import Roles
 from controller.store import Store
+from controller.stores import etcd_client, open_store
 from controller.switch_events import SwitchEvents
 from controller.switch_guard import SwitchGuard
 from controller.switches import Switches
@@ -43,10 +50,20 @@ def _agent_back(programmer: Programmer, host_id: str, silent: float) -> None:
     programmer.submit(host_id, None, sync=BRIDGES)
 
 
+def _changed_elsewhere(ctx: Context, changes: Changes) -> None:
+    """Rows another controller wrote (the etcd store's watch): wake the long polls of the
+    hosts whose desired version moved and the connects waiting on those ports."""
+    if "hosts" in changes:
+        ctx.publish()
+    ports = [int(pk[0]) for pk in changes.get("ports", ())]
+    if ports:
+        ctx.ports_changed(ports)
+
+
 @dataclass
 class Parts:
     settings: Settings
-    store: Store
+    store: Store | EtcdStore
     switches: Switches
     programmer: Programmer
     board: AgentBoard
@@ -62,23 +79,29 @@ class Parts:
     access: Access | None = None
     switch_guard: SwitchGuard | None = None
     audit: AuditTrail | None = None
+    # several controllers (docs/ha.md): OpenFlow roles; mastership through etcd when set
+    roles: Roles | None = None
+    ha: HighAvailability | None = None
 
 
 def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[], Any],
           queue_empty: type[BaseException], auth: Authenticator | None = None,
-          store: Store | None = None) -> Parts:
+          store: Store | EtcdStore | None = None) -> Parts:
     """`spawn(fn, *args)` starts a thread of the running hub; `make_queue()` makes a queue
     whose `get(block=False)` raises `queue_empty`. `auth` checks the REST API's callers (the
     controller always has one: auth.load_or_create; None leaves the API open, for in-process
-    tests). `store` defaults to a Store of `settings.db`. With `auth` the credentials are
-    checked against the store (controller/tokens.py) and every write is audited."""
-    store = Store(settings.db) if store is None else store
+    tests). `store` defaults to the one the settings ask for (stores.open_store). With `auth`
+    the credentials are checked against the store (controller/tokens.py) and every write is
+    audited."""
+    store = open_store(settings) if store is None else store
     switches = Switches(settings.flow_timeout)
     programmer = Programmer(store, switches, spawn, make_queue, queue_empty)
     board = AgentBoard(settings.agent_away_after, partial(_agent_back, programmer))
     metrics = Metrics()
     store.on_commit = metrics.store_commit
     ctx = Context(store, settings, board, programmer, switches, metrics)
+    if isinstance(store, EtcdStore):
+        store.on_change = partial(_changed_elsewhere, ctx)
     reads = Reads(ctx)
     guard = SwitchGuard()
     access = audit = None
@@ -103,5 +126,24 @@ def build(settings: Settings, spawn: Callable[..., Any], make_queue: Callable[[]
     dhcp, dhcp_limit = Responder(lookup), RateLimiter(settings.dhcp_rate, 10)
     metrics.attach(Sources(store, switches, board, lambda: dict(dhcp.replies),
                            lambda: dhcp_limit.dropped))
+    roles, ha = _high_availability(settings, ctx, switches, programmer)
     return Parts(settings, store, switches, programmer, board, ctx, ops, events, api,
-                 dhcp, dhcp_limit, metrics, auth, access, guard, audit)
+                 dhcp, dhcp_limit, metrics, auth, access, guard, audit, roles, ha)
+
+
+def _high_availability(settings: Settings, ctx: Context, switches: Switches,
+                       programmer: Programmer) -> tuple[Roles, HighAvailability | None]:
+    """Roles for every connection; with etcd endpoints, the registry and mastership loop
+    (its threads are started by the app: loris_app.py)."""
+    endpoints = settings.etcd_endpoint_list
+    roles = Roles(switches, enforced=bool(endpoints))
+    switches.write_gate = roles.may_write
+    me = ha_identity(settings)
+    ha = None
+    if endpoints:
+        client = etcd_client(settings, timeout=max(1.0, settings.ha_lease_ttl / 4))
+        ha = HighAvailability(client, me, settings.ha_lease_ttl, settings.ha_interval, ctx,
+                              switches, roles, programmer,
+                              prefix=settings.etcd_prefix.rstrip("/") + "-ha/")
+    ctx.cluster = ClusterView(ctx, me, roles, ha)
+    return roles, ha

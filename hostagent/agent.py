@@ -40,6 +40,8 @@ log = logging.getLogger("loris-hostagent")
 
 LONG_POLL_S = 30
 RESYNC_S = 30.0
+CONTROLLERS_REFRESH_S = 10.0  # how often the registry's controller list is read again
+CONTROLLER_GONE_S = 120.0  # a controller missing from the registry this long loses its target
 
 
 class Agent:
@@ -62,7 +64,10 @@ class Agent:
         self.host_id = host_id
         self.tunnel_ip = tunnel_ip
         self.tunnel_type = tunnel_type
-        self.openflow = openflow
+        self.openflow = openflow  # --openflow: the targets, as given (else from the controllers)
+        self.targets: list[str] | None = None  # what the bridges point at
+        self._controllers_read_at = 0.0
+        self._target_missing: dict[str, float] = {}  # target -> since when the registry lacks it
         self.runtimes = runtimes or Runtimes()
         self.stop = threading.Event()
         self.kick = threading.Event()
@@ -86,7 +91,8 @@ class Agent:
 
     # ---------------------------------------------------------------- host and controller
     def prepare(self) -> dict:
-        return hostprep.prepare_host(self.ovs, self.host_id, self.openflow)
+        targets = ",".join(self.targets) if self.targets else self.openflow
+        return hostprep.prepare_host(self.ovs, self.host_id, targets)
 
     def register(self) -> None:
         dpids = contract.dpids(self.host_id)
@@ -104,13 +110,52 @@ class Agent:
                                    "--switch-cert, --switch-key and --ca-cert")
         if self.switch_tls:
             pki.configure_ovs(self.ovs, *self.switch_tls)
-        if not self.openflow:
+        if self.openflow:
+            targets = hostprep.controller_targets(self.openflow)
+        else:
             scheme = "ssl" if openflow.get("tls") else "tcp"
-            self.openflow = f"{scheme}:{self.client.controller_ip()}:{port}"
-        hostprep.set_controller(self.ovs, self.openflow)
+            targets = [f"{scheme}:{self.client.controller_ip()}:{port}"]
+            targets += self._registry_targets()
+        self.targets = hostprep.controller_targets(targets)
+        hostprep.set_controller(self.ovs, self.targets)
         self.registered = True
         log.info("registered as %s (tunnel %s %s), OpenFlow %s",
-                 self.host_id, self.tunnel_type, self.tunnel_ip, self.openflow)
+                 self.host_id, self.tunnel_type, self.tunnel_ip, ", ".join(self.targets))
+
+    def _registry_targets(self) -> list[str]:
+        """The OpenFlow targets of every live controller in the registry (docs/ha.md), whose
+        REST URLs the client learns too; none from a controller without one."""
+        self._controllers_read_at = time.monotonic()
+        try:
+            registry = self.client.controllers()
+        except ApiError as e:  # a controller older than the registry: one controller
+            log.debug("no controllers' registry: %s", e.message)
+            return []
+        if not registry.get("mastership"):  # one controller: the target we derived
+            return []
+        live = [c for c in registry.get("controllers") or () if c.get("healthy")]
+        self.client.add_urls([c["api_url"] for c in live if c.get("api_url")])
+        return [c["openflow"] for c in live if c.get("openflow")]
+
+    def refresh_controllers(self, now: float | None = None) -> None:
+        """Point the bridges at the controllers the registry lists: new ones at once; one
+        missing from it for CONTROLLER_GONE_S goes (a restarting controller keeps its
+        target); the one we registered with stays. An unchanged list touches nothing."""
+        if self.openflow or not self.targets:
+            return
+        found = self._registry_targets()
+        if not found:
+            return
+        now = time.monotonic() if now is None else now
+        for target in found:
+            self._target_missing.pop(target, None)
+        kept = [t for t in self.targets[1:] if t not in found
+                and now - self._target_missing.setdefault(t, now) < CONTROLLER_GONE_S]
+        targets = hostprep.controller_targets([self.targets[0], *found, *kept])
+        if set(targets) != set(self.targets):
+            log.info("controllers changed: OpenFlow %s", ", ".join(targets))
+            hostprep.set_controller(self.ovs, targets)
+            self.targets = targets
 
     def check_underlay(self) -> str | None:
         """On the userspace datapath, warn (once: at start) when the tunnel IP is not on an
@@ -167,6 +212,8 @@ class Agent:
                 if desired != self.desired:
                     self.desired = desired
                     self.kick.set()
+                if time.monotonic() - self._controllers_read_at > CONTROLLERS_REFRESH_S:
+                    self.refresh_controllers()
             except ControllerUnreachable as e:
                 log.warning("%s; retrying", e)
                 backoff_wait(self.stop, attempt)
@@ -306,7 +353,8 @@ class Agent:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="loris-hostagent", description=__doc__.splitlines()[0])
-    p.add_argument("--controller", help="controller REST URL (LORIS_CONTROLLER; "
+    p.add_argument("--controller", help="controller REST URL, or several separated by "
+                   "commas (LORIS_CONTROLLER; "
                    "default http://127.0.0.1:8780)")  # fmt: skip
     p.add_argument("--host-id", default=None, help="this host's id (LORIS_HOST; default hostname)")
     p.add_argument("--tunnel-ip", help="tunnel endpoint IPv4 (default: source address of the "

@@ -27,9 +27,14 @@ def new_key() -> PrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Loris"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])  # fmt: skip
+def _name(common_name: str | None) -> x509.Name:
+    """O=Loris/CN=common_name; O=Loris alone when `common_name` is None (an etcd 3.4
+    member's certificate: its gateway presents it to its own server, which refuses a
+    certificate with a CN once authentication is on)."""
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Loris")]
+    if common_name is not None:
+        attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    return x509.Name(attributes)
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey,
@@ -58,7 +63,7 @@ def ca_certificate(key: PrivateKey, days: int) -> x509.Certificate:
             .sign(key, hashes.SHA256()))  # fmt: skip
 
 
-def signed_certificate(public_key: ec.EllipticCurvePublicKey, common_name: str,
+def signed_certificate(public_key: ec.EllipticCurvePublicKey, common_name: str | None,
                        ips: list[ipaddress.IPv4Address | ipaddress.IPv6Address],
                        dns_names: list[str], ca_cert: x509.Certificate, ca_key: PrivateKey,
                        days: int) -> x509.Certificate:

@@ -2,6 +2,13 @@
 
 `Client(base_url, timeout=30.0, token_file=None, ca_cert=None, *, socket_factory=None)`:
 
+- several controllers (docs/ha.md): `base_url` may be a list, or URLs separated by commas;
+  a request goes to the current one and moves on to the next when there was no answer:
+  for a request that is safe to repeat (GET, PUT, DELETE) on any failure, for a POST only
+  when no connection was made (refused, unreachable), since a POST that reached a
+  controller may have been applied. The one that answered stays current. `add_urls()`
+  adds controllers learnt from the registry (GET /v1/controllers);
+
 - keep-alive: one `requests.Session` per thread that uses the client (the agent's long poll
   and its worker each hold their own connection; a Session is not safe to share between
   threads), closed with `close()`;
@@ -32,6 +39,7 @@ import ssl
 import threading
 import urllib.parse
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +73,21 @@ class ControllerUnreachable(RuntimeError):
 
 
 def controller_url(given: str | None) -> str:
-    url = given or os.environ.get("LORIS_CONTROLLER") or DEFAULT_CONTROLLER
+    """The controller URL(s) to use, normalized; several are kept separated by commas."""
+    text = given or os.environ.get("LORIS_CONTROLLER") or DEFAULT_CONTROLLER
+    return ",".join(_one_url(u.strip()) for u in text.split(",") if u.strip())
+
+
+def controller_urls(given: str | Sequence[str]) -> list[str]:
+    """A list of controller URLs from a list or a comma-separated text."""
+    items = given.split(",") if isinstance(given, str) else list(given)
+    urls = [u.strip().rstrip("/") for u in items if u.strip()]
+    if not urls:
+        raise ValueError("no controller URL given")
+    return list(dict.fromkeys(urls))
+
+
+def _one_url(url: str) -> str:
     if "://" not in url:
         url = "http://" + url
     parsed = urllib.parse.urlsplit(url)
@@ -116,16 +138,18 @@ class Reply:
 class Client:
     """The controller's REST API (see the module docstring for the arguments)."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0, token_file: str | None = None,
-                 ca_cert: str | None = None, *,
+    def __init__(self, base_url: str | Sequence[str], timeout: float = 30.0,
+                 token_file: str | None = None, ca_cert: str | None = None, *,
                  socket_factory: SocketFactory | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_urls = controller_urls(base_url)
+        self._current = 0
+        self._urls_lock = threading.Lock()
         self.timeout = timeout
         self.token_file = token_file
         self.ca_cert = ca_cert if ca_cert is not None else os.environ.get("LORIS_CA_CERT")
         self.socket_factory = socket_factory
         self._tls: ssl.SSLContext | None = None
-        if self.base_url.startswith("https://"):
+        if any(u.startswith("https://") for u in self.base_urls):
             try:
                 self._tls = ssl.create_default_context(cafile=self.ca_cert or None)
             except (OSError, ssl.SSLError) as e:
@@ -138,6 +162,25 @@ class Client:
         self._local = threading.local()
         self._sessions: weakref.WeakSet[requests.Session] = weakref.WeakSet()
         self._sessions_lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        """The controller requests go to now."""
+        with self._urls_lock:
+            return self.base_urls[self._current]
+
+    def add_urls(self, urls: Sequence[str]) -> None:
+        """Controllers learnt from the registry: tried after the ones already known."""
+        with self._urls_lock:
+            for url in urls:
+                url = url.rstrip("/")
+                if url and url not in self.base_urls:
+                    self.base_urls.append(url)
+
+    def _move_on(self, failed: str) -> None:
+        with self._urls_lock:
+            if self.base_urls[self._current] == failed:
+                self._current = (self._current + 1) % len(self.base_urls)
 
     @property
     def hostname(self) -> str:
@@ -196,21 +239,29 @@ class Client:
         bearer = read_token(self.token_file) if token is True else token or None
         if bearer:
             headers["Authorization"] = f"Bearer {bearer}"
-        try:
-            resp = self._session().request(method, self.base_url + path, data=data,
-                                           headers=headers, params=query,
-                                           timeout=timeout or self.timeout)
-        except requests.RequestException as e:
-            reason, tls = failure_reason(e)
-            if tls:
+        tries = len(self.base_urls)
+        for attempt in range(tries):
+            base = self.base_url
+            try:
+                resp = self._session().request(method, base + path, data=data,
+                                               headers=headers, params=query,
+                                               timeout=timeout or self.timeout)
+                break
+            except requests.RequestException as e:
+                reason, tls = failure_reason(e)
+                if attempt + 1 < tries and _may_move_on(method, e):
+                    self._move_on(base)
+                    continue
+                if tls:
+                    raise ControllerUnreachable(
+                        f"TLS with controller {base} failed ({reason}); is its "
+                        "certificate signed by the CA given with --ca-cert / LORIS_CA_CERT, "
+                        "for this address?") from None
+                others = f" (and {tries - 1} other controllers)" if tries > 1 else ""
                 raise ControllerUnreachable(
-                    f"TLS with controller {self.base_url} failed ({reason}); is its "
-                    "certificate signed by the CA given with --ca-cert / LORIS_CA_CERT, "
-                    "for this address?") from None
-            raise ControllerUnreachable(
-                f"controller {self.base_url} unreachable ({reason}); is it running? "
-                "(set --controller or LORIS_CONTROLLER)",
-                timed_out=isinstance(e, requests.Timeout)) from None
+                    f"controller {base}{others} unreachable ({reason}); is it running? "
+                    "(set --controller or LORIS_CONTROLLER)",
+                    timed_out=isinstance(e, requests.Timeout)) from None
         text = resp.content.decode(errors="replace")
         if not text.strip():
             return Reply(resp.status_code, None, resp.reason or "")
@@ -242,6 +293,10 @@ class Client:
             query["since"] = since
         return self.request("GET", f"/v1/hosts/{_q(host_id)}/desired", query=query,
                             timeout=wait + 15)  # fmt: skip
+
+    def controllers(self) -> dict:
+        """The controllers' registry (GET /v1/controllers; docs/ha.md)."""
+        return self.request("GET", "/v1/controllers")
 
     def agent_token(self, host_id: str) -> dict:
         return self.request("POST", f"/v1/hosts/{_q(host_id)}/token")
@@ -322,6 +377,20 @@ class Client:
         """One page of the audit trail (object, since, until, before, limit)."""
         query = {k: v for k, v in query.items() if v is not None}
         return self.request("GET", "/v1/events", query=query or None)
+
+
+def _may_move_on(method: str, error: requests.RequestException) -> bool:
+    """Try the next controller? Always for a request safe to repeat; for a POST only when it
+    certainly reached no controller (no connection was made)."""
+    if method.upper() in ("GET", "PUT", "DELETE", "HEAD"):
+        return True
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    if isinstance(error, requests.ConnectionError) and not isinstance(error, requests.Timeout):
+        reason = failure_reason(error)[0].lower()
+        return any(w in reason for w in ("refused", "unreachable", "no route",
+                                         "name or service", "failed to establish"))
+    return False
 
 
 def _q(segment: str) -> str:

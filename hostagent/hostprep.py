@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from flows import contract
@@ -62,23 +63,37 @@ def prepare_host(ovs: Ovs, host_id: str, openflow_target: str | None) -> dict[st
             contract.TUNNEL_BRIDGE: got[contract.PATCH_ON_TUN]}  # fmt: skip
 
 
-def set_controller(ovs: Ovs, target: str) -> None:
-    """Point both bridges at `target`, touching nothing when they already are."""
+def controller_targets(target: str | Sequence[str]) -> list[str]:
+    """OpenFlow targets from one, a list, or a comma-separated text (order kept, no
+    duplicates: OVS leaves duplicate targets' behaviour unspecified)."""
+    items = target.split(",") if isinstance(target, str) else list(target)
+    return list(dict.fromkeys(t.strip() for t in items if t.strip()))
+
+
+def set_controller(ovs: Ovs, target: str | Sequence[str]) -> None:
+    """Point both bridges at every target (several controllers: docs/ha.md). A target
+    already there keeps its Controller row, and so its OpenFlow session; only new ones are
+    created and gone ones dropped. fail_mode stays secure, connections out-of-band."""
+    targets = controller_targets(target)
     snap = ovs.snapshot()
     settings = [f"{k}={v}" for k, v in CONTROLLER_SETTINGS.items()]
     cmds: list[list[str]] = []
     for bridge in BRIDGE_PATCH:
-        rows = [snap.controllers[u] for u in snap.bridges[bridge]["controller"]
-                if u in snap.controllers]  # fmt: skip
-        if len(rows) == 1 and rows[0]["target"] == target:
-            cmds.append(["set", "Controller", rows[0]["_uuid"], *settings])
-        else:
-            ref = "@c_" + bridge.replace("-", "_")
-            cmds += [
-                [f"--id={ref}", "create", "Controller", f'target="{target}"', *settings,
-                 *kv("external_ids", dict([contract.LORIS_MARK]))],
-                ["set", "Bridge", bridge, f"controller={ref}"],
-            ]  # fmt: skip
+        rows = {snap.controllers[u]["target"]: snap.controllers[u]
+                for u in snap.bridges[bridge]["controller"] if u in snap.controllers}
+        refs: list[str] = []
+        for i, t in enumerate(targets):
+            row = rows.get(t)
+            if row is not None:
+                cmds.append(["set", "Controller", row["_uuid"], *settings])
+                refs.append(row["_uuid"])
+                continue
+            ref = f"@c_{bridge.replace('-', '_')}_{i}"
+            cmds.append([f"--id={ref}", "create", "Controller", f'target="{t}"', *settings,
+                         *kv("external_ids", dict([contract.LORIS_MARK]))])
+            refs.append(ref)
+        if set(rows) != set(targets) or len(rows) != len(snap.bridges[bridge]["controller"]):
+            cmds.append(["set", "Bridge", bridge, f"controller=[{','.join(refs)}]"])
     ovs.vsctl(cmds)
 
 

@@ -18,6 +18,7 @@ from lab import cleanup, procs
 from lab.capture import Captures
 from lab.command import CommandError, LabError
 from lab.containers import Container, LabContainers
+from lab.etcd import EtcdLab
 from lab.hostdocker import HostDockerd, HostDockers
 from lab.hostnet import HostNetworks
 from lab.launchers import REPO_ROOT, LorisLaunchers, venv_bin
@@ -62,7 +63,7 @@ def _down_at_exit() -> None:
 
 
 class Lab(Targets, HostNetworks, LabContainers, HostDockers, Captures, PlainOvs,
-          LorisLaunchers):
+          LorisLaunchers, EtcdLab):
     """A lab of simulated hosts. Use as a context manager, or call up() and down().
 
     This class holds the lab's state and its life cycle; its parts, one concern each:

@@ -71,9 +71,14 @@ class LorisLaunchers:
         h = self.host(host)
         path = self.dir / "tokens" / f"{h.name}.token"
         if not path.exists():
-            r = run([venv_bin() / "python", "-m", "controller.auth", "token", h.name,
-                     "--db", self.dir / "loris.db", "--credentials", self.credentials_dir],
-                    cwd=REPO_ROOT)
+            argv = [venv_bin() / "python", "-m", "controller.auth", "token", h.name,
+                    "--db", self.dir / "loris.db", "--credentials", self.credentials_dir]
+            env = getattr(self, "controller_env", {})
+            if env.get("LORIS_STORE", "sqlite") != "sqlite":
+                # the controller's store (etcd) is reached from the control namespace
+                r = self.run("ctl", argv, env=env)
+            else:
+                r = run(argv, cwd=REPO_ROOT)
             self.write_agent_token(h, r.stdout)
         return path
 
@@ -114,6 +119,7 @@ class LorisLaunchers:
         else:
             argv += ["--ofp-tcp-listen-port", str(OPENFLOW_PORT)]
         env.update(extra_env or {})
+        self.controller_env = dict(extra_env or {})   # the store's settings, for agent tokens
         proc = self.start_process("controller", argv, netns="ctl", env=env, cwd=REPO_ROOT)
         if wait:
             self.wait_api(timeout, proc)

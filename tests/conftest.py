@@ -95,3 +95,36 @@ def start_cluster(lab: Lab, agents: bool | Sequence[str] = True, tls: bool = Fal
     elif wait == "meshed":
         wait_meshed(lab)
     return lab
+
+
+# ---- the store's two backends (issue #13): SQLite and etcd ------------------------------
+
+@pytest.fixture(scope="session")
+def local_etcd() -> Iterator[Any]:
+    """One local etcd member for the session (tests/etcd_local.py); skips without etcd."""
+    from etcd_local import LocalEtcd
+
+    etcd = LocalEtcd()
+    yield etcd
+    etcd.stop()
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """Parametrizes a test over both backends; `open_test_store(backend, tmp_path, request)`
+    makes the store."""
+    return request.param
+
+
+def open_test_store(backend: str, tmp_path: Any, request: pytest.FixtureRequest,
+                    **sqlite_options: Any) -> Any:
+    """A fresh Store (SQLite file under tmp_path) or EtcdStore (a new key prefix of the
+    session's local etcd)."""
+    if backend == "sqlite":
+        from controller.store import Store
+
+        return Store(str(tmp_path / "state" / "loris.db"), **sqlite_options)
+    from controller.etcd_store import EtcdStore
+
+    etcd = request.getfixturevalue("local_etcd")
+    return EtcdStore(etcd.client(), prefix=etcd.new_prefix())

@@ -15,6 +15,12 @@ What it does, as OVS does:
 - flow-stats requests filtered by cookie/mask, answered in several parts (match and
   instructions as the switch holds them; counters zero).
 
+Roles (several controllers, controller/roles.py), as OVS does: a connection starts EQUAL;
+ROLE_REQUEST MASTER or SLAVE with a generation id older than the one the bridge holds is
+refused (ROLE_REQUEST_FAILED/STALE), else the id is kept; a SLAVE connection's flow-mods
+and bundle messages are refused with IS_SLAVE. `another_master(generation)` stands for
+another controller becoming master (ours is demoted to SLAVE).
+
 Faults to inject: `reject` (a predicate on flow-mods: rejected adds), `fail_sends` (the
 next n sends return False and are lost), `lose_replies` (the next reply of a kind, e.g.
 "commit", is never sent: the request times out although the switch acted). A bridge
@@ -44,6 +50,7 @@ _BUNDLE_CTRL = struct.Struct("!IHH")                   # bundle id, type, flags 
 _BUNDLE_ADD = struct.Struct("!I2xH")                   # bundle id, flags (at 16)
 _FLOW_STATS_REQUEST = struct.Struct("!B3xII4xQQ")      # table, out port/group, cookie/mask
 _MULTIPART_REQUEST = struct.Struct("!HH4x")            # type, flags (at 8)
+_ROLE = struct.Struct("!I4xQ")                         # role, generation id (at 8)
 STATS_PER_PART = 50
 
 
@@ -167,6 +174,7 @@ class FakeSwitch:
         self.violations: list[str] = []
         self._lock = threading.RLock()
         self._bundles: dict[int, list[FlowMod]] = {}
+        self.generation: int | None = None     # the bridge's generation id, once defined
 
     # ---- the test's side ----------------------------------------------------------------
     def connect(self, keep_flows: bool = True) -> FakeDatapath:
@@ -185,6 +193,13 @@ class FakeSwitch:
                 old.is_active = False
                 self._bundles.clear()
             return old
+
+    def another_master(self, generation: int) -> None:
+        """Another controller became master with `generation`: ours is SLAVE now."""
+        with self._lock:
+            self.generation = generation
+            if self.connection is not None:
+                self.connection.role = ofp.OFPCR_ROLE_SLAVE
 
     def loris_flows(self) -> set[tuple[Key, int, bytes]]:
         with self._lock:
@@ -214,7 +229,12 @@ class FakeSwitch:
 
     def _message(self, conn: FakeDatapath, buf: bytes) -> None:
         _version, msg_type, _length, xid = _HEADER.unpack_from(buf)
-        if msg_type == ofp.OFPT_BARRIER_REQUEST:
+        if conn.role == ofp.OFPCR_ROLE_SLAVE and msg_type in (ofp.OFPT_FLOW_MOD,
+                                                              ofp.OFPT_EXPERIMENTER):
+            return self._error(conn, xid, ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_IS_SLAVE)
+        if msg_type == ofp.OFPT_ROLE_REQUEST:
+            self._role_request(conn, buf, xid)
+        elif msg_type == ofp.OFPT_BARRIER_REQUEST:
             self._reply(conn, "barrier", parser.OFPBarrierReply(conn), xid)
         elif msg_type == ofp.OFPT_FLOW_MOD:
             mod = FlowMod.decode(buf)
@@ -246,6 +266,19 @@ class FakeSwitch:
             self._error(conn, mod.xid, ofp.OFPET_FLOW_MOD_FAILED, ofp.OFPFMFC_TABLE_FULL)
             return True
         return False
+
+    def _role_request(self, conn: FakeDatapath, buf: bytes, xid: int) -> None:
+        role, generation = _ROLE.unpack_from(buf, 8)
+        if role in (ofp.OFPCR_ROLE_MASTER, ofp.OFPCR_ROLE_SLAVE):
+            held = self.generation
+            if held is not None and ((generation - held) & (2**64 - 1)) >= 2**63:
+                return self._error(conn, xid, ofp.OFPET_ROLE_REQUEST_FAILED,
+                                   ofp.OFPRRFC_STALE)
+            self.generation = generation
+        if role != ofp.OFPCR_ROLE_NOCHANGE:
+            conn.role = role
+        self._reply(conn, "role", parser.OFPRoleReply(conn, conn.role, self.generation or 0),
+                    xid)
 
     def _bundle_control(self, conn: FakeDatapath, buf: bytes, xid: int) -> None:
         bundle_id, kind, flags = _BUNDLE_CTRL.unpack_from(buf, 16)
@@ -320,6 +353,7 @@ class FakeDatapath:
         self.address = ("192.0.2.1", 40000)
         self.is_active = True
         self.xid = 0
+        self.role = ofp.OFPCR_ROLE_EQUAL
 
     def set_xid(self, msg: Any) -> int:
         self.xid = (self.xid + 1) & ofp.MAX_XID

@@ -1,4 +1,4 @@
-"""The controller in-process for unit tests: its real parts (SQLite store, service, REST
+"""The controller in-process for unit tests: its real parts (store, service, REST
 API) wired as the os-ken app wires them, threads instead of the hub, no switch and no
 agent. `ApiClient` drives the WSGI app with WebOb's Request.blank and checks every answer
 against the OpenAPI document the server publishes.
@@ -33,12 +33,13 @@ def spawn(fn, *args) -> None:
     threading.Thread(target=fn, args=args, daemon=True).start()
 
 
-def build_parts(tmp_path: Path, auth: Authenticator | None = None,
+def build_parts(tmp_path: Path, auth: Authenticator | None = None, store: Any = None,
                 **settings: Any) -> wiring.Parts:
-    """The controller's parts over a fresh store in `tmp_path`; close with `.store.close()`."""
+    """The controller's parts over a fresh store in `tmp_path` (or `store`, e.g. an etcd
+    one); close with `.store.close()`."""
     values = {"wire_timeout": 1.0, "flow_timeout": 0.5, "lease_timeout": 1.0, **settings}
     loaded = config.load(env={}, db=str(tmp_path / "loris.db"), **values)
-    return wiring.build(loaded, spawn, queue.Queue, queue.Empty, auth)
+    return wiring.build(loaded, spawn, queue.Queue, queue.Empty, auth, store=store)
 
 
 class ApiClient:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from hostagent.cli import ha_commands
 from hostagent.cli.common import (
     CliError,
     check_ip_argument,
@@ -194,7 +195,8 @@ def _designates(given: str, stored: str) -> bool:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    hosts = operator_client(args).hosts()
+    client = operator_client(args)
+    hosts = client.hosts()
     if args.json:
         print_json(hosts)
         return 0
@@ -205,6 +207,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if problems:
         print()
         print(problems)
+    controllers = ha_commands.status_part(client, hosts)   # several controllers (docs/ha.md)
+    if controllers:
+        print()
+        print(controllers)
     return 0
 
 

@@ -7,6 +7,7 @@ import argparse
 from hostagent import pki
 from hostagent.cli import (
     commands,
+    ha_commands,
     host_commands,
     observe_commands,
     pki_commands,
@@ -22,7 +23,8 @@ DESCRIPTION = ("`loris`: prepare a host and manage container networking through 
 def _common_options() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """(options of every controller command, options naming this host's Open vSwitch)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--controller", help="controller REST URL (LORIS_CONTROLLER; "
+    common.add_argument("--controller", help="controller REST URL, or several separated by "
+                        "commas (LORIS_CONTROLLER; "
                         "default http://127.0.0.1:8780)")  # fmt: skip
     common.add_argument("--host", help="this host's id (LORIS_HOST; default the hostname)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
@@ -83,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     safety_commands.add_parsers(sub, common)
     # ---- observability: trace, resync (observe_commands.py) ------------------------------
     observe_commands.add_parsers(sub, common, ovs_opts)
+    # ---- several controllers: controllers (ha_commands.py) -----------------------------
+    ha_commands.add_parsers(sub, common)
     _add_pki(sub)
     return p
 

@@ -1,4 +1,5 @@
-"""REST API v1 driven in-process (WebOb Request.blank) against a real SQLite store.
+"""REST API v1 driven in-process (WebOb Request.blank) against a real store, on both
+backends: SQLite and etcd (the session's local etcd, tests/etcd_local.py).
 
 Every response is also checked against the OpenAPI document the server publishes. No
 switch is connected and no agent runs here (that is tests/integration/test_controller*.py),
@@ -13,6 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from conftest import open_test_store
 from inproc import H1, H2, POD7, ApiClient, add_port, build_parts, eventually, snapshot
 
 from controller import openapi, recovery
@@ -20,8 +22,9 @@ from flows.flow import Kind, cookie_of
 
 
 @pytest.fixture
-def parts(tmp_path):
-    p = build_parts(tmp_path)
+def parts(store_backend, tmp_path, request):
+    store = None if store_backend == "sqlite" else open_test_store("etcd", tmp_path, request)
+    p = build_parts(tmp_path, store=store)
     yield p
     p.store.close()
 

@@ -30,7 +30,13 @@ def test_every_configurable_setting_has_its_env_name_and_file_option():
                      # operator safety (docs/security.md)
                      "agent_poll_interval", "agent_away_polls", "derived_agent_tokens",
                      "audit_max_events", "audit_max_days",
-                     "metrics_listen"]
+                     "metrics_listen",
+                     # the store's backend (docs/ha.md)
+                     "store", "etcd_endpoints", "etcd_prefix", "etcd_timeout", "etcd_ca_cert",
+                     "etcd_cert", "etcd_key", "etcd_user", "etcd_password_file",
+                     # several controllers (docs/ha.md)
+                     "controller_id", "advertise_api", "advertise_openflow",
+                     "ha_lease_ttl", "ha_interval"]
     options = {o.dest: o for o in config.config_file_options()}
     assert list(options) == names
     for f in config.configurable():
@@ -92,3 +98,18 @@ def test_tls_needs_cert_and_key_and_unknown_overrides_are_refused():
         config.load(env={"LORIS_API_KEY": "/k.pem"})
     with pytest.raises(TypeError, match="colour"):
         config.load(env={}, colour="red")
+
+
+def test_store_settings_name_what_is_missing():
+    assert config.load(env={}).store == "sqlite"
+    s = config.load(env={"LORIS_STORE": "etcd",
+                         "LORIS_ETCD_ENDPOINTS": "http://10.0.0.1:2379, http://10.0.0.2:2379"})
+    assert s.etcd_endpoint_list == ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+    with pytest.raises(ValueError, match="sqlite or etcd"):
+        config.load(env={"LORIS_STORE": "zookeeper"})
+    with pytest.raises(ValueError, match="LORIS_ETCD_ENDPOINTS"):
+        config.load(env={"LORIS_STORE": "etcd"})
+    with pytest.raises(ValueError, match="LORIS_ETCD_KEY"):
+        config.load(env={"LORIS_ETCD_CERT": "/x.pem"})
+    with pytest.raises(ValueError, match="LORIS_ETCD_PASSWORD_FILE"):
+        config.load(env={"LORIS_ETCD_USER": "loris"})

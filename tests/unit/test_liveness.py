@@ -38,6 +38,18 @@ def test_board_away_follows_the_agents_requests():
     assert board.away("h2", now=heard + 6) is not None          # never heard from
 
 
+def test_an_agent_heard_by_another_controller_is_not_away_here():
+    back = []
+    board = AgentBoard(away_after=4.0, on_back=lambda host, silent: back.append(host))
+    assert board.heard_here() == []
+    board.heard_elsewhere(["h1"])
+    heard = board.last_seen("h1")
+    assert heard is not None and board.away("h1", now=heard + 3.9) is None
+    assert back == []                     # the other controller saw it come back, not us
+    board.seen("h2")
+    assert board.heard_here() == ["h2"]   # only its own sightings go into its registry entry
+
+
 def test_an_agent_back_from_away_is_announced_once():
     back = []
     board = AgentBoard(away_after=0.05, on_back=lambda host, silent: back.append(host))

@@ -200,3 +200,52 @@ def test_errors_and_replies(server, tmp_path):
     client.desired("h 1/x", 7, 0)
     assert [s["auth"] for s in server.seen][-3:] == [None, "Bearer other", "Bearer op:abc"]
     assert server.seen[-1]["path"] == "/v1/hosts/h%201%2Fx/desired?wait=0&since=7"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_several_controllers_move_on_from_one_that_refuses(server):
+    dead = f"http://127.0.0.1:{_closed_port()}"
+    live = f"http://127.0.0.1:{server.port}"
+    client = Client(f"{dead},{live}")
+    assert client.base_urls == [dead, live] and client.base_url == dead
+    client.hosts()
+    assert client.base_url == live                  # the one that answered stays current
+    client.create_port({"host": "h1"}, timeout=5)   # a POST moves on only when refused
+    assert [s["path"] for s in server.seen] == ["/v1/hosts", "/v1/ports"]
+
+
+def test_a_post_that_may_have_reached_a_controller_is_not_sent_to_another(server):
+    listener = socket.create_server(("127.0.0.1", 0))   # accepts, never answers
+    try:
+        client = Client([f"http://127.0.0.1:{listener.getsockname()[1]}",
+                         f"http://127.0.0.1:{server.port}"])
+        with pytest.raises(ControllerUnreachable, match=r"1 other controllers.*timed out"):
+            client.request("POST", "/v1/ports", {"host": "h1"}, timeout=0.3)
+        assert server.seen == []
+        client.request("GET", "/v1/hosts", timeout=0.3)     # safe to repeat: moves on
+        assert [s["path"] for s in server.seen] == ["/v1/hosts"]
+    finally:
+        listener.close()
+
+
+def test_controllers_learnt_from_the_registry_are_tried_after_the_known_ones(server):
+    dead = f"http://127.0.0.1:{_closed_port()}"
+    client = Client(dead)
+    with pytest.raises(ControllerUnreachable):
+        client.hosts()
+    client.add_urls([f"http://127.0.0.1:{server.port}/", dead])
+    assert client.base_urls == [dead, f"http://127.0.0.1:{server.port}"]
+    client.hosts()
+    assert client.base_url == f"http://127.0.0.1:{server.port}"
+
+
+def test_controller_url_normalizes_each_of_a_list():
+    from hostagent.client import controller_url
+
+    assert controller_url("10.0.0.1, https://c2:9000/") == \
+        "http://10.0.0.1:8780,https://c2:9000"

@@ -1,4 +1,9 @@
-"""The SQLite store: schema, transactions, uniqueness, versions, local VLANs, persistence."""
+"""The store: schema, transactions, uniqueness, versions, local VLANs, persistence.
+
+Tests taking the `store` fixture run on both backends (SQLite and etcd, the session's local
+etcd: tests/etcd_local.py); the others are about SQLite itself (its file, its pragmas, what
+runs through run_blocking). tests/unit/test_etcd_store.py has what only etcd does.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import sqlite3
 import threading
 
 import pytest
+from conftest import open_test_store
 
 from controller.errors import ApiError
 from controller.store import GLOBAL_POD, Store
@@ -16,7 +22,14 @@ HUGE_DPID = 0xFFFF_FFFF_FFFF_FFF0
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(store_backend, tmp_path, request):
+    s = open_test_store(store_backend, tmp_path, request)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
     s = Store(str(tmp_path / "state" / "loris.db"))
     yield s
     s.close()
@@ -42,9 +55,8 @@ def test_failed_transaction_changes_nothing(store):
         assert tx.pod(7) is None and tx.hosts() == []
 
 
-def test_state_survives_reopening(tmp_path):
-    path = str(tmp_path / "loris.db")
-    s = Store(path)
+def test_state_survives_reopening(store_backend, tmp_path, request):
+    s = open_test_store(store_backend, tmp_path, request)
     with s.tx() as tx:
         _host(tx, dpids=(BIG_DPID, HUGE_DPID))
         tx.insert_pod(7, None, "198.18.135.0/24")
@@ -54,7 +66,7 @@ def test_state_survives_reopening(tmp_path):
         tx.update_port(port.id, state="active", ofport=9)
         tx.set_tunnels("h1", {})
     s.close()
-    s = Store(path)
+    s = reopen(s, tmp_path, request)
     with s.tx() as tx:
         host = tx.host("h1")
         assert (host.dpid_int, host.dpid_tun) == (BIG_DPID, HUGE_DPID)
@@ -68,10 +80,20 @@ def test_state_survives_reopening(tmp_path):
     s.close()
 
 
-def test_commits_are_durable_wal_with_synchronous_full(store):
+def reopen(store, tmp_path, request):
+    """The same store opened anew (the same file, or the same etcd prefix)."""
+    if isinstance(store, Store):
+        return Store(store.path)
+    from controller.etcd_store import EtcdStore
+
+    return EtcdStore(request.getfixturevalue("local_etcd").client(),
+                     prefix=store.layout.prefix)
+
+
+def test_commits_are_durable_wal_with_synchronous_full(sqlite_store):
     # docs/operations.md: an acknowledged write survives a process kill and a power loss
-    assert store.pragma("journal_mode") == "wal"
-    assert store.pragma("synchronous") == 2     # FULL
+    assert sqlite_store.pragma("journal_mode") == "wal"
+    assert sqlite_store.pragma("synchronous") == 2     # FULL
 
 
 def test_versions_never_go_backwards(store):
