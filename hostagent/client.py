@@ -2,9 +2,10 @@
 
 `Client(base_url, timeout=30.0, token_file=None, ca_cert=None, *, socket_factory=None)`:
 
-- keep-alive: one `requests.Session` per thread that uses the client (the agent's long poll
-  and its worker each hold their own connection; a Session is not safe to share between
-  threads), closed with `close()`;
+- keep-alive: one connection per thread that uses the client (the agent's long poll and its
+  worker each hold their own; a connection is not safe to share between threads), closed
+  with `close()`; built on the standard library's `http.client` (hostagent/transport.py), so
+  importing the client costs the CLI no third-party HTTP stack;
 - `timeout` is the default per-request timeout (connect, and each read); every call can
   give its own (`desired()` waits its long poll plus 15 s);
 - credentials: the bearer token is read from `token_file` at each request (else LORIS_TOKEN),
@@ -14,7 +15,8 @@
   system's CAs); an unusable CA file raises CredentialsError at once;
 - `socket_factory(family, type) -> socket`: where the connections' sockets come from (see
   hostagent/transport.py); the lab passes one that makes them inside a network namespace.
-  With a factory, proxy settings of the environment are ignored.
+  With a factory, proxy settings of the environment are ignored; without one, http_proxy,
+  https_proxy and no_proxy are honoured as urllib reads them.
 
 Errors: `ApiError` (the controller answered 4xx/5xx, with its code and message),
 `ControllerUnreachable` (no answer: refused, timed out, TLS failed; `.timed_out` when it
@@ -28,17 +30,17 @@ import json
 import os
 import random
 import socket
-import ssl
 import threading
 import urllib.parse
 import weakref
 from dataclasses import dataclass
-from typing import Any
 
-import requests
-import requests.utils
+from hostagent.transport import Connection, SocketFactory, environ_proxy, failure_reason
 
-from hostagent.transport import SocketFactory, Transport, failure_reason
+TYPE_CHECKING = False   # typing costs the CLI's start-up ~10 ms; annotations are not evaluated
+if TYPE_CHECKING:
+    import ssl
+    from typing import Any
 
 DEFAULT_CONTROLLER = "http://127.0.0.1:8780"
 # Where the controller keeps its operator token (docs/security.md): the CLI's default on the
@@ -126,18 +128,23 @@ class Client:
         self.socket_factory = socket_factory
         self._tls: ssl.SSLContext | None = None
         if self.base_url.startswith("https://"):
+            import ssl  # only for an https controller (the CLI's start-up)
+
             try:
                 self._tls = ssl.create_default_context(cafile=self.ca_cert or None)
             except (OSError, ssl.SSLError) as e:
                 raise CredentialsError(f"cannot load CA certificate {self.ca_cert}: {e}") \
                     from None
-        # The environment's proxies, as urllib honoured them; nothing else from the
-        # environment (requests would also read ~/.netrc and REQUESTS_CA_BUNDLE).
-        self._proxies = {} if socket_factory else requests.utils.get_environ_proxies(
-            self.base_url)
+        parts = urllib.parse.urlsplit(self.base_url)
+        self._scheme = parts.scheme
+        self._origin = (parts.hostname or "127.0.0.1",
+                        parts.port or (443 if parts.scheme == "https" else 80))
+        self._path_prefix = parts.path
+        # The environment's proxy, as urllib reads it; nothing else from the environment.
+        self._proxy = None if socket_factory else environ_proxy(self.base_url)
         self._local = threading.local()
-        self._sessions: weakref.WeakSet[requests.Session] = weakref.WeakSet()
-        self._sessions_lock = threading.Lock()
+        self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self._connections_lock = threading.Lock()
 
     @property
     def hostname(self) -> str:
@@ -151,28 +158,24 @@ class Client:
             raise ControllerUnreachable(
                 f"cannot resolve controller host {self.hostname}: {e}") from e
 
-    def _session(self) -> requests.Session:
-        """This thread's session: its own keep-alive connection."""
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False
-            session.proxies.update(self._proxies)
-            transport = Transport(self._tls, self.socket_factory)
-            session.mount("http://", transport)
-            session.mount("https://", transport)
-            self._local.session = session
-            with self._sessions_lock:
-                self._sessions.add(session)
-        return session
+    def _connection(self) -> Connection:
+        """This thread's own keep-alive connection."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = Connection(self._scheme, *self._origin, tls=self._tls,
+                                    socket_factory=self.socket_factory, proxy=self._proxy)
+            self._local.connection = connection
+            with self._connections_lock:
+                self._connections.add(connection)
+        return connection
 
     def close(self) -> None:
-        """Close the connections of every thread's session (a later request opens anew).
-        A thread's session also goes, with its connection, when the thread ends."""
-        with self._sessions_lock:
-            sessions = list(self._sessions)
-        for session in sessions:
-            session.close()
+        """Close every thread's connection (a later request opens anew). A thread's
+        connection also goes when the thread ends."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            connection.close()
 
     def __enter__(self) -> Client:
         return self
@@ -196,11 +199,14 @@ class Client:
         bearer = read_token(self.token_file) if token is True else token or None
         if bearer:
             headers["Authorization"] = f"Bearer {bearer}"
+        target = self._path_prefix + path
+        if query:
+            target += "?" + urllib.parse.urlencode(
+                {k: v for k, v in query.items() if v is not None}, doseq=True)
         try:
-            resp = self._session().request(method, self.base_url + path, data=data,
-                                           headers=headers, params=query,
-                                           timeout=timeout or self.timeout)
-        except requests.RequestException as e:
+            status, reason_phrase, content = self._connection().exchange(
+                method, target, data, headers, timeout or self.timeout)
+        except OSError as e:
             reason, tls = failure_reason(e)
             if tls:
                 raise ControllerUnreachable(
@@ -210,14 +216,14 @@ class Client:
             raise ControllerUnreachable(
                 f"controller {self.base_url} unreachable ({reason}); is it running? "
                 "(set --controller or LORIS_CONTROLLER)",
-                timed_out=isinstance(e, requests.Timeout)) from None
-        text = resp.content.decode(errors="replace")
+                timed_out=isinstance(e, TimeoutError)) from None
+        text = content.decode(errors="replace")
         if not text.strip():
-            return Reply(resp.status_code, None, resp.reason or "")
+            return Reply(status, None, reason_phrase)
         try:
-            return Reply(resp.status_code, json.loads(text), resp.reason or "")
+            return Reply(status, json.loads(text), reason_phrase)
         except ValueError:
-            return Reply(resp.status_code, text, resp.reason or "")
+            return Reply(status, text, reason_phrase)
 
     def request(
         self, method: str, path: str, body: Any = None, *, timeout: float | None = None,
