@@ -3,13 +3,22 @@
 The contract is in docs/design.md; the pipeline, tables and cookie layout in docs/pipeline.md.
 """
 
+# `diff` is imported here: the function must shadow the submodule of the same name, which
+# a later `import flows.diff` would otherwise leave as the package's attribute.
+from .diff import FlowDiff, diff, flatten
+from .flow import (
+    LORIS_COOKIE,
+    LORIS_COOKIE_MASK,
+    OBJECT_COOKIE_MASK,
+    Flow,
+    Kind,
+    parse_cookie,
+)
+
 # The names below are loaded on first use (PEP 562), so `from flows import contract` (the
 # CLI, the agent) does not pay for the pipeline, the model and the renderer.
 _EXPORTS = {
     "BRIDGES": "contract",
-    "FlowDiff": "diff", "diff": "diff", "flatten": "diff",
-    "LORIS_COOKIE": "flow", "LORIS_COOKIE_MASK": "flow", "OBJECT_COOKIE_MASK": "flow",
-    "Flow": "flow", "Kind": "flow", "parse_cookie": "flow",
     "HostSpec": "model", "PodSpec": "model", "PortSpec": "model", "Topology": "model",
     "TopologyError": "model",
     "HostFlows": "pipeline", "host_flows": "pipeline",
