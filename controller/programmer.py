@@ -25,8 +25,8 @@ pod). Threads and what they touch:
   dropped by `forget` (the hub, on a disconnect), read by `shadow_flows` and by every
   worker's cache prune; under `_book_lock`. The mappings they hold are never mutated once
   stored (a plan makes a new one), so a reader may use one after releasing the lock;
-- `_wire` and `_wire_limit`: every worker; under `_wire_lock`, held while one plan is
-  rendered (CPU only);
+- `_wire` and `_wire_limit`: every worker; under `_wire_lock`, held for one look-up or
+  insertion (a plan's flow-mods are encoded while its bundle is sent);
 - `problems`: its own lock (controller/topology.py).
 No critical section does I/O, logs or waits, so on the hub (green threads) no lock is ever
 contended and an event handler never waits for a worker.
@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -313,21 +313,17 @@ class Programmer:
             self._last[dp.id] = plan.shadow
 
     # ---- the sending edge: flow-mod bytes -----------------------------------------------------
-    def _render(self, dp: Any, plan: Plan) -> list[tuple[Any, Description]]:
-        with self._wire_lock:
-            mods: list[tuple[Any, Description]] = [
-                (self._add_bytes(f, dp), partial(to_ofctl, f)) for f in plan.adds]
-        mods += [(flowmod_bytes(f, dp, "delete_strict"), partial(to_ofctl, f))
-                 for f in plan.deletes]
-        mods += [(_delete_dumped(dp, d), partial(_describe_dumped, d)) for d in plan.stale]
-        return mods
+    def _render(self, dp: Any, plan: Plan) -> _Rendered:
+        return _Rendered(self._add_bytes, dp, plan)
 
     def _add_bytes(self, flow: Flow, dp: Any) -> bytes:
-        """The flow's OFPFC_ADD, encoded once (every bridge speaks OpenFlow 1.3 only).
-        Call with `_wire_lock` held."""
-        data = self._wire.get(flow)
+        """The flow's OFPFC_ADD, encoded once (every bridge speaks OpenFlow 1.3 only)."""
+        with self._wire_lock:
+            data = self._wire.get(flow)
         if data is None:
-            data = self._wire[flow] = flowmod_bytes(flow, dp, "add")
+            data = flowmod_bytes(flow, dp, "add")
+            with self._wire_lock:
+                self._wire[flow] = data
         return data
 
     def _prune_wire_cache(self) -> None:
@@ -340,6 +336,33 @@ class Programmer:
         with self._wire_lock:
             self._wire = {f: b for f, b in self._wire.items() if f in installed}
             self._wire_limit = max(MIN_WIRE_CACHE, 2 * len(self._wire))
+
+
+class _Rendered(Sequence):
+    """A plan's flow-mods as `Switches.bundle` takes them, (bytes, description) pairs,
+    encoded as they are iterated: the bundle writes them in chunks and yields between
+    chunks, so the switch applies one chunk while the next is encoded, and a push of tens of
+    thousands of new flows never holds the hub for the whole encoding."""
+
+    def __init__(self, encode_add: Callable[[Flow, Any], bytes], dp: Any, plan: Plan) -> None:
+        self._encode_add = encode_add
+        self._dp = dp
+        self._plan = plan
+
+    def __len__(self) -> int:
+        return len(self._plan.adds) + len(self._plan.deletes) + len(self._plan.stale)
+
+    def __getitem__(self, index: Any) -> Any:       # the Sequence contract; a bundle iterates
+        return list(self)[index]
+
+    def __iter__(self) -> Iterator[tuple[Any, Description]]:
+        dp, plan = self._dp, self._plan
+        for f in plan.adds:
+            yield self._encode_add(f, dp), partial(to_ofctl, f)
+        for f in plan.deletes:
+            yield flowmod_bytes(f, dp, "delete_strict"), partial(to_ofctl, f)
+        for d in plan.stale:
+            yield _delete_dumped(dp, d), partial(_describe_dumped, d)
 
 
 class _HostGone(Exception):
