@@ -13,8 +13,10 @@ dump of the switch, where the flows the bridge last had go back first. Each plan
 as one atomic bundle through `Switches`; any failure drops the shadow and the last flows,
 and the next job for that bridge reconciles from a dump and a full recomputation.
 
-The sending edge is here: flows become os-ken messages, each flow's ADD serialized once
-and cached (`_wire`; the same MEMBER flow is on every host of its pod). Threads and what they touch:
+The sending edge is here: flows become FLOW_MOD bytes, encoded directly (flows/ofwire.py,
+through `flowmod_bytes`; os-ken's classes only for a flow the encoder does not know), each
+flow's ADD encoded once and cached (`_wire`; the same MEMBER flow is on every host of its
+pod). Threads and what they touch:
 - any thread (REST handlers, the hub's event handlers) calls `submit`, `clear`,
   `program`, `forget` and `shadow_flows`; these take short locks and enqueue, never wait
   on a worker (`program` waits on its futures, never in an event handler);
@@ -23,8 +25,8 @@ and cached (`_wire`; the same MEMBER flow is on every host of its pod). Threads 
   dropped by `forget` (the hub, on a disconnect), read by `shadow_flows` and by every
   worker's cache prune; under `_book_lock`. The mappings they hold are never mutated once
   stored (a plan makes a new one), so a reader may use one after releasing the lock;
-- `_wire` and `_wire_limit`: every worker; under `_wire_lock`, held while one plan is
-  rendered (CPU only);
+- `_wire` and `_wire_limit`: every worker; under `_wire_lock`, held for one look-up or
+  insertion (a plan's flow-mods are encoded while its bundle is sent);
 - `problems`: its own lock (controller/topology.py).
 No critical section does I/O, logs or waits, so on the hub (green threads) no lock is ever
 contended and an event handler never waits for a worker.
@@ -35,7 +37,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -43,8 +45,9 @@ from typing import Any
 from controller import planner, topology
 from controller.planner import Dumped, Plan, Shadow, Step
 from controller.store import Store
-from controller.switches import FULL_MASK, Description, OpenFlowError, Switches, serialized
-from flows import BRIDGES, Flow, HostFlows, host_flows, to_flowmod, to_ofctl
+from controller.switches import FULL_MASK, Description, OpenFlowError, Switches
+from flows import BRIDGES, Flow, HostFlows, host_flows, to_ofctl
+from flows.render import flowmod_bytes
 
 LOG = logging.getLogger("loris.programmer")
 
@@ -128,8 +131,8 @@ class Programmer:
         # dpid -> the flows last installed there, by section, kept across disconnects: a
         # bridge that reconnects gets them back before anything is recomputed
         self._last: dict[int, Shadow] = {}
-        # Flow -> its OFPFC_ADD flow-mod, serialized: building and serializing os-ken
-        # messages costs ~0.3 ms a flow, far more than sending the bytes
+        # Flow -> its OFPFC_ADD flow-mod bytes: encoding costs ~10 us a flow (os-ken's
+        # classes, the fallback, ~150 us), a look-up here less
         self._wire_lock = threading.Lock()
         self._wire: dict[Flow, bytes] = {}
         self._wire_limit = MIN_WIRE_CACHE
@@ -323,22 +326,18 @@ class Programmer:
             self._shadow[dp.id] = (dp, plan.shadow)
             self._last[dp.id] = plan.shadow
 
-    # ---- the sending edge: os-ken messages and serialized flow-mods -------------------------
-    def _render(self, dp: Any, plan: Plan) -> list[tuple[Any, Description]]:
-        with self._wire_lock:
-            mods: list[tuple[Any, Description]] = [
-                (self._add_bytes(f, dp), partial(to_ofctl, f)) for f in plan.adds]
-        mods += [(to_flowmod(f, dp, "delete_strict"), partial(to_ofctl, f))
-                 for f in plan.deletes]
-        mods += [(_delete_dumped(dp, d), partial(_describe_dumped, d)) for d in plan.stale]
-        return mods
+    # ---- the sending edge: flow-mod bytes -----------------------------------------------------
+    def _render(self, dp: Any, plan: Plan) -> _Rendered:
+        return _Rendered(self._add_bytes, dp, plan)
 
     def _add_bytes(self, flow: Flow, dp: Any) -> bytes:
-        """The flow's OFPFC_ADD, serialized once (every bridge speaks OpenFlow 1.3 only).
-        Call with `_wire_lock` held."""
-        data = self._wire.get(flow)
+        """The flow's OFPFC_ADD, encoded once (every bridge speaks OpenFlow 1.3 only)."""
+        with self._wire_lock:
+            data = self._wire.get(flow)
         if data is None:
-            data = self._wire[flow] = serialized(to_flowmod(flow, dp, "add"))
+            data = flowmod_bytes(flow, dp, "add")
+            with self._wire_lock:
+                self._wire[flow] = data
         return data
 
     def _prune_wire_cache(self) -> None:
@@ -351,6 +350,33 @@ class Programmer:
         with self._wire_lock:
             self._wire = {f: b for f, b in self._wire.items() if f in installed}
             self._wire_limit = max(MIN_WIRE_CACHE, 2 * len(self._wire))
+
+
+class _Rendered(Sequence):
+    """A plan's flow-mods as `Switches.bundle` takes them, (bytes, description) pairs,
+    encoded as they are iterated: the bundle writes them in chunks and yields between
+    chunks, so the switch applies one chunk while the next is encoded, and a push of tens of
+    thousands of new flows never holds the hub for the whole encoding."""
+
+    def __init__(self, encode_add: Callable[[Flow, Any], bytes], dp: Any, plan: Plan) -> None:
+        self._encode_add = encode_add
+        self._dp = dp
+        self._plan = plan
+
+    def __len__(self) -> int:
+        return len(self._plan.adds) + len(self._plan.deletes) + len(self._plan.stale)
+
+    def __getitem__(self, index: Any) -> Any:       # the Sequence contract; a bundle iterates
+        return list(self)[index]
+
+    def __iter__(self) -> Iterator[tuple[Any, Description]]:
+        dp, plan = self._dp, self._plan
+        for f in plan.adds:
+            yield self._encode_add(f, dp), partial(to_ofctl, f)
+        for f in plan.deletes:
+            yield flowmod_bytes(f, dp, "delete_strict"), partial(to_ofctl, f)
+        for d in plan.stale:
+            yield _delete_dumped(dp, d), partial(_describe_dumped, d)
 
 
 class _HostGone(Exception):

@@ -11,7 +11,6 @@ at the very end, like `\\Z` here, so what the document allows is what the server
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -144,6 +143,8 @@ _HOST_PORT = re.compile(r"lp([1-9][0-9]{0,7})", re.ASCII)
 def dpids(host_id: str) -> dict[str, int]:
     """The fixed datapath ids of a host's bridges: bridge kind << 48 | 48 bits of
     sha256(host id). The agent sets them; the controller and TLS checks derive the same."""
+    import hashlib  # here: its OpenSSL bindings cost every importer's start-up ~6 ms
+
     h48 = int(hashlib.sha256(host_id.encode()).hexdigest()[:12], 16)
     return {bridge: (kind << 48) | h48 for bridge, kind in _DPID_KIND.items()}
 

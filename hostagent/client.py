@@ -8,10 +8,11 @@
   when no connection was made (refused, unreachable), since a POST that reached a
   controller may have been applied. The one that answered stays current. `add_urls()`
   adds controllers learnt from the registry (GET /v1/controllers);
-
-- keep-alive: one `requests.Session` per thread that uses the client (the agent's long poll
-  and its worker each hold their own connection; a Session is not safe to share between
-  threads), closed with `close()`;
+- keep-alive: one connection per thread and controller that uses the client (the agent's
+  long poll and its worker each hold their own; a connection is not safe to share between
+  threads), closed with `close()`; built on the standard library's sockets
+  (hostagent/transport.py), so importing the client costs the CLI no third-party HTTP
+  stack;
 - `timeout` is the default per-request timeout (connect, and each read); every call can
   give its own (`desired()` waits its long poll plus 15 s);
 - credentials: the bearer token is read from `token_file` at each request (else LORIS_TOKEN),
@@ -21,7 +22,8 @@
   system's CAs); an unusable CA file raises CredentialsError at once;
 - `socket_factory(family, type) -> socket`: where the connections' sockets come from (see
   hostagent/transport.py); the lab passes one that makes them inside a network namespace.
-  With a factory, proxy settings of the environment are ignored.
+  With a factory, proxy settings of the environment are ignored; without one, http_proxy,
+  https_proxy and no_proxy are honoured as urllib reads them.
 
 Errors: `ApiError` (the controller answered 4xx/5xx, with its code and message),
 `ControllerUnreachable` (no answer: refused, timed out, TLS failed; `.timed_out` when it
@@ -35,18 +37,24 @@ import json
 import os
 import random
 import socket
-import ssl
 import threading
 import urllib.parse
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import requests
-import requests.utils
+from hostagent.transport import (
+    Connection,
+    SocketFactory,
+    environ_proxy,
+    failure_reason,
+    request_sent,
+)
 
-from hostagent.transport import SocketFactory, Transport, failure_reason
+TYPE_CHECKING = False   # typing costs the CLI's start-up ~10 ms; annotations are not evaluated
+if TYPE_CHECKING:
+    import ssl
+    from typing import Any
 
 DEFAULT_CONTROLLER = "http://127.0.0.1:8780"
 # Where the controller keeps its operator token (docs/security.md): the CLI's default on the
@@ -150,18 +158,10 @@ class Client:
         self.socket_factory = socket_factory
         self._tls: ssl.SSLContext | None = None
         if any(u.startswith("https://") for u in self.base_urls):
-            try:
-                self._tls = ssl.create_default_context(cafile=self.ca_cert or None)
-            except (OSError, ssl.SSLError) as e:
-                raise CredentialsError(f"cannot load CA certificate {self.ca_cert}: {e}") \
-                    from None
-        # The environment's proxies, as urllib honoured them; nothing else from the
-        # environment (requests would also read ~/.netrc and REQUESTS_CA_BUNDLE).
-        self._proxies = {} if socket_factory else requests.utils.get_environ_proxies(
-            self.base_url)
+            self._tls = self._tls_context()
         self._local = threading.local()
-        self._sessions: weakref.WeakSet[requests.Session] = weakref.WeakSet()
-        self._sessions_lock = threading.Lock()
+        self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self._connections_lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
@@ -194,28 +194,47 @@ class Client:
             raise ControllerUnreachable(
                 f"cannot resolve controller host {self.hostname}: {e}") from e
 
-    def _session(self) -> requests.Session:
-        """This thread's session: its own keep-alive connection."""
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False
-            session.proxies.update(self._proxies)
-            transport = Transport(self._tls, self.socket_factory)
-            session.mount("http://", transport)
-            session.mount("https://", transport)
-            self._local.session = session
-            with self._sessions_lock:
-                self._sessions.add(session)
-        return session
+    def _tls_context(self) -> ssl.SSLContext:
+        import ssl  # only for an https controller (the CLI's start-up)
+
+        try:
+            return ssl.create_default_context(cafile=self.ca_cert or None)
+        except (OSError, ssl.SSLError) as e:
+            raise CredentialsError(f"cannot load CA certificate {self.ca_cert}: {e}") \
+                from None
+
+    @staticmethod
+    def _path_of(base: str) -> str:
+        return urllib.parse.urlsplit(base).path
+
+    def _connection(self, base: str) -> Connection:
+        """This thread's own keep-alive connection to the controller at `base`."""
+        connections = getattr(self._local, "connections", None)
+        if connections is None:
+            connections = self._local.connections = {}
+        connection = connections.get(base)
+        if connection is None:
+            parts = urllib.parse.urlsplit(base)
+            if parts.scheme == "https" and self._tls is None:    # learnt from the registry
+                self._tls = self._tls_context()
+            # The environment's proxy, as urllib reads it; nothing else from the environment.
+            proxy = None if self.socket_factory else environ_proxy(base)
+            connection = Connection(parts.scheme, parts.hostname or "127.0.0.1",
+                                    parts.port or (443 if parts.scheme == "https" else 80),
+                                    tls=self._tls, socket_factory=self.socket_factory,
+                                    proxy=proxy)
+            connections[base] = connection
+            with self._connections_lock:
+                self._connections.add(connection)
+        return connection
 
     def close(self) -> None:
-        """Close the connections of every thread's session (a later request opens anew).
-        A thread's session also goes, with its connection, when the thread ends."""
-        with self._sessions_lock:
-            sessions = list(self._sessions)
-        for session in sessions:
-            session.close()
+        """Close every thread's connection (a later request opens anew). A thread's
+        connection also goes when the thread ends."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            connection.close()
 
     def __enter__(self) -> Client:
         return self
@@ -242,12 +261,15 @@ class Client:
         tries = len(self.base_urls)
         for attempt in range(tries):
             base = self.base_url
+            target = self._path_of(base) + path
+            if query:
+                target += "?" + urllib.parse.urlencode(
+                    {k: v for k, v in query.items() if v is not None}, doseq=True)
             try:
-                resp = self._session().request(method, base + path, data=data,
-                                               headers=headers, params=query,
-                                               timeout=timeout or self.timeout)
+                status, reason_phrase, content = self._connection(base).exchange(
+                    method, target, data, headers, timeout or self.timeout)
                 break
-            except requests.RequestException as e:
+            except OSError as e:
                 reason, tls = failure_reason(e)
                 if attempt + 1 < tries and _may_move_on(method, e):
                     self._move_on(base)
@@ -261,14 +283,14 @@ class Client:
                 raise ControllerUnreachable(
                     f"controller {base}{others} unreachable ({reason}); is it running? "
                     "(set --controller or LORIS_CONTROLLER)",
-                    timed_out=isinstance(e, requests.Timeout)) from None
-        text = resp.content.decode(errors="replace")
+                    timed_out=isinstance(e, TimeoutError)) from None
+        text = content.decode(errors="replace")
         if not text.strip():
-            return Reply(resp.status_code, None, resp.reason or "")
+            return Reply(status, None, reason_phrase)
         try:
-            return Reply(resp.status_code, json.loads(text), resp.reason or "")
+            return Reply(status, json.loads(text), reason_phrase)
         except ValueError:
-            return Reply(resp.status_code, text, resp.reason or "")
+            return Reply(status, text, reason_phrase)
 
     def request(
         self, method: str, path: str, body: Any = None, *, timeout: float | None = None,
@@ -379,18 +401,12 @@ class Client:
         return self.request("GET", "/v1/events", query=query or None)
 
 
-def _may_move_on(method: str, error: requests.RequestException) -> bool:
+def _may_move_on(method: str, error: OSError) -> bool:
     """Try the next controller? Always for a request safe to repeat; for a POST only when it
-    certainly reached no controller (no connection was made)."""
+    certainly reached no controller (no connection was made: transport.request_sent)."""
     if method.upper() in ("GET", "PUT", "DELETE", "HEAD"):
         return True
-    if isinstance(error, requests.ConnectTimeout):
-        return True
-    if isinstance(error, requests.ConnectionError) and not isinstance(error, requests.Timeout):
-        reason = failure_reason(error)[0].lower()
-        return any(w in reason for w in ("refused", "unreachable", "no route",
-                                         "name or service", "failed to establish"))
-    return False
+    return not request_sent(error)
 
 
 def _q(segment: str) -> str:

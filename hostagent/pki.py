@@ -16,15 +16,16 @@ Keys are mode 0600. See docs/security.md.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import re
-import ssl
 from pathlib import Path
 
 from flows import contract
-from hostagent.ovs import Ovs
+
+TYPE_CHECKING = False   # the CLI imports this module for its defaults: keep that cheap
+if TYPE_CHECKING:
+    from hostagent.ovs import Ovs
 
 DAYS = 825
 _DNS = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
@@ -130,6 +131,8 @@ _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----
 def certificate_sha256(path: str | os.PathLike) -> str:
     """The SHA-256 of the DER of the (first) certificate in a PEM file: what the agent
     declares at registration and the controller compares its switch's certificate with."""
+    import ssl  # here, not at the top: the CLI imports this module for its defaults
+
     try:
         found = _PEM_CERT.search(Path(path).read_text())
         der = ssl.PEM_cert_to_DER_cert(found.group(0)) if found else None
@@ -137,4 +140,6 @@ def certificate_sha256(path: str | os.PathLike) -> str:
         raise PkiError(f"cannot read the certificate {path} (--switch-cert): {e}") from None
     if der is None:
         raise PkiError(f"{path} holds no PEM certificate (--switch-cert)")
+    import hashlib  # here: its OpenSSL bindings cost the CLI's start-up ~6 ms
+
     return hashlib.sha256(der).hexdigest()

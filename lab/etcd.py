@@ -37,7 +37,8 @@ from typing import Any
 
 import requests
 
-from hostagent.transport import SocketFactory, Transport
+from controller.etcd.adapter import Transport
+from hostagent.transport import SocketFactory
 from lab.command import LabError
 from lab.naming import MGMT_PREFIXLEN
 from lab.netns import socket_in_netns

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import requests
 import urllib3.exceptions
 
-from hostagent.transport import failure_reason
+from controller.etcd.adapter import failure_reason
 
 
 class Verdict(enum.Enum):

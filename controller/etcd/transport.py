@@ -4,7 +4,7 @@ threads, and sockets that another thread can shut down (how a watch is canceled)
 Sessions: a `requests.Session` is not meant to be used by two threads at once, and the
 controller runs one green thread per REST request, so a call borrows a session from
 `SessionPool` and gives it back: connections are reused without being shared. Sessions
-use Loris's HTTP adapter (hostagent/transport.py): trust exactly the CA given, sockets from
+use the etcd adapter (controller/etcd/adapter.py): trust exactly the CA given, sockets from
 the caller's factory (the lab makes them in its control namespace).
 
 Cancel: a watch blocks in a read on its stream for up to its idle timeout. `ShutdownSockets`
@@ -24,7 +24,8 @@ from contextlib import contextmanager
 
 import requests
 
-from hostagent.transport import SocketFactory, Transport
+from controller.etcd.adapter import Transport
+from hostagent.transport import SocketFactory
 
 
 def tls_context(ca_cert: str | None, client_cert: str | None,

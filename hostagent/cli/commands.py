@@ -29,6 +29,7 @@ from hostagent.cli.output import (
 from hostagent.client import ApiError, Client, ControllerUnreachable
 
 CONNECT_TIMEOUT_S = 90.0
+APPLY_TIMEOUT_S = 10.0  # how long `disconnect` waits for the host's agent to unwire
 PROBE_TIMEOUT_S = 5.0  # a controller that is up answers /v1/health in milliseconds
 
 
@@ -169,6 +170,7 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
             if e.status != 404:
                 raise
         gone.append(p)
+    _wait_applied(client, args.host)
     if args.json:
         print_json(gone)
     else:
@@ -176,6 +178,26 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
             print(f"{args.container} disconnected from pod {p.get('pod')} "
                   f"({port_address(p)}, port {p['id']})")  # fmt: skip
     return 0
+
+
+def _wait_applied(client: Client, host_id: str) -> None:
+    """Until the host's agent has applied the desired state that holds the disconnect (the
+    veth gone): the controller answers a disconnect before the agent unwires. At most
+    APPLY_TIMEOUT_S, and not at all for an agent that is away (it applies the disconnect
+    when it is back)."""
+    deadline = time.monotonic() + APPLY_TIMEOUT_S
+    want: int | None = None
+    while True:
+        try:
+            host = client.host(host_id)
+        except ApiError:
+            return
+        if want is None:
+            want = int(host.get("desired_version") or 0)
+        if (host.get("agent") or {}).get("away") or \
+                int(host.get("actual_version") or 0) >= want or time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
 
 
 def _designates(given: str, stored: str) -> bool:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import calendar
 import re
 import time
 
@@ -63,6 +62,8 @@ def parse_when(text: str, now: float) -> float:
     except ValueError:
         pass
     try:
+        import calendar  # here: it loads datetime and locale, for one option of one command
+
         return float(calendar.timegm(time.strptime(text.rstrip("Z"), "%Y-%m-%dT%H:%M:%S")))
     except ValueError:
         raise CliError(f"{text!r} is not a time: give seconds since the epoch, "

@@ -30,12 +30,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                  "body": json.loads(body) if body else None})
         if self.path.startswith("/hold"):
             self.server.release.wait(30)
+        if self.path.startswith("/chunked"):
+            self._chunked([b'{"parts": ', b'[1, 2', b']}'])
+            return
+        if self.path.startswith("/then-close"):
+            self.close_connection = True      # closes after answering, without saying so
         status, payload = self.server.replies.get(self.path.split("?")[0], (200, b'{"ok": true}'))
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def _chunked(self, parts: list[bytes]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for part in parts:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+        self.wfile.write(b"0\r\n\r\n")
 
     do_GET = do_POST = do_PUT = do_DELETE = _answer  # noqa: N815 (http.server's names)
 
@@ -51,6 +65,11 @@ class _Server(http.server.ThreadingHTTPServer):
         self.seen: list[dict] = []
         self.replies: dict[str, tuple[int, bytes]] = {}
         self.release = threading.Event()
+        self.closed = threading.Event()         # the server closed a connection
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        super().shutdown_request(request)
+        self.closed.set()
 
     @property
     def port(self) -> int:
@@ -249,3 +268,31 @@ def test_controller_url_normalizes_each_of_a_list():
 
     assert controller_url("10.0.0.1, https://c2:9000/") == \
         "http://10.0.0.1:8780,https://c2:9000"
+def test_a_connection_the_server_closed_while_idle_is_opened_anew(server):
+    with Client(f"http://127.0.0.1:{server.port}") as client:
+        assert client.request("GET", "/then-close") == {"ok": True}
+        assert server.closed.wait(10)
+        assert client.request("GET", "/v1/health") == {"ok": True}
+    peers = [s["peer"] for s in server.seen]
+    assert peers[0] != peers[1]                 # a new connection, the request sent once
+    assert [s["path"] for s in server.seen] == ["/then-close", "/v1/health"]
+
+
+def test_chunked_answers_and_queries(server):
+    with Client(f"http://127.0.0.1:{server.port}") as client:
+        assert client.request("GET", "/chunked") == {"parts": [1, 2]}
+        assert client.ports(pod=3, on_host=None) == []          # same connection after it
+        assert client.request("POST", "/v1/pods") == {"ok": True}   # no body: length 0
+    assert server.seen[1]["path"] == "/v1/ports?pod=3"
+    assert len({s["peer"] for s in server.seen}) == 1
+
+
+def test_the_environment_proxy_is_asked_with_absolute_urls(server, monkeypatch):
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{server.port}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert Client("http://controller.invalid:8780").pods() == []
+    assert server.seen[-1]["path"] == "http://controller.invalid:8780/v1/pods"
+    monkeypatch.setenv("no_proxy", "controller.invalid")
+    with pytest.raises(ControllerUnreachable, match="controller.invalid"):
+        Client("http://controller.invalid:8780", timeout=5).pods()
