@@ -93,8 +93,12 @@ class Connections:
                     raise _deleted(port)
                 tx.update_port(port.id, state="active")
                 tx.settle_implicit_pod(port.pod_id)
-                tx.bump([port.host_id])
-            ctx.publish()
+                if port.dhcp:
+                    # `active` starts a DHCP port's client; for a static port it changes
+                    # nothing on the host, so its agent is not sent through another pass
+                    tx.bump([port.host_id])
+            if port.dhcp:
+                ctx.publish()
             if port.dhcp:
                 self._wait_leased(port)
                 phases.done("lease")

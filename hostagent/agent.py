@@ -30,6 +30,7 @@ from hostagent.client import (
     token_file_from,
 )
 from hostagent.containers import Runtimes, matches
+from hostagent.links import LinkIndex
 from hostagent.local import default_host_id, ovs_from_args
 from hostagent.ovs import Ovs, OvsError
 from hostagent.reconcile import Reconciler
@@ -68,6 +69,9 @@ class Agent:
         self._reported: dict | None = None
         self._reported_at = 0.0
         self._pending_deletes: set[int] = set()  # ports whose container was removed
+        # ports whose ofport a report the controller took carried: wired, whatever the
+        # desired state says (a static port's `active` does not bump the host's version)
+        self._wired: set[int] = set()
         # figures carried in the report's `stats` (the controller's /metrics shows them)
         self.passes = 0
         self.pass_seconds_total = 0.0
@@ -138,6 +142,7 @@ class Agent:
                 log.warning("OVS not ready (%s); retrying", e)
                 backoff_wait(self.stop, attempt)
                 attempt += 1
+        self.follow_host()
         self.runtimes.watch_docker(self._docker_event, self.stop)
         worker = threading.Thread(target=self._worker, name="reconcile", daemon=True)
         worker.start()
@@ -148,6 +153,24 @@ class Agent:
             pass
         self.kick.set()
         worker.join(timeout=10)
+
+    def follow_host(self) -> None:
+        """Keep OVS's database and the host's veths in memory (an OVSDB monitor, link
+        events) so that a pass forks and dumps nothing; without them the agent works as
+        before, by `ovs-vsctl` and netlink dumps."""
+        links = LinkIndex()
+        if not links.start(self.stop):
+            log.warning("link events not followed: every pass dumps the host's links")
+        db = None
+        try:
+            from hostagent.ovsdb import OvsdbReplica
+
+            db = OvsdbReplica(self.ovs.db_target, self.ovs.timeout)
+            db.start(self.stop)
+        except Exception as e:     # the agent still works through ovs-vsctl
+            log.warning("no OVSDB replica (%s): every pass runs ovs-vsctl", e)
+            db = None
+        self.reconciler.use(db, links)
 
     def _poll(self) -> None:
         attempt = 0
@@ -186,24 +209,27 @@ class Agent:
 
     def _worker(self) -> None:
         while not self.stop.is_set():
-            self.kick.wait(RESYNC_S)
+            kicked = self.kick.wait(RESYNC_S)
             self.kick.clear()
             if self.stop.is_set():
                 break
             try:
-                self.reconcile_and_report()
+                self.reconcile_and_report(full=not kicked)
             except Exception:  # keep the agent alive; the next pass retries
                 log.exception("reconcile failed")
                 self.stop.wait(1.0)
 
-    def reconcile_and_report(self) -> dict | None:
+    def reconcile_and_report(self, full: bool = True) -> dict | None:
+        """One pass and its report; a `full` one (periodic) also re-reads what the agent
+        otherwise follows by events."""
         with self._lock:
             desired = self.desired
             if desired is None:
                 return None
             self._retry_deletes()
+            desired = self._known_wired(desired)
             started = time.monotonic()
-            actual = self.reconciler.apply(desired)
+            actual = self.reconciler.apply(desired, full=full)
             self._count_pass(time.monotonic() - started)
             stale = time.monotonic() - self._reported_at > RESYNC_S * 2
             # the stats ride along with a report that goes anyway: they change every pass,
@@ -212,10 +238,24 @@ class Agent:
                 try:
                     self._report(actual)
                     self._reported, self._reported_at = actual, time.monotonic()
+                    self._wired = {int(p) for p, r in actual.get("ports", {}).items()
+                                   if r.get("ofport")}
                 except (ControllerUnreachable, ApiError) as e:
                     log.warning("reporting actual state failed: %s", e)
                     self._reported = None
             return actual
+
+    def _known_wired(self, desired: dict) -> dict:
+        """`desired` with the ports this agent reported wired no longer `pending`: the
+        controller marks a static port `active` without a new desired version (the mark
+        changes nothing on the host), so the version the agent has may still say
+        `pending` for a port whose connect went on. (`pending` matters to a pass: a port
+        still pending whose container stops or goes is dropped here, not kept or deleted.)"""
+        if not self._wired:
+            return desired
+        ports = [dict(p, state="wired") if p.get("state") == "pending"
+                 and int(p["id"]) in self._wired else p for p in desired.get("ports") or []]
+        return dict(desired, ports=ports)
 
     def _report(self, actual: dict) -> None:
         if not self.send_stats:

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -38,10 +39,30 @@ def open_netns(path: str) -> Iterator[int]:
         os.close(fd)
 
 
+_host = threading.local()
+
+
 @contextlib.contextmanager
 def ipr_in(netns_fd: int | None = None) -> Iterator[IPRoute]:
+    """A netlink socket in the namespace `netns_fd`, or in ours (None). Ours is opened once
+    per thread and kept (opening one costs pyroute2 several ms, a connect used a dozen);
+    one that failed otherwise than with a netlink error is dropped."""
+    if netns_fd is None:
+        ipr = getattr(_host, "ipr", None)
+        if ipr is None:
+            ipr = _host.ipr = IPRoute()
+        try:
+            yield ipr
+        except NetlinkError:
+            raise
+        except BaseException:
+            _host.ipr = None
+            with contextlib.suppress(Exception):
+                ipr.close()
+            raise
+        return
     # flags=0: never let pyroute2 create a namespace that does not exist.
-    ipr = IPRoute() if netns_fd is None else IPRoute(netns=netns_fd, flags=0)
+    ipr = IPRoute(netns=netns_fd, flags=0)
     try:
         yield ipr
     finally:
@@ -133,8 +154,8 @@ def create_port(
     for stale in (host_name, temp_name):  # leftovers of an interrupted attempt
         delete_link(stale)
     try:
-        with open_netns(netns_path) as fd:
-            with _step("listing the container's interfaces"), ipr_in(fd) as ns:
+        with open_netns(netns_path) as fd, ipr_in(fd) as ns:
+            with _step("listing the container's interfaces"):
                 taken = {link.get("IFLA_IFNAME") for link in ns.get_links()}
             final = next_ifname(ifname, taken)
             with ipr_in() as ipr:
@@ -146,16 +167,15 @@ def create_port(
                     ipr.link("set", index=host_idx, state="up")
                 with _step(f"moving {temp_name} into {netns_path}"):
                     ipr.link("set", index=ipr.link_lookup(ifname=temp_name)[0], net_ns_fd=fd)
-            with ipr_in(fd) as ns:
-                idx = ns.link_lookup(ifname=temp_name)[0]
-                with _step(f"setting name {final}, MAC {mac}, MTU {mtu}"):
-                    ns.link("set", index=idx, ifname=final, address=mac, mtu=mtu)
-                pause_point("container_named")
-                if ip:
-                    with _step(f"adding address {ip}"):
-                        _add_address(ns, idx, ip)
-                with _step(f"bringing {final} up"):
-                    ns.link("set", index=idx, state="up")
+            idx = ns.link_lookup(ifname=temp_name)[0]
+            with _step(f"setting name {final}, MAC {mac}, MTU {mtu}"):
+                ns.link("set", index=idx, ifname=final, address=mac, mtu=mtu)
+            pause_point("container_named")
+            if ip:
+                with _step(f"adding address {ip}"):
+                    _add_address(ns, idx, ip)
+            with _step(f"bringing {final} up"):
+                ns.link("set", index=idx, state="up")
             disable_tx_offload(netns_path, final)
             return final
     except Exception:
