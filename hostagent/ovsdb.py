@@ -19,6 +19,7 @@ ovs.py): they happen once, not per connect.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -63,6 +64,8 @@ class OvsdbReplica:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._snap: tuple[int, Snapshot] | None = None   # (IDL seqno, snapshot of then)
+        self._rows: dict[str, dict] = {t: {} for t in COLUMNS}  # uuid -> converted row
+        self._dirty: set = set()          # (table, uuid) changed since last converted
         self._pending: list = []          # transactions sent, waiting for their reply
         self._synced = False
         self.change_seqno = 0
@@ -76,7 +79,7 @@ class OvsdbReplica:
         for table, columns in COLUMNS.items():
             helper.register_columns(table, columns)
         with self._cond:
-            self._idl = ovs.db.idl.Idl(self.target, helper)
+            self._idl = _Idl(self.target, helper, self._changed)
         threading.Thread(target=self._run, args=(stop,), name="ovsdb-idl", daemon=True).start()
         if not self._wait(lambda: self._synced, self.timeout):
             raise OvsError(f"no copy of the OVS database {self.target} within "
@@ -148,36 +151,51 @@ class OvsdbReplica:
         return self._snap[1]
 
     def _snapshot_locked(self) -> Snapshot:
-        tables = self._idl.tables
+        """Assembled from rows converted once per change (reading an IDL row's columns
+        costs far more than the dicts here)."""
+        bridges, ports = self._converted("Bridge"), self._converted("Port")
+        ifaces, ctrls = self._converted("Interface"), self._converted("Controller")
+        self._dirty.clear()
         snap = Snapshot()
         iface_bridge: dict = {}
-        for b in tables["Bridge"].rows.values():
-            snap.bridges[b.name] = {"external_ids": dict(b.external_ids),
-                                    "controller": [str(c.uuid) for c in b.controller]}
-            for p in b.ports:
-                for i in p.interfaces:
-                    iface_bridge[i.uuid] = b.name
-        for i in tables["Interface"].rows.values():
-            snap.interfaces[i.name] = _interface(i, iface_bridge.get(i.uuid))
-        for c in tables["Controller"].rows.values():
-            snap.controllers[str(c.uuid)] = {"_uuid": str(c.uuid), "target": c.target,
-                                             "is_connected": c.is_connected,
-                                             "role": _one(c.role)}
+        for name, external_ids, port_uuids, controllers in bridges.values():
+            snap.bridges[name] = {"external_ids": external_ids, "controller": controllers}
+            for p in port_uuids:
+                for i in ports.get(p, ("", []))[1]:
+                    iface_bridge[i] = name
+        for u, i in ifaces.items():
+            bridge = iface_bridge.get(u)
+            snap.interfaces[i.name] = i if bridge is None else dataclasses.replace(i, bridge=bridge)
+        snap.controllers = {c["_uuid"]: c for c in ctrls.values()}
         return snap
+
+    def _converted(self, table: str) -> dict:
+        rows, cache = self._idl.tables[table].rows, self._rows[table]
+        for gone in [u for u in cache if u not in rows]:
+            del cache[gone]
+        for u, row in rows.items():
+            if u not in cache or (table, u) in self._dirty:
+                cache[u] = _CONVERT[table](row)
+        return cache
+
+    def _find(self, table: str, name: str):
+        """The IDL row named `name` (lock held, before the transaction inserts anything)."""
+        for u, row in self._converted(table).items():
+            if (row.name if isinstance(row, Interface) else row[0]) == name:
+                return self._idl.tables[table].rows[u]
+        return None
+
+    def _changed(self, table: str, row_uuid) -> None:
+        """The IDL's notification of a row created, updated or deleted (IDL thread, lock
+        held)."""
+        self._dirty.add((table, row_uuid))
 
     def interface(self, name: str) -> Interface | None:
         with self._cond:
             return self._interface_locked(name)
 
     def _interface_locked(self, name: str) -> Interface | None:
-        for i in self._idl.tables["Interface"].rows.values():
-            if i.name == name:
-                bridge = None
-                for b in self._idl.tables["Bridge"].rows.values():
-                    if any(i in p.interfaces for p in b.ports):
-                        bridge = b.name
-                return _interface(i, bridge)
-        return None
+        return self._snapshot_cached().interfaces.get(name)
 
     # ---- writes -----------------------------------------------------------------------
     def wait_until(self, predicate, timeout: float) -> bool:
@@ -193,10 +211,10 @@ class OvsdbReplica:
         ovs-vswitchd gave it an ofport (or an error); returns its Interface. `options`, when
         given, replace the interface's options as a whole."""
         def build(txn, tables) -> None:
-            br = _find(tables["Bridge"], bridge)
+            br = self._find("Bridge", bridge)
             if br is None:
                 raise OvsError(f"bridge {bridge} does not exist")
-            port = _find(tables["Port"], name)
+            port = self._find("Port", name)
             if port is None:
                 iface = txn.insert(tables["Interface"])
                 iface.name = name
@@ -230,7 +248,7 @@ class OvsdbReplica:
 
     def set_ofport_request(self, name: str, ofport: int) -> None:
         def build(txn, tables) -> None:
-            iface = _find(tables["Interface"], name)
+            iface = self._find("Interface", name)
             if iface is not None:
                 iface.ofport_request = [ofport]
 
@@ -239,12 +257,13 @@ class OvsdbReplica:
     def del_ports(self, bridge: str, names: list[str]) -> None:
         """Remove ports from `bridge` (absent ones are ignored), in one transaction."""
         def build(txn, tables) -> None:
-            br = _find(tables["Bridge"], bridge)
+            br = self._find("Bridge", bridge)
             if br is None:
                 return
-            for port in list(br.ports):
-                if port.name in names:
-                    br.delvalue("ports", port.uuid)
+            for port_uuid in self._converted("Bridge")[br.uuid][2]:
+                port = tables["Port"].rows.get(port_uuid)
+                if port is not None and self._rows["Port"][port_uuid][0] in names:
+                    br.delvalue("ports", port_uuid)
                     port.delete()
 
         self._transact(build, f"removing {', '.join(names)} from {bridge}")
@@ -285,11 +304,33 @@ class OvsdbReplica:
         raise OvsError(f"{what} failed: {status} {txn.get_error() or ''}".strip())
 
 
-def _find(table, name: str):
-    for row in table.rows.values():
-        if row.name == name:
-            return row
-    return None
+class _Idl(ovs.db.idl.Idl):
+    """The IDL, telling the replica which rows changed."""
+
+    def __init__(self, remote: str, helper, changed) -> None:
+        super().__init__(remote, helper)
+        self.loris_changed = changed
+
+    def notify(self, event, row, updates=None) -> None:
+        self.loris_changed(row._table.name, row.uuid)
+
+
+def _bridge(b) -> tuple:
+    return (b.name, dict(b.external_ids), [p.uuid for p in b.ports],
+            [str(c.uuid) for c in b.controller])
+
+
+def _port(p) -> tuple:
+    return (p.name, [i.uuid for i in p.interfaces])
+
+
+def _controller(c) -> dict:
+    return {"_uuid": str(c.uuid), "target": c.target, "is_connected": c.is_connected,
+            "role": _one(c.role)}
+
+
+_CONVERT = {"Bridge": _bridge, "Port": _port, "Interface": lambda i: _interface(i, None),
+            "Controller": _controller}
 
 
 def _interface(i, bridge: str | None) -> Interface:
