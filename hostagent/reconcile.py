@@ -112,11 +112,11 @@ class Reconciler:
             self._verified.clear()  # now and then look inside every container again
             self._full_check_at = time.monotonic()
         mtu = contract.container_mtu(self.underlay_mtu(), ttype)
-        snap = self.db.snapshot()
+        ifaces = self.port_interfaces(self.db.snapshot())   # once a pass, not once a port
         host_veths = self.links.veths()
         report_ports: dict[str, dict] = {}
         for port_id in sorted(ports):
-            report_ports[str(port_id)] = self._reconcile_port(ports[port_id], mtu, snap,
+            report_ports[str(port_id)] = self._reconcile_port(ports[port_id], mtu, ifaces,
                                                               host_veths)  # fmt: skip
         snap = self.db.snapshot()
         return {
@@ -210,11 +210,11 @@ class Reconciler:
             if port_id is None or port_id not in wanted:
                 self._delete_veth(name)
 
-    def _reconcile_port(self, port: dict, mtu: int, snap: Snapshot,
+    def _reconcile_port(self, port: dict, mtu: int, ifaces: dict[int, Interface],
                         host_veths: dict[str, int]) -> dict:  # fmt: skip
         port_id = int(port["id"])
         try:
-            return self._ensure_port(port, mtu, snap, host_veths)
+            return self._ensure_port(port, mtu, ifaces, host_veths)
         except PortError as e:
             log.warning("port %s (%s): %s", port_id, port.get("container"), e.message)
             if e.code not in (ContainerNotFound.code, ContainerNotRunning.code):
@@ -231,11 +231,11 @@ class Reconciler:
             return {"error": {"code": "internal_error",
                               "message": f"wiring {port.get('container')} failed: {e!r}"}}
 
-    def _ensure_port(self, port: dict, mtu: int, snap: Snapshot,
+    def _ensure_port(self, port: dict, mtu: int, ifaces: dict[int, Interface],
                      host_veths: dict[str, int]) -> dict:  # fmt: skip
         port_id = int(port["id"])
         ref = port["container"]
-        iface = self.port_interfaces(snap).get(port_id)
+        iface = ifaces.get(port_id)
         try:
             container = self.runtimes.resolve(ref)
         except ContainerNotFound as e:
