@@ -104,26 +104,33 @@ class OvsdbReplica:
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            with self._cond:
-                idl = self._idl
-                seqno = idl.change_seqno
-                idl.run()
-                if idl.change_seqno != seqno:
-                    self.change_seqno = idl.change_seqno
-                    self._synced = self._synced or idl.has_ever_connected()
-                if self._pending:
-                    self._pending = [t for t in self._pending
-                                     if t.commit() == ovs.db.idl.Transaction.INCOMPLETE]
-                self._cond.notify_all()
-                poller = ovs.poller.Poller()
-                idl.wait(poller)
-                poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
-                poller.timer_wait(1000)
-            poller.block()
             try:
-                os.read(self._wake_r, 4096)
-            except BlockingIOError:
-                pass
+                self._run_once()
+            except Exception:       # keep the replica alive; the IDL reconnects by itself
+                log.exception("OVSDB replica: running the IDL failed")
+                stop.wait(1.0)
+
+    def _run_once(self) -> None:
+        with self._cond:
+            idl = self._idl
+            seqno = idl.change_seqno
+            idl.run()
+            if idl.change_seqno != seqno:
+                self.change_seqno = idl.change_seqno
+                self._synced = self._synced or idl.has_ever_connected()
+            if self._pending:
+                self._pending = [t for t in self._pending
+                                 if t.commit() == ovs.db.idl.Transaction.INCOMPLETE]
+            self._cond.notify_all()
+            poller = ovs.poller.Poller()
+            idl.wait(poller)
+            poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
+            poller.timer_wait(1000)
+        poller.block()
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
 
     def _wake(self) -> None:
         os.write(self._wake_w, b"x")
