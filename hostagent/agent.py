@@ -142,13 +142,14 @@ class Agent:
                 log.warning("OVS not ready (%s); retrying", e)
                 backoff_wait(self.stop, attempt)
                 attempt += 1
+        # The long poll blocks in a socket read that a signal does not interrupt: it runs in
+        # a daemon thread so that stopping never waits for it. It starts first: it is how
+        # the controller knows the agent is there.
+        threading.Thread(target=self._poll, name="long-poll", daemon=True).start()
         self.follow_host()
         self.runtimes.watch_docker(self._docker_event, self.stop)
         worker = threading.Thread(target=self._worker, name="reconcile", daemon=True)
         worker.start()
-        # The long poll blocks in a socket read that a signal does not interrupt: it runs in
-        # a daemon thread so that stopping never waits for it.
-        threading.Thread(target=self._poll, name="long-poll", daemon=True).start()
         while not self.stop.wait(1.0):
             pass
         self.kick.set()

@@ -22,20 +22,32 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import threading
 import time
 import warnings
 
 from hostagent.ovs import Interface, OvsError, Snapshot
 
-with warnings.catch_warnings():     # ovs.poller looks for eventlet, which warns on import
-    warnings.simplefilter("ignore")
-    import ovs.db.idl
-    import ovs.dirs
-    import ovs.jsonrpc
-    import ovs.poller
-    import ovs.stream
-    import ovs.vlog
+# ovs.poller looks for eventlet to use its green select if it is monkey-patched; the agent
+# never is, and importing eventlet costs seconds on a loaded host (it warns, too). Unless
+# something already imported it, the import is made to fail, the poller takes the plain
+# select, and eventlet stays importable for anyone after.
+_NO_EVENTLET = "eventlet" not in sys.modules
+if _NO_EVENTLET:
+    sys.modules["eventlet"] = None  # type: ignore[assignment]
+try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import ovs.db.idl
+        import ovs.dirs
+        import ovs.jsonrpc
+        import ovs.poller
+        import ovs.stream
+        import ovs.vlog
+finally:
+    if _NO_EVENTLET:
+        del sys.modules["eventlet"]
 
 log = logging.getLogger(__name__)
 
