@@ -244,6 +244,8 @@ class Agent:
                 except (ControllerUnreachable, ApiError) as e:
                     log.warning("reporting actual state failed: %s", e)
                     self._reported = None
+            if getattr(self.reconciler, "lease_pending", False):
+                self.kick.set()   # the re-made port's flows are on their way: its lease next
             return actual
 
     def _known_wired(self, desired: dict) -> dict:

@@ -78,6 +78,9 @@ class Reconciler:
         # ports that failed to wire since the agent started (the report's stats); a missing
         # or stopped container is a state, not a wiring error
         self.wiring_errors = 0
+        # a DHCP port was re-made in the last pass and waits for its lease: the agent runs
+        # the next pass as soon as it has reported this one
+        self.lease_pending = False
 
     def use(self, db: OvsdbReplica | None = None, links: LinkIndex | None = None) -> None:
         """Read and write OVS through `db` (a replica kept by a monitor) and read the host's
@@ -91,6 +94,7 @@ class Reconciler:
     def apply(self, desired: dict, full: bool = True) -> dict:
         """One pass. A `full` one (the default; the agent's periodic one) also reads again
         what a replica or an event index could have missed: every link, the underlay MTU."""
+        self.lease_pending = False
         if full:
             self._underlay_mtu = None
             if self.links.live:
@@ -255,6 +259,7 @@ class Reconciler:
         key = (port["mac"], port.get("ip"), netdev.netns_id(container.netns),
                host_veths.get(host_name))  # fmt: skip
         cached = self._verified.get(port_id)
+        attached = False       # (re)attached to OVS in this pass: the controller has not
         if cached and cached[0] == key and iface is not None and iface.ofport:
             side = cached[1]  # nothing that could break it changed since it was checked
         else:
@@ -275,6 +280,7 @@ class Reconciler:
                     self._attach(port, container, side.ifname)
                     iface = None
             if iface is None:
+                attached = True
                 iface = self.db.interface(host_name)
             if iface is None or not iface.ofport:
                 raise PortError("ovs_error", f"OVS gave no ofport to {host_name}: "
@@ -284,7 +290,11 @@ class Reconciler:
         out: dict = {"ofport": iface.ofport, "mtu": mtu}
         if port.get("dhcp"):
             lease = side.ipv4[0] if side.ipv4 else None
-            if lease is None and port.get("state") == "active":
+            if lease is None and port.get("state") == "active" and attached:
+                # re-made (its container restarted): its flows come back once the
+                # controller has this report, so the lease is asked for in the pass after
+                self.lease_pending = True
+            elif lease is None and port.get("state") == "active":
                 try:
                     lease = dhcp.obtain_lease(container.netns, side.ifname)
                     side.ipv4.append(lease)
