@@ -36,11 +36,13 @@ def _is_loris(link) -> bool:
 
 
 class LinkIndex:
-    def __init__(self) -> None:
+    def __init__(self, live: bool = False) -> None:
+        """`live`: the index starts as if it followed events (a test that feeds `event()`
+        itself); `start()` makes it so for real."""
         self._lock = threading.Lock()
         self._veths: dict[str, tuple[int, bool]] = {}   # name -> (ifindex, Loris alias)
         self._names: dict[int, str] = {}                 # ifindex -> name
-        self._live = False                               # events being followed
+        self._live = live                                # events being followed
 
     # ---- reads --------------------------------------------------------------------------
     def veths(self) -> dict[str, int]:
@@ -118,7 +120,7 @@ class LinkIndex:
                     ready.set()
                     while not stop.is_set():
                         for msg in events.get():
-                            self._event(msg)
+                            self.event(msg)
             except Exception as e:          # keep the agent going; reads dump meanwhile
                 self._live = False
                 log.warning("following link events failed (%s); reads dump until it is back",
@@ -126,7 +128,8 @@ class LinkIndex:
                 stop.wait(1.0)
         self._live = False
 
-    def _event(self, msg) -> None:
+    def event(self, msg) -> None:
+        """Take in one netlink link message (RTM_NEWLINK / RTM_DELLINK)."""
         index, name = msg.get("index"), msg.get("IFLA_IFNAME")
         with self._lock:
             if msg.get("event") == "RTM_DELLINK":
