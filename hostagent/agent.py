@@ -9,7 +9,6 @@ fail mode), the worker keeps repairing containers from the last desired state it
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -352,37 +351,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def apply_once(args: argparse.Namespace, host_id: str) -> int:
-    """One reconcile pass from a file, without a controller."""
-    try:
-        with (sys.stdin if args.apply == "-" else open(args.apply)) as f:
-            desired = json.load(f)
-    except (OSError, ValueError) as e:
-        print(f"loris-hostagent: cannot read desired state {args.apply}: {e}", file=sys.stderr)
-        return 2
-    tunnel_ip = args.tunnel_ip or (desired.get("host") or {}).get("tunnel_ip")
-    if not tunnel_ip:
-        print("loris-hostagent: --apply needs --tunnel-ip (or host.tunnel_ip in the file)",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    ovs = ovs_from_args(args.ovsdb, args.ovs_rundir)
-    gone: list[int] = []
-    reconciler = Reconciler(
-        ovs, Runtimes(args.docker_url), host_id, tunnel_ip, args.tunnel_type,
-        args.container_ifname, on_container_gone=gone.append,
-    )  # fmt: skip
-    try:
-        hostprep.prepare_host(ovs, host_id, args.openflow)
-        actual = reconciler.apply(desired)
-    except OvsError as e:
-        print(f"loris-hostagent: OVS: {e}", file=sys.stderr)
-        return 1
-    if gone:
-        actual["containers_gone"] = gone  # what the daemon would DELETE at the controller
-    print(json.dumps(actual, indent=2, sort_keys=True))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -401,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loris-hostagent: {e}; stop it first", file=sys.stderr)
         return 2
     if args.apply:
+        from hostagent.apply_file import apply_once
+
         return apply_once(args, host_id)
     token_file = token_file_from(args.token_file)
     switch_cert = args.switch_cert or os.environ.get("LORIS_SWITCH_CERT")
