@@ -2,11 +2,12 @@
 
 Connect is the long one (docs/design.md), a saga of steps each undone on failure:
 insert the port `pending` (IPAM chooses its address and MAC; the host's agent is told),
-wait for the agent to report its ofport, install the flows on every host of the pod
-(barrier-confirmed), mark it `active`, wait for a DHCP port's lease, return. Any failure
-removes the row again (and a pod a connect created that no connect filled: the store's
-`implicit_pods`), bumps the host's version so the agent removes what it made, and
-reprograms the pod.
+install the pod's flows on its other hosts while waiting for the agent to report the port's
+ofport, then on the port's host (all barrier-confirmed), mark it `active` (a static port
+without a new desired version: it changes nothing on the host), wait for a DHCP port's
+lease, return. Any failure removes the row again (and a pod a connect created that no
+connect filled: the store's `implicit_pods`), bumps the host's version so the agent removes
+what it made, and reprograms the pod.
 
 A connect needs the host's agent: to a host whose agent is away (agents.py) it is refused
 at once (503 agent_away, naming the host and how long it has been silent), and a connect
@@ -83,14 +84,20 @@ class Connections:
         LOG.info("%s: port %d %s %s", what, port.id, port.ip, port.mac)
         phases = _Phases(ctx.metrics)
         try:
+            # The other hosts of the pod get its flows while the agent wires the port: they
+            # do not depend on its ofport (controller/topology.py). The port's own host
+            # gets them once the ofport is known.
+            with ctx.store.read() as tx:
+                others = ctx.pod_hosts(tx, port.pod_id) - {port.host_id}
+            alongside = ctx.start_programming(port.pod_id, others, port.host_id, what)
             self._wait_wired(port)
             phases.done("wiring")
-            with ctx.store.read() as tx:
-                hosts = ctx.pod_hosts(tx, port.pod_id)
-            ctx.program_pod(port.pod_id, hosts, port.host_id, what)
+            ctx.program_pod(port.pod_id, {port.host_id}, port.host_id, what)
+            ctx.finish_programming(alongside, port.pod_id, port.host_id, what)
             phases.done("programming")
             ctx.store.write(partial(_activate, port))
-            ctx.publish()
+            if port.dhcp:
+                ctx.publish()
             if port.dhcp:
                 self._wait_leased(port)
                 phases.done("lease")
@@ -245,4 +252,7 @@ def _activate(port: Port, tx: Tx) -> None:
         raise _deleted(port)
     tx.update_port(port.id, state="active")
     tx.settle_implicit_pod(port.pod_id)
-    tx.bump([port.host_id])
+    if port.dhcp:
+        # `active` starts a DHCP port's client; for a static port it changes nothing on the
+        # host, so its agent is not sent through another pass
+        tx.bump([port.host_id])

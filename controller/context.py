@@ -20,7 +20,7 @@ from controller.concurrency import Waiters
 from controller.config import Settings
 from controller.errors import ApiError, not_found, unavailable
 from controller.metrics import Metrics
-from controller.programmer import NOT_CONNECTED, NOT_MASTER, NOT_REGISTERED, OK, Programmer
+from controller.programmer import NOT_CONNECTED, NOT_MASTER, NOT_REGISTERED, OK, Future, Programmer
 from controller.store import Host, Store, Tx
 from controller.switches import Switches
 from flows import contract
@@ -91,13 +91,24 @@ class Context:
         skipped: they are reconciled in full when they connect. Hosts other than `required`
         whose agent is away (agents.py) get the flows in the background, unwaited for: they
         may be unreachable, and are reconciled in full when their agent is back."""
+        self.finish_programming(self.start_programming(pod_id, hosts, required, what),
+                                pod_id, required, what)
+
+    def start_programming(self, pod_id: int, hosts: Iterable[str], required: str | None = None,
+                          what: str = "") -> dict[str, Future]:
+        """The first half of program_pod: queue the jobs, return the ones to wait for (give
+        them to finish_programming), so that something else can run meanwhile."""
         away = {h for h in hosts if h != required and self.board.away(h) is not None}
         for host_id in sorted(away):
             LOG.info("%s: the agent of host %s is away: its switches get pod %d's flows in "
                      "the background", what, host_id, pod_id)
             self.programmer.submit(host_id, [pod_id])
-        results = self.programmer.program({h: [pod_id] for h in hosts if h not in away},
-                                          3 * self.settings.flow_timeout)
+        return {h: self.programmer.submit(h, [pod_id]) for h in hosts if h not in away}
+
+    def finish_programming(self, started: dict[str, Future], pod_id: int,
+                           required: str | None = None, what: str = "") -> None:
+        """The second half of program_pod: wait for the jobs, raise as it does."""
+        results = self.programmer.wait(started, 3 * self.settings.flow_timeout)
         for host_id, bridges in sorted(results.items()):
             for bridge, status in bridges.items():
                 if status == OK:

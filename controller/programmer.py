@@ -156,7 +156,11 @@ class Programmer:
     def program(self, targets: Mapping[str, Iterable[int | None] | None],
                 timeout: float) -> dict[str, dict[str, str]]:
         """Submit a job per host and wait for all: host -> {bridge: "ok" | why not}."""
-        futures = {h: self.submit(h, s) for h, s in targets.items()}
+        return self.wait({h: self.submit(h, s) for h, s in targets.items()}, timeout)
+
+    @staticmethod
+    def wait(futures: Mapping[str, Future], timeout: float) -> dict[str, dict[str, str]]:
+        """Wait for submitted jobs, host -> future: host -> {bridge: "ok" | why not}."""
         deadline = time.monotonic() + timeout
         out: dict[str, dict[str, str]] = {}
         for host_id, fut in futures.items():
@@ -403,7 +407,8 @@ class _Desired:
             with self.store.read() as tx:
                 pods = self.pods | set(tx.local_vlans(self.host_id)) if all_pods else self.pods
                 found: list[topology.Problem] = []
-                self._topo, _ = topology.build(tx, pods=pods, problems=found)
+                self._topo, _ = topology.build(tx, pods=pods, problems=found,
+                                               for_host=self.host_id)
             self.problems.refresh(pods, found)
             self._all_pods = all_pods
             if self.host_id not in self._topo.hosts:

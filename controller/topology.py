@@ -8,6 +8,13 @@ programmed. The agent's next report fixes most; the host's view shows the rest.
 A host's flows depend only on the hosts and on the pods present on that host (their members
 on every host), so a programming job reads just those pods: one connect costs the same in
 a network of 10 ports as in one of 10,000 (bench/bench_incremental.py).
+
+Built for one host (`for_host`, as the programmer does), the topology also holds the ports
+being connected on OTHER hosts, before their agent reported their ofport: what `for_host`
+has for them (the ARP answer, the unicast rule towards their host, the flood list) does
+not depend on that number, so a connect installs it while the port is being wired
+(controller/connect.py). They get a stand-in ofport no port of theirs uses, which appears
+in no flow of `for_host`.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dataclasses import dataclass
 
 from controller.store import Host, Port, Tx
 from flows import HostSpec, PodSpec, PortSpec, Topology, TopologyError
+from flows.contract import MAX_OFPORT
 
 LOG = logging.getLogger("loris.topology")
 
@@ -63,12 +71,15 @@ class Problems:
 
 
 def build(tx: Tx, pods: Iterable[int] | None = None,
-          problems: list[Problem] | None = None) -> tuple[Topology, dict[str, Host]]:
+          problems: list[Problem] | None = None,
+          for_host: str | None = None) -> tuple[Topology, dict[str, Host]]:
     """The desired state of every host, and the host rows (for their dpids).
 
     With `pods`, only those pods and their ports are read: every host's flows for those pods,
     and its base pipeline, come out as from the whole topology. A row that does not fit the
-    flow model is left out and appended to `problems`; the rest is programmed."""
+    flow model is left out and appended to `problems`; the rest is programmed. With
+    `for_host`, the result is good for that host's flows only: it also holds the other
+    hosts' ports still being wired (the module's docstring)."""
     found: list[Problem] = [] if problems is None else problems
     wanted = None if pods is None else sorted(set(pods))
     hosts = {h.id: h for h in tx.hosts()}
@@ -104,12 +115,17 @@ def build(tx: Tx, pods: Iterable[int] | None = None,
             found.append(Problem("pod", p.id, None, p.id, str(e)))
     pods_ok = {p.id for p in pod_specs}
 
+    standin = _stand_ins(port_rows, for_host, hosts)
+
+    def ofport_of(port: Port) -> int | None:
+        return port.ofport if port.ofport is not None else standin.get(port.id)
+
     def usable(port: Port) -> bool:
         host = hosts.get(port.host_id)
-        return port.ofport is not None and host is not None and port.host_id in known
+        return ofport_of(port) is not None and host is not None and port.host_id in known
 
     def fits(port: Port) -> bool:
-        return port.ofport != hosts[port.host_id].int_patch_ofport \
+        return ofport_of(port) != hosts[port.host_id].int_patch_ofport \
             and port.pod_id in vlans.get(port.host_id, {})
 
     # an ofport claimed by two ports belongs to the first (by id) that is otherwise fine,
@@ -122,12 +138,15 @@ def build(tx: Tx, pods: Iterable[int] | None = None,
     for port in port_rows:
         if not usable(port) or port.pod_id not in pods_ok:
             continue
-        if owner.get((port.host_id, port.ofport), port.id) != port.id or not fits(port):
+        if port.id in standin:
+            if not fits(port):
+                continue
+        elif owner.get((port.host_id, port.ofport), port.id) != port.id or not fits(port):
             found.append(_port_problem(port, f"ofport {port.ofport} clashes with another port "
                                              "or the pod has no local VLAN on the host"))
             continue
         try:
-            ports[port.id] = PortSpec(port.id, port.pod_id, port.host_id, port.ofport,
+            ports[port.id] = PortSpec(port.id, port.pod_id, port.host_id, ofport_of(port),
                                       port.mac, port.address, port.dhcp)
         except TopologyError as e:
             found.append(_port_problem(port, str(e)))
@@ -141,6 +160,26 @@ def build(tx: Tx, pods: Iterable[int] | None = None,
                 raise
             bad = ports.pop(e.obj[1])
             found.append(Problem("port", bad.id, bad.host_id, bad.pod_id, str(e)))
+
+
+def _stand_ins(ports: list[Port], for_host: str | None,
+               hosts: dict[str, Host]) -> dict[int, int]:
+    """Port id -> stand-in ofport for the ports of other hosts than `for_host` that are
+    being connected (pending, no ofport and no error yet): from the top of the range down,
+    skipping what the host's other ports and patch port use."""
+    if for_host is None:
+        return {}
+    waiting = [p for p in ports if p.host_id != for_host and p.state == "pending"
+               and p.ofport is None and p.error_code is None]
+    out: dict[int, int] = {}
+    for host_id in {p.host_id for p in waiting}:
+        host = hosts.get(host_id)
+        used = {p.ofport for p in ports if p.host_id == host_id and p.ofport is not None}
+        used.add(host.int_patch_ofport if host else None)
+        free = (n for n in range(MAX_OFPORT, 0, -1) if n not in used)
+        for p in sorted((p for p in waiting if p.host_id == host_id), key=lambda p: p.id):
+            out[p.id] = next(free)
+    return out
 
 
 def _port_problem(port: Port, why: str) -> Problem:

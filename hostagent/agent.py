@@ -9,7 +9,6 @@ fail mode), the worker keeps repairing containers from the last desired state it
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -32,6 +31,7 @@ from hostagent.client import (
 from hostagent.containers import Runtimes, matches
 from hostagent.docker_driver import ENDPOINT_PREFIX, is_endpoint_ref
 from hostagent.docker_plugin import DockerPluginConfig, docker_plugin_config, serve_plugin
+from hostagent.links import LinkIndex
 from hostagent.local import default_host_id, ovs_from_args
 from hostagent.ovs import Ovs, OvsError
 from hostagent.reconcile import Reconciler
@@ -76,6 +76,9 @@ class Agent:
         self._reported: dict | None = None
         self._reported_at = 0.0
         self._pending_deletes: set[int] = set()  # ports whose container was removed
+        # ports whose ofport a report the controller took carried: wired, whatever the
+        # desired state says (a static port's `active` does not bump the host's version)
+        self._wired: set[int] = set()
         # figures carried in the report's `stats` (the controller's /metrics shows them)
         self.passes = 0
         self.pass_seconds_total = 0.0
@@ -187,17 +190,37 @@ class Agent:
                 log.warning("OVS not ready (%s); retrying", e)
                 backoff_wait(self.stop, attempt)
                 attempt += 1
+        # The long poll blocks in a socket read that a signal does not interrupt: it runs in
+        # a daemon thread so that stopping never waits for it. It starts first: it is how
+        # the controller knows the agent is there.
+        threading.Thread(target=self._poll, name="long-poll", daemon=True).start()
+        self.follow_host()
         self.runtimes.watch_docker(self._docker_event, self.stop)
         self.start_docker_plugin()
         worker = threading.Thread(target=self._worker, name="reconcile", daemon=True)
         worker.start()
-        # The long poll blocks in a socket read that a signal does not interrupt: it runs in
-        # a daemon thread so that stopping never waits for it.
-        threading.Thread(target=self._poll, name="long-poll", daemon=True).start()
         while not self.stop.wait(1.0):
             pass
         self.kick.set()
         worker.join(timeout=10)
+
+    def follow_host(self) -> None:
+        """Keep OVS's database and the host's veths in memory (an OVSDB monitor, link
+        events) so that a pass forks and dumps nothing; without them the agent works as
+        before, by `ovs-vsctl` and netlink dumps."""
+        links = LinkIndex()
+        if not links.start(self.stop):
+            log.warning("link events not followed: every pass dumps the host's links")
+        db = None
+        try:
+            from hostagent.ovsdb import OvsdbReplica
+
+            db = OvsdbReplica(self.ovs.db_target, self.ovs.timeout)
+            db.start(self.stop)
+        except Exception as e:     # the agent still works through ovs-vsctl
+            log.warning("no OVSDB replica (%s): every pass runs ovs-vsctl", e)
+            db = None
+        self.reconciler.use(db, links)
 
     def _poll(self) -> None:
         attempt = 0
@@ -238,24 +261,27 @@ class Agent:
 
     def _worker(self) -> None:
         while not self.stop.is_set():
-            self.kick.wait(RESYNC_S)
+            kicked = self.kick.wait(RESYNC_S)
             self.kick.clear()
             if self.stop.is_set():
                 break
             try:
-                self.reconcile_and_report()
+                self.reconcile_and_report(full=not kicked)
             except Exception:  # keep the agent alive; the next pass retries
                 log.exception("reconcile failed")
                 self.stop.wait(1.0)
 
-    def reconcile_and_report(self) -> dict | None:
+    def reconcile_and_report(self, full: bool = True) -> dict | None:
+        """One pass and its report; a `full` one (periodic) also re-reads what the agent
+        otherwise follows by events."""
         with self._lock:
             desired = self.desired
             if desired is None:
                 return None
             self._retry_deletes()
+            desired = self._known_wired(desired)
             started = time.monotonic()
-            actual = self.reconciler.apply(desired)
+            actual = self.reconciler.apply(desired, full=full)
             self._count_pass(time.monotonic() - started)
             stale = time.monotonic() - self._reported_at > RESYNC_S * 2
             # the stats ride along with a report that goes anyway: they change every pass,
@@ -264,10 +290,26 @@ class Agent:
                 try:
                     self._report(actual)
                     self._reported, self._reported_at = actual, time.monotonic()
+                    self._wired = {int(p) for p, r in actual.get("ports", {}).items()
+                                   if r.get("ofport")}
                 except (ControllerUnreachable, ApiError) as e:
                     log.warning("reporting actual state failed: %s", e)
                     self._reported = None
+            if getattr(self.reconciler, "lease_pending", False):
+                self.kick.set()   # the re-made port's flows are on their way: its lease next
             return actual
+
+    def _known_wired(self, desired: dict) -> dict:
+        """`desired` with the ports this agent reported wired no longer `pending`: the
+        controller marks a static port `active` without a new desired version (the mark
+        changes nothing on the host), so the version the agent has may still say
+        `pending` for a port whose connect went on. (`pending` matters to a pass: a port
+        still pending whose container stops or goes is dropped here, not kept or deleted.)"""
+        if not self._wired:
+            return desired
+        ports = [dict(p, state="wired") if p.get("state") == "pending"
+                 and int(p["id"]) in self._wired else p for p in desired.get("ports") or []]
+        return dict(desired, ports=ports)
 
     def _report(self, actual: dict) -> None:
         if not self.send_stats:
@@ -389,37 +431,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def apply_once(args: argparse.Namespace, host_id: str) -> int:
-    """One reconcile pass from a file, without a controller."""
-    try:
-        with (sys.stdin if args.apply == "-" else open(args.apply)) as f:
-            desired = json.load(f)
-    except (OSError, ValueError) as e:
-        print(f"loris-hostagent: cannot read desired state {args.apply}: {e}", file=sys.stderr)
-        return 2
-    tunnel_ip = args.tunnel_ip or (desired.get("host") or {}).get("tunnel_ip")
-    if not tunnel_ip:
-        print("loris-hostagent: --apply needs --tunnel-ip (or host.tunnel_ip in the file)",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    ovs = ovs_from_args(args.ovsdb, args.ovs_rundir)
-    gone: list[int] = []
-    reconciler = Reconciler(
-        ovs, Runtimes(args.docker_url), host_id, tunnel_ip, args.tunnel_type,
-        args.container_ifname, on_container_gone=gone.append,
-    )  # fmt: skip
-    try:
-        hostprep.prepare_host(ovs, host_id, args.openflow)
-        actual = reconciler.apply(desired)
-    except OvsError as e:
-        print(f"loris-hostagent: OVS: {e}", file=sys.stderr)
-        return 1
-    if gone:
-        actual["containers_gone"] = gone  # what the daemon would DELETE at the controller
-    print(json.dumps(actual, indent=2, sort_keys=True))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -438,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loris-hostagent: {e}; stop it first", file=sys.stderr)
         return 2
     if args.apply:
+        from hostagent.apply_file import apply_once
+
         return apply_once(args, host_id)
     token_file = token_file_from(args.token_file)
     switch_cert = args.switch_cert or os.environ.get("LORIS_SWITCH_CERT")

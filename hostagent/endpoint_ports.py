@@ -20,7 +20,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from flows import contract
 from hostagent import netdev
 from hostagent.containers import Container
-from hostagent.ovs import Snapshot
+from hostagent.ovs import Interface
 
 if TYPE_CHECKING:
     from hostagent.reconcile import Reconciler
@@ -51,20 +51,19 @@ def create_pair(port_id: int, mac: str, mtu: int) -> str:
         raise netdev.NetdevError(f"creating veth {host_name}/{peer} failed: {e}") from e
 
 
-def ensure(rec: Reconciler, port: dict, mtu: int, snap: Snapshot) -> dict:
+def ensure(rec: Reconciler, port: dict, mtu: int, ifaces: dict[int, Interface]) -> dict:
     """The port's wiring as the report gives it; makes what is missing."""
     from hostagent.reconcile import PortError
 
     port_id = int(port["id"])
     ref = port["container"]
     host_name = contract.host_port_name(port_id)
-    iface = rec.port_interfaces(snap).get(port_id)
+    iface = ifaces.get(port_id)
     endpoint = Container(ref=ref, id=ref, name=ref, netns="")
     if not netdev.link_exists(host_name):
         pinned = (iface.ofport_request or iface.ofport) if iface else None
         if iface is not None:   # the pair died with a container's namespace: port re-added
-            rec.ovs.vsctl([["--if-exists", "del-port", contract.INTEGRATION_BRIDGE,
-                            iface.name]])
+            rec.db.del_ports(contract.INTEGRATION_BRIDGE, [iface.name])
         log.info("wiring port %s for Docker endpoint %s", port_id, ref)
         peer = create_pair(port_id, port["mac"], mtu)
         try:
@@ -77,7 +76,7 @@ def ensure(rec: Reconciler, port: dict, mtu: int, snap: Snapshot) -> dict:
         rec._attach(port, endpoint, contract.container_port_temp_name(port_id))
         iface = None
     if iface is None:
-        iface = rec.port_interfaces(rec.ovs.snapshot()).get(port_id)
+        iface = rec.db.interface(host_name)
     if iface is None or not iface.ofport:
         raise PortError("ovs_error", f"OVS gave no ofport to {host_name}: "
                                      f"{(iface.error if iface else None) or 'unknown'}")

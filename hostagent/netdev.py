@@ -7,12 +7,18 @@ namespaces given as paths (`/proc/<pid>/ns/net` or `/run/netns/<name>`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import ipaddress
 import os
 import re
+import socket
+import struct
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -38,14 +44,71 @@ def open_netns(path: str) -> Iterator[int]:
         os.close(fd)
 
 
+_host = threading.local()
+
+
 @contextlib.contextmanager
 def ipr_in(netns_fd: int | None = None) -> Iterator[IPRoute]:
+    """A netlink socket in the namespace `netns_fd`, or in ours (None). Ours is opened once
+    per thread and kept (opening one costs pyroute2 several ms, a connect used a dozen);
+    one that failed otherwise than with a netlink error is dropped."""
+    if netns_fd is None:
+        ipr = getattr(_host, "ipr", None)
+        if ipr is None:
+            ipr = _host.ipr = IPRoute()
+        try:
+            yield ipr
+        except NetlinkError:
+            raise
+        except BaseException:
+            _host.ipr = None
+            with contextlib.suppress(Exception):
+                ipr.close()
+            raise
+        return
     # flags=0: never let pyroute2 create a namespace that does not exist.
-    ipr = IPRoute() if netns_fd is None else IPRoute(netns=netns_fd, flags=0)
+    ipr = IPRoute(netns=netns_fd, flags=0)
     try:
         yield ipr
     finally:
         ipr.close()
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+
+def in_netns(netns_path: str, fn: Callable[[IPRoute], T]) -> T:
+    """`fn(socket)` with a netlink socket in the namespace `netns_path`, called in a helper
+    thread that entered it (setns switches only the calling thread; the agent's threads
+    never move). pyroute2's own way, `IPRoute(netns=...)`, starts a process to make each
+    such socket: ~150 ms of a connect went there. The helper also holds an fd on the
+    namespace meanwhile, so it cannot vanish under the work."""
+    outcome: dict[str, object] = {}
+
+    def enter_and_call() -> None:
+        try:
+            with open_netns(netns_path) as fd:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise NetdevError(f"cannot enter network namespace {netns_path} "
+                                      f"({os.strerror(err)})")
+                # pyroute2 makes its socket on first use: in this thread, so in the namespace
+                ns = IPRoute()
+                try:
+                    outcome["value"] = fn(ns)
+                finally:
+                    ns.close()
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    helper = threading.Thread(target=enter_and_call, name="netns")
+    helper.start()
+    helper.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]
 
 
 def _link(ipr: IPRoute, name: str):
@@ -94,27 +157,30 @@ def inspect_port(port_id: int, netns_path: str, mac: str) -> ContainerSide | Non
         host = _link(ipr, contract.host_port_name(port_id))
     if host is None or _kind(host) != "veth" or host.get("IFLA_LINK_NETNSID") is None:
         return None
+
+    def look(ns: IPRoute) -> ContainerSide | None:
+        try:
+            peer = ns.get_links(host.get("IFLA_LINK"))[0]
+        except NetlinkError:
+            return None
+        if peer.get("IFLA_LINK") != host["index"] or _kind(peer) != "veth":
+            return None
+        if (peer.get("IFLA_ADDRESS") or "").lower() != mac.lower():
+            return None
+        addrs = [
+            f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
+            for a in ns.get_addr(index=peer["index"], family=2)
+        ]
+        return ContainerSide(
+            ifname=peer.get("IFLA_IFNAME"),
+            mac=peer.get("IFLA_ADDRESS"),
+            mtu=peer.get("IFLA_MTU"),
+            up=bool(peer["flags"] & 1),
+            ipv4=addrs,
+        )
+
     try:
-        with open_netns(netns_path) as fd, ipr_in(fd) as ns:
-            try:
-                peer = ns.get_links(host.get("IFLA_LINK"))[0]
-            except NetlinkError:
-                return None
-            if peer.get("IFLA_LINK") != host["index"] or _kind(peer) != "veth":
-                return None
-            if (peer.get("IFLA_ADDRESS") or "").lower() != mac.lower():
-                return None
-            addrs = [
-                f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
-                for a in ns.get_addr(index=peer["index"], family=2)
-            ]
-            return ContainerSide(
-                ifname=peer.get("IFLA_IFNAME"),
-                mac=peer.get("IFLA_ADDRESS"),
-                mtu=peer.get("IFLA_MTU"),
-                up=bool(peer["flags"] & 1),
-                ipv4=addrs,
-            )
+        return in_netns(netns_path, look)
     except NetdevError:
         return None
 
@@ -133,10 +199,11 @@ def create_port(
     for stale in (host_name, temp_name):  # leftovers of an interrupted attempt
         delete_link(stale)
     try:
+        with _step("listing the container's interfaces"):
+            taken = in_netns(netns_path, lambda ns: {link.get("IFLA_IFNAME")
+                                                     for link in ns.get_links()})
+        final = next_ifname(ifname, taken)
         with open_netns(netns_path) as fd:
-            with _step("listing the container's interfaces"), ipr_in(fd) as ns:
-                taken = {link.get("IFLA_IFNAME") for link in ns.get_links()}
-            final = next_ifname(ifname, taken)
             with ipr_in() as ipr:
                 with _step(f"creating veth {host_name}"):
                     ipr.link("add", ifname=host_name, kind="veth", peer={"ifname": temp_name})
@@ -146,18 +213,21 @@ def create_port(
                     ipr.link("set", index=host_idx, state="up")
                 with _step(f"moving {temp_name} into {netns_path}"):
                     ipr.link("set", index=ipr.link_lookup(ifname=temp_name)[0], net_ns_fd=fd)
-            with ipr_in(fd) as ns:
-                idx = ns.link_lookup(ifname=temp_name)[0]
-                with _step(f"setting name {final}, MAC {mac}, MTU {mtu}"):
-                    ns.link("set", index=idx, ifname=final, address=mac, mtu=mtu)
-                pause_point("container_named")
-                if ip:
-                    with _step(f"adding address {ip}"):
-                        _add_address(ns, idx, ip)
-                with _step(f"bringing {final} up"):
-                    ns.link("set", index=idx, state="up")
-            disable_tx_offload(netns_path, final)
-            return final
+
+        def finish(ns: IPRoute) -> None:
+            idx = ns.link_lookup(ifname=temp_name)[0]
+            with _step(f"setting name {final}, MAC {mac}, MTU {mtu}"):
+                ns.link("set", index=idx, ifname=final, address=mac, mtu=mtu)
+            pause_point("container_named")
+            if ip:
+                with _step(f"adding address {ip}"):
+                    _add_address(ns, idx, ip)
+            with _step(f"bringing {final} up"):
+                ns.link("set", index=idx, state="up")
+            tx_checksum_off(final)
+
+        in_netns(netns_path, finish)
+        return final
     except Exception:
         delete_link(host_name)
         delete_link(temp_name)
@@ -174,8 +244,8 @@ def _step(what: str) -> Iterator[None]:
 
 
 def add_address(netns_path: str, ifname: str, ip: str) -> None:
-    with open_netns(netns_path) as fd, ipr_in(fd) as ns:
-        _add_address(ns, ns.link_lookup(ifname=ifname)[0], ip)
+    in_netns(netns_path,
+             lambda ns: _add_address(ns, ns.link_lookup(ifname=ifname)[0], ip))
 
 
 def _add_address(ns: IPRoute, index: int, ip: str) -> None:
@@ -183,10 +253,28 @@ def _add_address(ns: IPRoute, index: int, ip: str) -> None:
     ns.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
 
 
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM = 0x17
+
+
+def tx_checksum_off(ifname: str) -> None:
+    """`ethtool -K <if> tx off` for an interface of this thread's namespace, by the same
+    ioctl and without forking ethtool: a veth hands OVS's userspace datapath packets with
+    partial checksums, which then leave the tunnel unfixed and TCP stalls. (The kernel
+    turns off what depends on it, segmentation offloads, as ethtool's does.)"""
+    value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0), 8)
+    ifreq = struct.pack("16sP16x", ifname.encode(), ctypes.addressof(value))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            fcntl.ioctl(s, SIOCETHTOOL, ifreq)
+        except OSError as e:
+            raise NetdevError(f"turning off tx checksum offload of {ifname} failed: "
+                              f"{e.strerror}") from e
+
+
 def disable_tx_offload(netns_path: str, ifname: str) -> None:
-    """`ethtool -K <if> tx off` inside the container: a veth hands OVS's userspace datapath
-    packets with partial checksums, which then leave the tunnel unfixed and TCP stalls."""
-    run_in_netns(netns_path, ["ethtool", "-K", ifname, "tx", "off"])
+    """`tx_checksum_off(ifname)` inside the container's namespace."""
+    in_netns(netns_path, lambda _ns: tx_checksum_off(ifname))
 
 
 def run_in_netns(netns_path: str, argv: list[str], timeout: float = 20) -> str:

@@ -189,3 +189,45 @@ def _as_list(value: object) -> list:
 def kv(column: str, mapping: dict[str, str]) -> list[str]:
     """`column:key=value` arguments for `ovs-vsctl set` (values quoted for OVSDB's syntax)."""
     return [f'{column}:{k}="{v}"' for k, v in mapping.items()]
+
+
+class VsctlDb:
+    """The reads and writes a reconcile pass makes, through `ovs-vsctl` (a fork each): what
+    the agent uses when it has no OVSDB replica (`--apply`, or the replica could not start).
+    Same methods as `hostagent.ovsdb.OvsdbReplica`."""
+
+    def __init__(self, ovs: Ovs) -> None:
+        self.ovs = ovs
+
+    def snapshot(self) -> Snapshot:
+        return self.ovs.snapshot()
+
+    def interface(self, name: str) -> Interface | None:
+        return self.ovs.snapshot().interfaces.get(name)
+
+    def wait_until(self, predicate, timeout: float) -> bool:
+        return predicate(self.ovs.snapshot())
+
+    def add_port(self, bridge: str, name: str, port_ids: dict[str, str],
+                 iface_ids: dict[str, str], ofport_request: int | None = None,
+                 iface_type: str | None = None, options: dict[str, str] | None = None,
+                 ) -> Interface | None:
+        cmd = ["set", "Interface", name, *kv("external_ids", iface_ids)]
+        if ofport_request:
+            cmd.append(f"ofport_request={ofport_request}")
+        if iface_type is not None:
+            cmd.append(f"type={iface_type}")
+        cmds = [["--may-exist", "add-port", bridge, name],
+                ["set", "Port", name, *kv("external_ids", port_ids)]]
+        if options is not None:   # replaced as a whole so a stale one never lingers
+            cmds.append(["clear", "Interface", name, "options"])
+            cmd += kv("options", options)
+        self.ovs.vsctl([*cmds, cmd])
+        return self.interface(name)
+
+    def set_ofport_request(self, name: str, ofport: int) -> None:
+        self.ovs.vsctl([["set", "Interface", name, f"ofport_request={ofport}"]])
+
+    def del_ports(self, bridge: str, names: list[str]) -> None:
+        if names:
+            self.ovs.vsctl([["--if-exists", "del-port", bridge, n] for n in names])

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flows import contract
 from hostagent import dhcp, endpoint_ports, netdev
@@ -23,7 +24,11 @@ from hostagent.containers import (
 )
 from hostagent.docker_driver import is_endpoint_ref
 from hostagent.faults import pause_point
-from hostagent.ovs import Interface, Ovs, OvsError, Snapshot, kv
+from hostagent.links import LinkIndex
+from hostagent.ovs import Interface, Ovs, OvsError, Snapshot, VsctlDb
+
+if TYPE_CHECKING:
+    from hostagent.ovsdb import OvsdbReplica
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,12 @@ class Reconciler:
         on_container_gone: Callable[[int], None] | None = None,
     ) -> None:
         self.ovs = ovs
+        # what OVS holds and the writes of a pass: `ovs-vsctl` until the agent gives an
+        # OVSDB replica (use()); the host's veths: dumped on each read until it gives a
+        # link index that follows the kernel's events
+        self.db: VsctlDb | OvsdbReplica = VsctlDb(ovs)
+        self.links = LinkIndex()
+        self._underlay_mtu: int | None = None
         self.runtimes = runtimes
         self.host_id = host_id
         self.tunnel_ip = tunnel_ip
@@ -68,14 +79,33 @@ class Reconciler:
         # ports that failed to wire since the agent started (the report's stats); a missing
         # or stopped container is a state, not a wiring error
         self.wiring_errors = 0
+        # a DHCP port was re-made in the last pass and waits for its lease: the agent runs
+        # the next pass as soon as it has reported this one
+        self.lease_pending = False
+
+    def use(self, db: OvsdbReplica | None = None, links: LinkIndex | None = None) -> None:
+        """Read and write OVS through `db` (a replica kept by a monitor) and read the host's
+        veths from `links` (kept by link events) instead of forking and dumping."""
+        if db is not None:
+            self.db = db
+        if links is not None:
+            self.links = links
 
     # ---------------------------------------------------------------- the pass
-    def apply(self, desired: dict) -> dict:
-        snap = self.ovs.snapshot()
+    def apply(self, desired: dict, full: bool = True) -> dict:
+        """One pass. A `full` one (the default; the agent's periodic one) also reads again
+        what a replica or an event index could have missed: every link, the underlay MTU."""
+        self.lease_pending = False
+        if full:
+            self._underlay_mtu = None
+            if self.links.live:
+                self.links.refresh()
+        snap = self.db.snapshot()
         if not self._bridges_ready(snap) and self.ensure_bridges:
             log.warning("Loris bridges missing or incomplete: preparing the host again")
             self.ensure_bridges()
-            snap = self.ovs.snapshot()
+            self.db.wait_until(self._bridges_ready, self.ovs.timeout)
+            snap = self.db.snapshot()
         host = desired.get("host") or {}
         ttype = host.get("tunnel_type") or self.tunnel_type
         self._reconcile_tunnels(snap, desired.get("peers") or [], ttype)
@@ -87,13 +117,13 @@ class Reconciler:
             self._verified.clear()  # now and then look inside every container again
             self._full_check_at = time.monotonic()
         mtu = contract.container_mtu(self.underlay_mtu(), ttype)
-        snap = self.ovs.snapshot()
-        host_veths = netdev.host_veths()
+        ifaces = self.port_interfaces(self.db.snapshot())   # once a pass, not once a port
+        host_veths = self.links.veths()
         report_ports: dict[str, dict] = {}
         for port_id in sorted(ports):
-            report_ports[str(port_id)] = self._reconcile_port(ports[port_id], mtu, snap,
+            report_ports[str(port_id)] = self._reconcile_port(ports[port_id], mtu, ifaces,
                                                               host_veths)  # fmt: skip
-        snap = self.ovs.snapshot()
+        snap = self.db.snapshot()
         return {
             "version": desired.get("version", 0),
             "patch": self._patch_ofports(snap),
@@ -102,7 +132,10 @@ class Reconciler:
         }
 
     def underlay_mtu(self) -> int:
-        return netdev.mtu_of_address(self.tunnel_ip) or DEFAULT_UNDERLAY_MTU
+        """The MTU of the tunnel endpoint's interface, read again on every full pass."""
+        if self._underlay_mtu is None:
+            self._underlay_mtu = netdev.mtu_of_address(self.tunnel_ip) or DEFAULT_UNDERLAY_MTU
+        return self._underlay_mtu
 
     # ---------------------------------------------------------------- bridges
     @staticmethod
@@ -134,9 +167,10 @@ class Reconciler:
         want = self._wanted_tunnels(peers)
         have = {i.name: i for i in snap.on_bridge(contract.TUNNEL_BRIDGE)
                 if contract.is_tunnel_port_name(i.name)}  # fmt: skip
-        cmds: list[list[str]] = []
-        for name in sorted(set(have) - set(want)):
-            cmds.append(["--if-exists", "del-port", contract.TUNNEL_BRIDGE, name])
+        stale = sorted(set(have) - set(want))
+        if stale:
+            log.info("tunnels: removing %s", ", ".join(stale))
+            self.db.del_ports(contract.TUNNEL_BRIDGE, stale)
         for name, peer in sorted(want.items()):
             options = {"remote_ip": peer["tunnel_ip"], "key": "flow", "df_default": "true"}
             ids = {contract.LORIS_MARK[0]: contract.LORIS_MARK[1], contract.EXT_PEER: peer["id"]}
@@ -144,16 +178,11 @@ class Reconciler:
             if cur and cur.type == ttype and cur.options == options \
                     and cur.external_ids.get(contract.EXT_PEER) == peer["id"]:
                 continue
-            if cur is None:
-                cmds.append(["--may-exist", "add-port", contract.TUNNEL_BRIDGE, name])
-                cmds.append(["set", "Port", name, *kv("external_ids", dict([contract.LORIS_MARK]))])
-            # Options are replaced as a whole so a stale one never lingers.
-            cmds.append(["clear", "Interface", name, "options"])
-            cmds.append(["set", "Interface", name, f"type={ttype}",
-                         *kv("options", options), *kv("external_ids", ids)])  # fmt: skip
-        if cmds:
-            log.info("tunnels: %s", "; ".join(" ".join(c) for c in cmds))
-            self.ovs.vsctl(cmds)
+            log.info("tunnels: %s %s to %s (%s, %s)", "updating" if cur else "adding", name,
+                     peer["id"], ttype, peer["tunnel_ip"])
+            # options are replaced as a whole so a stale one never lingers
+            self.db.add_port(contract.TUNNEL_BRIDGE, name, dict([contract.LORIS_MARK]), ids,
+                             iface_type=ttype, options=options)
 
     def _tunnel_ofports(self, snap: Snapshot, peers: list[dict]) -> dict[str, int]:
         out = {}
@@ -180,18 +209,17 @@ class Reconciler:
         stale = sorted(set(have) - wanted)
         if stale:
             log.info("removing ports not desired here: %s", stale)
-            self.ovs.vsctl([["--if-exists", "del-port", contract.INTEGRATION_BRIDGE, have[p].name]
-                            for p in stale])  # fmt: skip
-        for name in netdev.loris_veths():
+            self.db.del_ports(contract.INTEGRATION_BRIDGE, [have[p].name for p in stale])
+        for name in self.links.loris_veths():
             port_id = contract.port_id_of_host_port(name)
             if port_id is None or port_id not in wanted:
-                netdev.delete_link(name)
+                self._delete_veth(name)
 
-    def _reconcile_port(self, port: dict, mtu: int, snap: Snapshot,
+    def _reconcile_port(self, port: dict, mtu: int, ifaces: dict[int, Interface],
                         host_veths: dict[str, int]) -> dict:  # fmt: skip
         port_id = int(port["id"])
         try:
-            return self._ensure_port(port, mtu, snap, host_veths)
+            return self._ensure_port(port, mtu, ifaces, host_veths)
         except PortError as e:
             log.warning("port %s (%s): %s", port_id, port.get("container"), e.message)
             if e.code not in (ContainerNotFound.code, ContainerNotRunning.code):
@@ -208,13 +236,13 @@ class Reconciler:
             return {"error": {"code": "internal_error",
                               "message": f"wiring {port.get('container')} failed: {e!r}"}}
 
-    def _ensure_port(self, port: dict, mtu: int, snap: Snapshot,
+    def _ensure_port(self, port: dict, mtu: int, ifaces: dict[int, Interface],
                      host_veths: dict[str, int]) -> dict:  # fmt: skip
         port_id = int(port["id"])
         ref = port["container"]
         if is_endpoint_ref(ref):      # a Docker endpoint: Docker moves it in (docker_driver)
-            return endpoint_ports.ensure(self, port, mtu, snap)
-        iface = self.port_interfaces(snap).get(port_id)
+            return endpoint_ports.ensure(self, port, mtu, ifaces)
+        iface = ifaces.get(port_id)
         try:
             container = self.runtimes.resolve(ref)
         except ContainerNotFound as e:
@@ -234,6 +262,7 @@ class Reconciler:
         key = (port["mac"], port.get("ip"), netdev.netns_id(container.netns),
                host_veths.get(host_name))  # fmt: skip
         cached = self._verified.get(port_id)
+        attached = False       # (re)attached to OVS in this pass: the controller has not
         if cached and cached[0] == key and iface is not None and iface.ofport:
             side = cached[1]  # nothing that could break it changed since it was checked
         else:
@@ -254,7 +283,8 @@ class Reconciler:
                     self._attach(port, container, side.ifname)
                     iface = None
             if iface is None:
-                iface = self.port_interfaces(self.ovs.snapshot()).get(port_id)
+                attached = True
+                iface = self.db.interface(host_name)
             if iface is None or not iface.ofport:
                 raise PortError("ovs_error", f"OVS gave no ofport to {host_name}: "
                                              f"{(iface.error if iface else None) or 'unknown'}")
@@ -263,7 +293,11 @@ class Reconciler:
         out: dict = {"ofport": iface.ofport, "mtu": mtu}
         if port.get("dhcp"):
             lease = side.ipv4[0] if side.ipv4 else None
-            if lease is None and port.get("state") == "active":
+            if lease is None and port.get("state") == "active" and attached:
+                # re-made (its container restarted): its flows come back once the
+                # controller has this report, so the lease is asked for in the pass after
+                self.lease_pending = True
+            elif lease is None and port.get("state") == "active":
                 try:
                     lease = dhcp.obtain_lease(container.netns, side.ifname)
                     side.ipv4.append(lease)
@@ -283,8 +317,12 @@ class Reconciler:
 
     def _drop_local(self, port_id: int, iface: Interface | None) -> None:
         if iface is not None:
-            self.ovs.vsctl([["--if-exists", "del-port", contract.INTEGRATION_BRIDGE, iface.name]])
-        netdev.delete_link(contract.host_port_name(port_id))
+            self.db.del_ports(contract.INTEGRATION_BRIDGE, [iface.name])
+        self._delete_veth(contract.host_port_name(port_id))
+
+    def _delete_veth(self, name: str) -> None:
+        netdev.delete_link(name)
+        self.links.gone(name)
 
     def _wire(self, port: dict, container: Container, iface: Interface | None,
               ip: str | None, mtu: int) -> netdev.ContainerSide:
@@ -295,20 +333,24 @@ class Reconciler:
             # The old veth died with the container's old namespace. OVS's userspace datapath
             # does not reopen a device that came back under the same name, so the port is
             # re-added (in its own transaction) with its ofport pinned.
-            self.ovs.vsctl([["--if-exists", "del-port", contract.INTEGRATION_BRIDGE, iface.name]])
+            self.db.del_ports(contract.INTEGRATION_BRIDGE, [iface.name])
         log.info("wiring port %s into %s (%s)", port_id, container.name, container.netns)
         ifname = netdev.create_port(port_id, container.netns, self.container_ifname,
                                     port["mac"], ip, mtu)  # fmt: skip
+        host_name = contract.host_port_name(port_id)
+        index = netdev.ifindex(host_name)
+        if index is not None:
+            self.links.made(host_name, index)
         pause_point("veth_created")
         try:
             self._attach(port, container, ifname, pinned=pinned)
         except Exception:
-            self._drop_local(port_id, self.port_interfaces(self.ovs.snapshot()).get(port_id))
+            self._drop_local(port_id, self.port_interfaces(self.db.snapshot()).get(port_id))
             raise
         pause_point("ovs_attached")
         side = netdev.inspect_port(port_id, container.netns, port["mac"])
         if side is None:
-            self._drop_local(port_id, self.port_interfaces(self.ovs.snapshot()).get(port_id))
+            self._drop_local(port_id, self.port_interfaces(self.db.snapshot()).get(port_id))
             raise PortError("wiring_failed",
                             f"container {container.name} lost its namespace while being wired")
         return side
@@ -326,17 +368,13 @@ class Reconciler:
             contract.EXT_ATTACHED_MAC: port["mac"].lower(),
             contract.EXT_IFNAME: ifname,
         }
-        cmd = ["set", "Interface", name, *kv("external_ids", ids)]
-        if pinned:
-            cmd.append(f"ofport_request={pinned}")
-        self.ovs.vsctl([["--may-exist", "add-port", contract.INTEGRATION_BRIDGE, name],
-                        ["set", "Port", name, *kv("external_ids", dict([contract.LORIS_MARK]))],
-                        cmd])  # fmt: skip
-        got = self.port_interfaces(self.ovs.snapshot()).get(port_id)
+        # one transaction; the ofport comes back with the replica's update
+        got = self.db.add_port(contract.INTEGRATION_BRIDGE, name, dict([contract.LORIS_MARK]),
+                               ids, ofport_request=pinned)
         if got is None or not got.ofport:
             raise PortError("ovs_error", f"OVS could not attach {name}: "
                                          f"{(got.error if got else None) or 'no ofport'}")
         if not got.ofport_request:
             # Pin the number OVS chose, so a re-wire (container restart) keeps it and the
             # flows that match on it stay right.
-            self.ovs.vsctl([["set", "Interface", name, f"ofport_request={got.ofport}"]])
+            self.db.set_ofport_request(name, got.ofport)

@@ -25,7 +25,7 @@ class FakeReconciler:
     def __init__(self) -> None:
         self.actual = {"version": 1, "ports": {}}
 
-    def apply(self, desired: dict) -> dict:
+    def apply(self, desired: dict, full: bool = True) -> dict:
         return dict(self.actual)
 
 

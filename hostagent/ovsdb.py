@@ -1,0 +1,362 @@
+"""An in-memory replica of the OVS database (the OVS Python IDL), kept by a monitor.
+
+The agent's pass reads what OVS holds from here instead of forking `ovs-vsctl` for a
+snapshot (three times a pass before), adds a container's port in ONE transaction with its
+ofport pinned, and learns the ofport ovs-vswitchd gave it from the monitor's update
+instead of polling snapshots.
+
+Threads: the IDL is driven by a thread of its own (`ovsdb-idl`): it runs the protocol
+(`Idl.run()`), then sleeps in a poller until the socket or a wake-up pipe has something.
+Everything that touches the IDL holds `_cond`'s lock; a caller's transaction is built and
+sent under it, and the caller then waits on `_cond`, which the IDL thread notifies after
+every run. Plain threads and the `ovs` package's own poller (not eventlet: the agent does
+not monkey-patch, so the poller uses the real `select`).
+
+Only the columns the agent reads or writes are replicated. Creating, configuring and
+deleting bridges (`hostprep`), TLS settings and tunnels stay with `ovs-vsctl` (hostagent/
+ovs.py): they happen once, not per connect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import threading
+import time
+import warnings
+
+from hostagent.ovs import Interface, OvsError, Snapshot
+
+# ovs.poller looks for eventlet to use its green select if it is monkey-patched; the agent
+# never is, and importing eventlet costs seconds on a loaded host (it warns, too). Unless
+# something already imported it, the import is made to fail, the poller takes the plain
+# select, and eventlet stays importable for anyone after.
+_NO_EVENTLET = "eventlet" not in sys.modules
+if _NO_EVENTLET:
+    sys.modules["eventlet"] = None  # type: ignore[assignment]
+try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import ovs.db.idl
+        import ovs.dirs
+        import ovs.jsonrpc
+        import ovs.poller
+        import ovs.stream
+        import ovs.vlog
+finally:
+    if _NO_EVENTLET:
+        del sys.modules["eventlet"]
+
+log = logging.getLogger(__name__)
+
+COLUMNS = {
+    "Bridge": ["name", "ports", "external_ids", "controller"],
+    "Port": ["name", "interfaces", "external_ids"],
+    "Interface": ["name", "type", "ofport", "ofport_request", "external_ids", "options",
+                  "error"],
+    "Controller": ["target", "is_connected", "role"],
+}
+
+
+def _one(value: object) -> object:
+    """An optional column (a list of 0 or 1 values) as a value or None."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+class OvsdbReplica:
+    def __init__(self, target: str | None, timeout: float = 15.0) -> None:
+        self.target = target or f"unix:{ovs.dirs.RUNDIR}/db.sock"
+        self.timeout = timeout
+        self._cond = threading.Condition()
+        self._idl: ovs.db.idl.Idl | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._snap: tuple[int, Snapshot] | None = None   # (IDL seqno, snapshot of then)
+        self._rows: dict[str, dict] = {t: {} for t in COLUMNS}  # uuid -> converted row
+        self._dirty: set = set()          # (table, uuid) changed since last converted
+        self._pending: list = []          # transactions sent, waiting for their reply
+        self._synced = False
+        self.change_seqno = 0
+
+    # ---- start ------------------------------------------------------------------------
+    def start(self, stop: threading.Event) -> None:
+        """Connect, replicate, and keep the replica up to date in a daemon thread; returns
+        once the first copy of the database is in memory (OvsError if not within the
+        timeout)."""
+        helper = ovs.db.idl.SchemaHelper(schema_json=self._fetch_schema())
+        for table, columns in COLUMNS.items():
+            helper.register_columns(table, columns)
+        with self._cond:
+            self._idl = _Idl(self.target, helper, self._changed)
+        threading.Thread(target=self._run, args=(stop,), name="ovsdb-idl", daemon=True).start()
+        if not self._wait(lambda: self._synced, self.timeout):
+            raise OvsError(f"no copy of the OVS database {self.target} within "
+                           f"{self.timeout:g} s")
+
+    def _fetch_schema(self) -> dict:
+        error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(self.target),
+                                                     int(self.timeout * 1000))
+        if error:
+            raise OvsError(f"cannot reach the OVS database {self.target}: "
+                           f"{os.strerror(error)}")
+        rpc = ovs.jsonrpc.Connection(stream)
+        try:
+            error, reply = rpc.transact_block(
+                ovs.jsonrpc.Message.create_request("get_schema", ["Open_vSwitch"]))
+            if error or reply.error:
+                raise OvsError(f"cannot read the schema of {self.target}: "
+                               f"{os.strerror(error) if error else reply.error}")
+            return reply.result
+        finally:
+            rpc.close()
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self._run_once()
+            except Exception:       # keep the replica alive; the IDL reconnects by itself
+                log.exception("OVSDB replica: running the IDL failed")
+                stop.wait(1.0)
+
+    def _run_once(self) -> None:
+        with self._cond:
+            idl = self._idl
+            seqno = idl.change_seqno
+            idl.run()
+            if idl.change_seqno != seqno:
+                self.change_seqno = idl.change_seqno
+                self._synced = self._synced or idl.has_ever_connected()
+            if self._pending:
+                self._pending = [t for t in self._pending
+                                 if t.commit() == ovs.db.idl.Transaction.INCOMPLETE]
+            self._cond.notify_all()
+            poller = ovs.poller.Poller()
+            idl.wait(poller)
+            poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
+            poller.timer_wait(1000)
+        poller.block()
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+
+    def _wake(self) -> None:
+        os.write(self._wake_w, b"x")
+
+    def _wait(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    # ---- reads ------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """What OVS holds, from memory (the same shape as `Ovs.snapshot()`)."""
+        with self._cond:
+            return self._snapshot_cached()
+
+    def _snapshot_cached(self) -> Snapshot:
+        seqno = self._idl.change_seqno
+        if self._snap is None or self._snap[0] != seqno:
+            self._snap = (seqno, self._snapshot_locked())
+        return self._snap[1]
+
+    def _snapshot_locked(self) -> Snapshot:
+        """Assembled from rows converted once per change (reading an IDL row's columns
+        costs far more than the dicts here)."""
+        bridges, ports = self._converted("Bridge"), self._converted("Port")
+        ifaces, ctrls = self._converted("Interface"), self._converted("Controller")
+        self._dirty.clear()
+        snap = Snapshot()
+        iface_bridge: dict = {}
+        for name, external_ids, port_uuids, controllers in bridges.values():
+            snap.bridges[name] = {"external_ids": external_ids, "controller": controllers}
+            for p in port_uuids:
+                for i in ports.get(p, ("", []))[1]:
+                    iface_bridge[i] = name
+        for u, i in ifaces.items():
+            bridge = iface_bridge.get(u)
+            snap.interfaces[i.name] = i if bridge is None else dataclasses.replace(i, bridge=bridge)
+        snap.controllers = {c["_uuid"]: c for c in ctrls.values()}
+        return snap
+
+    def _converted(self, table: str) -> dict:
+        rows, cache = self._idl.tables[table].rows, self._rows[table]
+        for gone in [u for u in cache if u not in rows]:
+            del cache[gone]
+        for u, row in rows.items():
+            if u not in cache or (table, u) in self._dirty:
+                cache[u] = _CONVERT[table](row)
+        return cache
+
+    def _find(self, table: str, name: str):
+        """The IDL row named `name` (lock held, before the transaction inserts anything)."""
+        for u, row in self._converted(table).items():
+            if (row.name if isinstance(row, Interface) else row[0]) == name:
+                return self._idl.tables[table].rows[u]
+        return None
+
+    def _changed(self, table: str, row_uuid) -> None:
+        """The IDL's notification of a row created, updated or deleted (IDL thread, lock
+        held)."""
+        self._dirty.add((table, row_uuid))
+
+    def interface(self, name: str) -> Interface | None:
+        with self._cond:
+            return self._interface_locked(name)
+
+    def _interface_locked(self, name: str) -> Interface | None:
+        return self._snapshot_cached().interfaces.get(name)
+
+    # ---- writes -----------------------------------------------------------------------
+    def wait_until(self, predicate, timeout: float) -> bool:
+        """Wait until `predicate(snapshot)` holds (after a write made by `ovs-vsctl`, whose
+        update reaches the replica a moment later)."""
+        return self._wait(lambda: predicate(self._snapshot_cached()), timeout)
+
+    def add_port(self, bridge: str, name: str, port_ids: dict[str, str],
+                 iface_ids: dict[str, str], ofport_request: int | None = None,
+                 iface_type: str | None = None, options: dict[str, str] | None = None,
+                 ) -> Interface | None:
+        """Add (or update) port `name` on `bridge` in one transaction, then wait until
+        ovs-vswitchd gave it an ofport (or an error); returns its Interface. `options`, when
+        given, replace the interface's options as a whole."""
+        def build(txn, tables) -> None:
+            br = self._find("Bridge", bridge)
+            if br is None:
+                raise OvsError(f"bridge {bridge} does not exist")
+            port = self._find("Port", name)
+            if port is None:
+                iface = txn.insert(tables["Interface"])
+                iface.name = name
+                port = txn.insert(tables["Port"])
+                port.name = name
+                port.interfaces = [iface]
+                br.addvalue("ports", port.uuid)
+                port.external_ids = port_ids
+                iface.external_ids = iface_ids
+            else:
+                iface = port.interfaces[0]
+                port.external_ids = dict(port.external_ids, **port_ids)
+                iface.external_ids = dict(iface.external_ids, **iface_ids)
+            if ofport_request:
+                iface.ofport_request = [ofport_request]
+            if iface_type is not None:
+                iface.type = iface_type
+            if options is not None:
+                iface.options = options
+
+        self._transact(build, f"adding port {name} to {bridge}")
+        got: list[Interface | None] = [None]
+
+        def numbered() -> bool:
+            got[0] = i = self._interface_locked(name)
+            return i is not None and (i.ofport is not None or bool(i.error))
+
+        if not self._wait(numbered, self.timeout):
+            raise OvsError(f"ovs-vswitchd gave {name} no ofport within {self.timeout:g} s")
+        return got[0]
+
+    def set_ofport_request(self, name: str, ofport: int) -> None:
+        def build(txn, tables) -> None:
+            iface = self._find("Interface", name)
+            if iface is not None:
+                iface.ofport_request = [ofport]
+
+        self._transact(build, f"pinning the ofport of {name}")
+
+    def del_ports(self, bridge: str, names: list[str]) -> None:
+        """Remove ports from `bridge` (absent ones are ignored), in one transaction."""
+        def build(txn, tables) -> None:
+            br = self._find("Bridge", bridge)
+            if br is None:
+                return
+            for port_uuid in self._converted("Bridge")[br.uuid][2]:
+                port = tables["Port"].rows.get(port_uuid)
+                if port is not None and self._rows["Port"][port_uuid][0] in names:
+                    br.delvalue("ports", port_uuid)
+                    port.delete()
+
+        self._transact(build, f"removing {', '.join(names)} from {bridge}")
+
+    def _transact(self, build, what: str, attempts: int = 5) -> None:
+        """Build a transaction under the lock, send it, wait for its answer; one the server
+        asks to try again (a verify failed, the connection was reset) is built again."""
+        for attempt in range(attempts):
+            status = self._transact_once(build, what)
+            if status != ovs.db.idl.Transaction.TRY_AGAIN:
+                return
+            log.info("%s: try again (%d)", what, attempt + 1)
+            self._wait(lambda: self._idl.state == ovs.db.idl.Idl.IDL_S_MONITORING,
+                       self.timeout)
+        raise OvsError(f"{what}: the OVS database asked to try again {attempts} times")
+
+    def _transact_once(self, build, what: str) -> str:
+        Transaction = ovs.db.idl.Transaction
+        with self._cond:
+            txn = Transaction(self._idl)
+            try:
+                build(txn, self._idl.tables)
+            except BaseException:
+                txn.abort()
+                raise
+            status = txn.commit()
+            if status == Transaction.INCOMPLETE:
+                self._pending.append(txn)
+                self._wake()
+        if status == Transaction.INCOMPLETE:
+            done = self._wait(lambda: txn not in self._pending, self.timeout)
+            with self._cond:
+                status = txn.commit() if done else None
+        if status in (Transaction.SUCCESS, Transaction.UNCHANGED, Transaction.TRY_AGAIN):
+            return status
+        if status is None:
+            raise OvsError(f"{what}: no answer from {self.target} within {self.timeout:g} s")
+        raise OvsError(f"{what} failed: {status} {txn.get_error() or ''}".strip())
+
+
+class _Idl(ovs.db.idl.Idl):
+    """The IDL, telling the replica which rows changed."""
+
+    def __init__(self, remote: str, helper, changed) -> None:
+        super().__init__(remote, helper)
+        self.loris_changed = changed
+
+    def notify(self, event, row, updates=None) -> None:
+        self.loris_changed(row._table.name, row.uuid)
+
+
+def _bridge(b) -> tuple:
+    return (b.name, dict(b.external_ids), [p.uuid for p in b.ports],
+            [str(c.uuid) for c in b.controller])
+
+
+def _port(p) -> tuple:
+    return (p.name, [i.uuid for i in p.interfaces])
+
+
+def _controller(c) -> dict:
+    return {"_uuid": str(c.uuid), "target": c.target, "is_connected": c.is_connected,
+            "role": _one(c.role)}
+
+
+_CONVERT = {"Bridge": _bridge, "Port": _port, "Interface": lambda i: _interface(i, None),
+            "Controller": _controller}
+
+
+def _interface(i, bridge: str | None) -> Interface:
+    ofport = _one(i.ofport)
+    return Interface(name=i.name, type=i.type,
+                     ofport=ofport if isinstance(ofport, int) and ofport > 0 else None,
+                     ofport_request=_one(i.ofport_request),
+                     external_ids=dict(i.external_ids), options=dict(i.options),
+                     error=_one(i.error), bridge=bridge)
+
