@@ -64,6 +64,18 @@ class LorisLaunchers:
         except FileNotFoundError:
             return None
 
+    def reissue_admin_token(self) -> str:
+        """Issue operator admin a new token with the controller's admin command, as an
+        operator locked out of the API would (the command rewrites operator.token)."""
+        argv = [venv_bin() / "python", "-m", "controller.auth", "operator", "admin",
+                "--db", self.dir / "loris.db", "--credentials", self.credentials_dir]
+        env = getattr(self, "controller_env", {})
+        if env.get("LORIS_STORE", "sqlite") != "sqlite":
+            r = self.run("ctl", argv, env=env)
+        else:
+            r = run(argv, cwd=REPO_ROOT)
+        return r.stdout.strip()
+
     def agent_token_file(self, host: Host | str | int) -> Path:
         """<lab dir>/tokens/<host>.token (0600): the host's agent token, issued once by the
         controller's own admin command into the lab's store (works before the controller

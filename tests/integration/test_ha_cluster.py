@@ -86,6 +86,16 @@ def test_every_host_has_one_master(cluster):
     print("masters:", {c: e["masters"] for c, e in reg.items()})
 
 
+def agents_heard(lab: Lab, via: str = "c1") -> bool:
+    """No host's agent is away for controller `via` (after an outage agents back off for up
+    to 10 s between tries, so they are heard again a little after the controllers settle)."""
+    try:
+        hosts = client(lab, PORTS[via][0]).request("GET", "/v1/hosts")
+    except (ApiError, ControllerUnreachable):
+        return False
+    return all(not h["agent"]["away"] for h in hosts)
+
+
 def _connect(lab: Lab, via: str, name: str, host: str, ip: str) -> tuple[int, object]:
     c = lab.container(name) if name in lab.containers else lab.add_container(host, name,
                                                                                kind="netns")
@@ -222,5 +232,6 @@ def test_etcd_without_quorum_fails_fast_keeps_traffic_and_converges(cluster):
     lost = sorted(set(range(1, sent)) - replies)
     print(f"no quorum: a connect answered 503 after {answered:.2f} s; pings lost {lost}")
     assert sent > 50 and not lost, out[-400:]
+    wait_for(lambda: agents_heard(lab), 30, "every agent heard again")
     status, body = _connect(lab, "c1", "q1", "h3", "198.18.135.60/24")
     assert status == 201, body
