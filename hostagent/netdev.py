@@ -25,6 +25,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from flows import contract
 from hostagent.faults import pause_point
+from hostagent.netns_thread import call_in_netns_fd
 
 
 class NetdevError(RuntimeError):
@@ -74,41 +75,27 @@ def ipr_in(netns_fd: int | None = None) -> Iterator[IPRoute]:
         ipr.close()
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 
 
 def in_netns(netns_path: str, fn: Callable[[IPRoute], T]) -> T:
     """`fn(socket)` with a netlink socket in the namespace `netns_path`, called in a helper
-    thread that entered it (setns switches only the calling thread; the agent's threads
-    never move). pyroute2's own way, `IPRoute(netns=...)`, starts a process to make each
-    such socket: ~150 ms of a connect went there. The helper also holds an fd on the
-    namespace meanwhile, so it cannot vanish under the work."""
-    outcome: dict[str, object] = {}
+    thread that entered it (hostagent/netns_thread.py: the agent's threads never move).
+    pyroute2's own way, `IPRoute(netns=...)`, starts a process to make each such socket:
+    ~150 ms of a connect went there. The namespace is held open meanwhile, so it cannot
+    vanish under the work."""
 
-    def enter_and_call() -> None:
+    def call() -> T:
+        # pyroute2 makes its socket on first use: in this thread, so in the namespace
+        ns = IPRoute()
         try:
-            with open_netns(netns_path) as fd:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise NetdevError(f"cannot enter network namespace {netns_path} "
-                                      f"({os.strerror(err)})")
-                # pyroute2 makes its socket on first use: in this thread, so in the namespace
-                ns = IPRoute()
-                try:
-                    outcome["value"] = fn(ns)
-                finally:
-                    ns.close()
-        except BaseException as exc:  # handed to the caller's thread
-            outcome["error"] = exc
+            return fn(ns)
+        finally:
+            ns.close()
 
-    helper = threading.Thread(target=enter_and_call, name="netns")
-    helper.start()
-    helper.join()
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["value"]  # type: ignore[return-value]
+    with open_netns(netns_path) as fd:
+        return call_in_netns_fd(fd, call, lambda reason: NetdevError(
+            f"cannot enter network namespace {netns_path} ({reason})"))
 
 
 def _link(ipr: IPRoute, name: str):

@@ -1,45 +1,27 @@
-"""Doing one thing inside another network namespace without moving this process.
-
-setns() switches only the calling thread, so the work runs in a short-lived helper thread
-that entered the namespace (pyroute2's `setns`) and ends right after: the caller's threads
-never change namespace. What that work creates keeps its namespace for good; a socket made
-there stays in it whichever thread uses it afterwards.
-"""
+"""The lab's sockets and calls inside a simulated host's network namespace, through the
+agent's helper-thread mechanism (hostagent/netns_thread.py): this process never moves."""
 
 from __future__ import annotations
 
+import os
 import socket
-import threading
 from collections.abc import Callable
 from typing import TypeVar
+
+from hostagent.netns_thread import call_in_netns_fd
 
 T = TypeVar("T")
 
 
 def call_in_netns(netns_path: str, fn: Callable[[], T]) -> T:
     """Call `fn` in a helper thread inside the network namespace `netns_path` (e.g.
-    /run/netns/<name> or /proc/<pid>/ns/net) and return its result or raise its error."""
-    # Imported here: pyroute2 takes about 0.3 s to import, and most users of the lab
-    # (`loris-lab down`, say) never need it.
-    from pyroute2 import netns as pyroute2_netns
-
-    outcome: dict[str, object] = {}
-
-    def enter_and_call() -> None:
-        try:
-            # flags=0: never create the namespace (pyroute2's default would make a missing
-            # one); a missing path raises FileNotFoundError instead.
-            pyroute2_netns.setns(netns_path, flags=0)
-            outcome["value"] = fn()
-        except BaseException as exc:  # handed to the caller's thread
-            outcome["error"] = exc
-
-    helper = threading.Thread(target=enter_and_call, name="lab-netns")
-    helper.start()
-    helper.join()
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["value"]  # type: ignore[return-value]
+    /run/netns/<name> or /proc/<pid>/ns/net) and return its result or raise its error
+    (FileNotFoundError when the namespace does not exist)."""
+    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return call_in_netns_fd(fd, fn)
+    finally:
+        os.close(fd)
 
 
 def socket_in_netns(netns_path: str, family: int = socket.AF_INET,

@@ -101,7 +101,7 @@ def start_cluster(lab: Lab, agents: bool | Sequence[str] = True, tls: bool = Fal
 
 @pytest.fixture(scope="session")
 def local_etcd() -> Iterator[Any]:
-    """One local etcd member for the session (tests/etcd_local.py); skips without etcd."""
+    """One local etcd member for the session (tests/etcd_local.py); fails without etcd."""
     from etcd_local import LocalEtcd
 
     etcd = LocalEtcd()
