@@ -166,11 +166,19 @@ def ping_counts(output: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def loss(output: str) -> int:
-    """The packet loss in percent reported by ping."""
-    m = re.search(r"(\d+)% packet loss", output)
+def loss(output: str) -> float:
+    """The packet loss in percent. From the replies' icmp_seq when ping printed them: the
+    last request may still have been in flight when the ping was interrupted, so it counts
+    as lost only if ping sent nothing after it (it never does). Else ping's own summary
+    (which iputils gives with decimals, e.g. 0.649351%)."""
+    transmitted, _ = ping_counts(output)
+    replies = {int(n) for n in re.findall(r"icmp_seq=(\d+)", output)}
+    if replies and transmitted:
+        lost = set(range(1, transmitted)) - replies        # not the last one, in flight
+        return 100.0 * len(lost) / transmitted
+    m = re.search(r"([\d.]+)% packet loss", output)
     assert m, output
-    return int(m.group(1))
+    return float(m.group(1))
 
 
 # ---------------------------------------------------------------------- traffic
