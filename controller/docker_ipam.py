@@ -18,7 +18,8 @@ controller, which keeps addresses unique per pod across hosts:
 
 The reservation holds the address until the host's plugin connects the endpoint
 (POST /v1/hosts/{host_id}/ports with that address: connect.py takes the reservation over,
-`claim`) or releases it. A reservation its host neither used nor released within RESERVATION_TTL
+`claim`, and gives the port the MAC the controller chooses for it unless Docker sent one)
+or releases it. A reservation its host neither used nor released within RESERVATION_TTL
 seconds is a leak (a plugin that died between the two calls) and is dropped at the host's
 next reservation. An agent may call these routes for its own host only (auth.AGENT_ROUTES).
 """
@@ -42,14 +43,27 @@ if TYPE_CHECKING:
 RESERVATION_TTL = 300.0
 
 
-def claim(tx: Tx, pod_id: int, ip: ipaddress.IPv4Interface | None, host_id: str) -> None:
+def claim(tx: Tx, pod_id: int, ip: ipaddress.IPv4Interface | None, host_id: str,
+          mac: str | None) -> str | None:
     """A connect of `host_id` asking for an address its Docker plugin reserved takes the
-    reservation over (the port holds the address from now on)."""
+    reservation over (the port holds the address from now on). Returns the MAC the port
+    gets: `mac` if the user gave one (`--mac-address`), else the controller's choice for a
+    Docker endpoint: the MAC this address had last time if no port holds it now, else a new
+    random one (remembered for next time). None for any other connect (ipam.mac chooses)."""
     if ip is None:
-        return
+        return mac
     held = tx.reservation(pod_id, int(ip.ip))
-    if held is not None and held[0] == host_id:
-        tx.unreserve_addr(pod_id, int(ip.ip))
+    if held is None or held[0] != host_id:
+        return mac
+    tx.unreserve_addr(pod_id, int(ip.ip))
+    if mac is not None:
+        return mac
+    taken = tx.macs(pod_id)
+    chosen = tx.docker_mac(pod_id, int(ip.ip))
+    if chosen is None or chosen in taken:
+        chosen = ipam.random_mac(taken)
+        tx.remember_docker_mac(pod_id, int(ip.ip), chosen)
+    return chosen
 
 
 class DockerIpam:

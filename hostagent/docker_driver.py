@@ -13,8 +13,9 @@ makes, JSON in, JSON out (docs/docker.md; served by hostagent/docker_plugin.py).
   encapsulation MTU and TX offload off, adds `lp<port>` to br-int and reports it; the
   controller answers once the flows are installed on every host of the pod, so
   `docker run` returns only when the container can reach its pod. The MAC is the one
-  Docker sent (`--mac-address`), else one derived from the address (`mac_of`), which the
-  reply hands back to Docker.
+  Docker sent (`--mac-address`), else the controller's choice (the port's row holds it:
+  the MAC that address had last time in the pod, or a new one), which the reply hands back
+  to Docker; the book keeps it for the endpoint's life.
 - Join hands `lc<port>` to Docker (which moves it into the container as eth0, eth1...)
   with DisableGatewayService; Leave does nothing; DeleteEndpoint disconnects the port.
 
@@ -57,14 +58,6 @@ Reply = dict[str, Any]
 def endpoint_ref(endpoint_id: str) -> str:
     """The container reference of a Docker endpoint's port (`loris ports` shows it)."""
     return ENDPOINT_PREFIX + endpoint_id
-
-
-def mac_of(ip: ipaddress.IPv4Address) -> str:
-    """The MAC of an endpoint without `--mac-address`: `02:4c:` + its address (as Docker's
-    bridge driver does with 02:42), unique in the pod like the address. A container that
-    restarts with its address (`--ip`, or the lowest free one again) keeps its MAC, so its
-    peers' ARP caches stay right."""
-    return "02:4c:" + ":".join(f"{b:02x}" for b in ip.packed)
 
 
 def is_endpoint_ref(ref: str) -> bool:
@@ -291,7 +284,9 @@ class Driver:
         if known is None:
             address = ipaddress.IPv4Interface(iface["Address"])
             body = {"host": self.host_id, "container": endpoint_ref(eid), "pod": pod,
-                    "ip": str(address), "mac": given_mac or mac_of(address.ip)}
+                    "ip": str(address)}
+            if given_mac:
+                body["mac"] = given_mac
             try:
                 port = self.controller.connect(body)
             except ControllerError as e:

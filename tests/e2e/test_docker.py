@@ -66,6 +66,11 @@ def ports(lab: Lab, **query: object) -> list[dict]:
     return body
 
 
+def mac_of(lab: Lab, host: str, name: str, ifname: str = "eth0") -> str:
+    return lab.docker_at(host, "exec", name, "cat",
+                         f"/sys/class/net/{ifname}/address").stdout.strip()
+
+
 def plugin_answers(lab: Lab, host: str) -> bool:
     sock = socket.socket(socket.AF_UNIX)
     try:
@@ -112,6 +117,10 @@ def test_docker_run_reaches_its_pod_across_hosts_and_no_other(lab):
     red = ports(lab, pod=RED)
     assert len(red) == 3 and {p["state"] for p in red} == {"active"}
     assert {p["ip"].split("/")[0] for p in red} == {r1, r2, R3_IP}
+    # each container's MAC is the one the controller chose: its port row holds it
+    for host, name in (("h1", "r1"), ("h2", "r2"), ("h3", "r3")):
+        port = next(p for p in ports(lab, pod=RED, host=host))
+        assert mac_of(lab, host, name) == port["mac"], (name, port)
 
 
 def test_loris_ports_shows_docker_started_containers_by_name(lab):
@@ -191,11 +200,14 @@ def test_connect_and_disconnect_a_second_network(lab):
 
 def test_restart_and_removal_leave_nothing_behind(lab):
     before = {p["id"] for p in ports(lab, host="h2")}
+    mac = mac_of(lab, "h2", "r2")
     lab.docker_at("h2", "restart", "-t", "2", "r2")
     r2 = addresses(lab, "h2", "r2")[0]
     assert reaches(lab, "h1", "r1", r2)
     after = ports(lab, host="h2")
     assert len(after) == 1 and after[0]["id"] not in before     # a new endpoint, old one gone
+    # back with its address, back with its MAC (the controller's), so r1's ARP cache holds
+    assert mac_of(lab, "h2", "r2") == after[0]["mac"] == mac
     lab.docker_at("h2", "rm", "-f", "r2")
     assert ports(lab, host="h2") == []
     assert not {v for v in host_veths(lab, "h2") if v.startswith(("lp", "lc"))}

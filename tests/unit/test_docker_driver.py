@@ -142,10 +142,10 @@ def test_a_network_with_another_ipam_is_refused_naming_the_flag(driver):
 def test_endpoint_connects_through_the_controller_and_joins_with_its_veth(driver, ctl):
     assert call(driver, "/NetworkDriver.CreateNetwork", CREATE_NETWORK) == {}
     reply = call(driver, "/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
-    # the MAC follows the address (a restart that keeps it keeps the peers' ARP right)
-    assert reply == {"Interface": {"MacAddress": "02:4c:c6:12:87:02"}}
+    # no MAC asked: the controller chooses it (its port row holds it), Docker is told
     assert ctl.connects == [{"host": "h1", "container": endpoint_ref(EID), "pod": 7,
-                             "ip": "198.18.135.2/24", "mac": "02:4c:c6:12:87:02"}]
+                             "ip": "198.18.135.2/24"}]
+    assert reply == {"Interface": {"MacAddress": ctl.ports[1]["mac"]}}
     assert is_endpoint_ref(ctl.connects[0]["container"])
     # Docker retries: the same endpoint is connected once
     assert call(driver, "/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT) == reply
@@ -172,11 +172,32 @@ def test_a_given_mac_is_kept_and_not_returned(driver, ctl):
 def test_what_docker_told_survives_a_restart_of_the_agent(ctl, tmp_path):
     first = Driver(ctl, Book(tmp_path / "plugin.json"), "h1")
     call(first, "/NetworkDriver.CreateNetwork", CREATE_NETWORK)
-    call(first, "/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
+    made = call(first, "/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
     again = Driver(ctl, Book(tmp_path / "plugin.json"), "h1")    # no CreateNetwork replay
+    # a replayed CreateEndpoint answers the same MAC, without a second connect
+    assert call(again, "/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT) == made
+    assert len(ctl.connects) == 1
     assert call(again, "/NetworkDriver.Join", JOIN)["InterfaceName"]["SrcName"] == "lc1"
     call(again, "/NetworkDriver.DeleteEndpoint", LEAVE)
     assert ctl.disconnects == [1]
+
+
+def test_an_endpoint_the_book_lost_keeps_the_mac_of_its_port(ctl):
+    """The plugin's state file lost (a replay after a crash): the controller refuses the
+    second connect of the endpoint, and the reply is the MAC its port row holds."""
+    first = Driver(ctl, Book(None), "h1")
+    call(first, "/NetworkDriver.CreateNetwork", CREATE_NETWORK)
+    made = call(first, "/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
+
+    def connected(body: dict) -> dict:
+        raise ControllerError(f"container {body['container']} on h1 is already connected",
+                              409, "container_connected")
+
+    ctl.connect = connected
+    by_ref = {p["container"]: p for p in ctl.ports.values()}
+    lost = Driver(ctl, Book(None), "h1", port_of_ref=by_ref.get)
+    lost.book.networks[NID] = 7
+    assert call(lost, "/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT) == made
 
 
 def test_an_endpoint_of_an_unknown_network_is_refused(driver):
