@@ -115,3 +115,21 @@ def test_a_docker_endpoint_gets_the_mac_its_address_had_unless_one_is_given(api)
     assert claim(mac="02:11:22:33:44:55") == "02:11:22:33:44:55"
     reserve(api, "h1", {"pod": 7, "ip": "198.18.135.9"})
     assert claim() == second                            # a given MAC is not remembered
+
+
+def test_a_network_made_by_hand_makes_its_pod_or_maps_to_it(api):
+    """`docker network create -d loris --ipam-driver loris --subnet S red`: the host's agent
+    asks for pod red with subnet S; made once, the same for every host that asks again, and
+    refused naming both subnets when pod red has another."""
+    red = {"name": "red", "subnet": "198.18.140.0/24"}
+    made = api.ok("POST", "/v1/hosts/h1/pods", red, status=201)
+    assert made["name"] == "red" and made["subnet"] == "198.18.140.0/24"
+    assert api.ok("POST", "/v1/hosts/h2/pods", red, status=200) == made     # one pod
+    assert api.ok("GET", f"/v1/pods/{made['id']}")["name"] == "red"
+    message = api.error("POST", "/v1/hosts/h2/pods", dict(red, subnet="198.18.141.0/24"),
+                        status=409, code="subnet_mismatch")
+    assert "198.18.141.0/24" in message and "198.18.140.0/24" in message, message
+    message = api.error("POST", "/v1/hosts/h1/pods", {"name": "web", "subnet": "10.9.0.0/24"},
+                        status=409, code="subnet_mismatch")      # POD7 is web, 198.18.135/24
+    assert "198.18.135.0/24" in message and "10.9.0.0/24" in message
+    api.error("POST", "/v1/hosts/h1/pods", {"name": "red"}, status=400)
