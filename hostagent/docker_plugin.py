@@ -53,6 +53,9 @@ class RestController:
     def pods(self) -> list[dict]:
         return self._call(self.client.host_pods, self.host_id)
 
+    def ensure_pod(self, name: str, subnet: str) -> dict:
+        return self._call(self.client.ensure_docker_pod, self.host_id, name, subnet)
+
     def reserve(self, pod: int, ip: str | None) -> dict:
         return self._call(self.client.reserve_address, self.host_id, pod, ip)
 
@@ -179,7 +182,10 @@ def serve_plugin(cfg: DockerPluginConfig, client: Client, host_id: str,
     log.info("Docker plugin 'loris' serving on %s",
              cfg.socket_path or "the socket systemd passed")
     if cfg.sync_networks:
-        NetworkSync(lambda: client.host_pods(host_id), cfg.docker_url, stop,
-                    endpoint_ports, lambda port, name: client.name_docker_port(
-                        host_id, port, name)).start()
+        sync = NetworkSync(lambda: client.host_pods(host_id), cfg.docker_url, stop,
+                           endpoint_ports, lambda port, name: client.name_docker_port(
+                               host_id, port, name), adopt=driver.pending.adopt,
+                           hurry=driver.pending.waiting)
+        driver.pending.kick = sync.kick.set
+        sync.start()
     return server
