@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -55,6 +56,19 @@ class HostDockerd:
     def plugin_socket(self, name: str = "loris") -> Path:
         """Where a plugin listens so that this dockerd finds it as `name`."""
         return self.plugins_dir / f"{name}.sock"
+
+    def hold_plugin_socket(self) -> socket.socket:
+        """The plugin's socket, bound and listening with no plugin behind it yet, as
+        systemd's loris-docker.socket holds it before docker.service starts: dockerd's calls
+        wait in its queue until the agent, handed the socket (lab.start_agent
+        plugin_listener=), answers them."""
+        self.prepare()
+        path = self.plugin_socket()
+        path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
+        sock.listen(64)
+        return sock
 
     def argv(self) -> list[str]:
         config = self.root / "daemon.json"

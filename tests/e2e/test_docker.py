@@ -10,6 +10,7 @@ order.
 from __future__ import annotations
 
 import ipaddress
+import select
 import signal
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.docker,
 RED, BLUE = 7, 8
 RED_NET, BLUE_NET = "198.18.135.0/24", "198.18.136.0/24"
 R3_IP, B1_IP, B2_IP = "198.18.135.50", "198.18.136.60", "198.18.136.61"
+GREEN_NET = "198.18.141.0/24"
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +89,14 @@ def host_veths(lab: Lab, host: str) -> set[str]:
     return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
 
 
-def test_a_pod_is_a_docker_network_on_every_host(lab):
-    def networks(host: str) -> set[str]:
-        return set(lab.docker_at(host, "network", "ls", "--filter", "driver=loris",
-                                 "--format", "{{.Name}}").stdout.split())
+def networks(lab: Lab, host: str) -> set[str]:
+    return set(lab.docker_at(host, "network", "ls", "--filter", "driver=loris",
+                             "--format", "{{.Name}}").stdout.split())
 
+
+def test_a_pod_is_a_docker_network_on_every_host(lab):
     for h in lab.hosts:
-        wait_for(lambda h=h: {"red", "blue"} <= networks(h.name), 30,
+        wait_for(lambda h=h: {"red", "blue"} <= networks(lab, h.name), 30,
                  f"networks red and blue on {h.name}")
 
 
@@ -184,6 +187,44 @@ def test_a_network_made_by_hand_maps_to_its_pod(lab):
     assert len(ports(lab, pod=RED)) == 3
 
 
+def test_a_network_made_by_hand_for_a_new_pod_makes_the_pod(lab):
+    def green_pods() -> list[dict]:
+        status, body = lab.api("GET", "/v1/pods")
+        assert status == 200, body
+        return [p for p in body if p["name"] == "green"]
+
+    # the same network by hand on two hosts at once: one pod. A host whose agent made the
+    # network first (the pod came from the other) tells the user it exists
+    with ThreadPoolExecutor(2) as pool:
+        made = list(pool.map(lambda h: lab.docker_at(
+            h, "network", "create", "-d", "loris", "--ipam-driver", "loris", "--subnet",
+            GREEN_NET, "green", check=False), ("h1", "h2")))
+    assert made[0].returncode == 0 or made[1].returncode == 0, made
+    assert all(r.returncode == 0 or "already exists" in r.stderr for r in made), made
+    wait_for(lambda: len(green_pods()) == 1, 30, "pod green")
+    assert green_pods()[0]["subnet"] == GREEN_NET
+    run(lab, "h1", "g1", "green")
+    wait_for(lambda: "green" in networks(lab, "h3"), 30, "h3's agent making network green")
+    run(lab, "h3", "g3", "green")
+    assert reaches(lab, "h3", "g3", addresses(lab, "h1", "g1")[0])
+    assert len(green_pods()) == 1
+    # a pod without a subnet cannot be one: refused when a container starts, naming both
+    status, body = lab.api("POST", "/v1/pods", {"name": "gray"})
+    assert status == 201, body
+    lab.docker_at("h2", "network", "create", "-d", "loris", "--ipam-driver", "loris",
+                  "--subnet", "198.18.142.0/24", "gray")
+    refused = run(lab, "h2", "gr", "gray", check=False)
+    assert refused.returncode != 0 and "198.18.142.0/24" in refused.stderr \
+        and "has subnet none" in refused.stderr, refused.stderr
+    lab.docker_at("h2", "rm", "-f", "gr")
+    lab.docker_at("h2", "network", "rm", "gray")
+    # a network removed on one host: its pod stays (a Docker network on the others)
+    for h, name in (("h1", "g1"), ("h3", "g3")):
+        lab.docker_at(h, "rm", "-f", name)
+    lab.docker_at("h1", "network", "rm", "green")
+    assert len(green_pods()) == 1 and ports(lab, pod=green_pods()[0]["id"]) == []
+
+
 def test_connect_and_disconnect_a_second_network(lab):
     lab.docker_at("h1", "exec", "r1", "ip", "route", "del", BLUE_NET, "dev", "eth0",
                   check=False)               # the isolation test's route
@@ -225,6 +266,32 @@ def test_dockerd_restart_brings_back_restart_always_containers(lab):
     wait_for(lambda: reaches(lab, "h1", "r1", R3_IP, wait=1), 30, "r1 reaching r3 again")
     h3 = ports(lab, host="h3", pod=RED)
     assert [p["ip"].split("/")[0] for p in h3] == [R3_IP]       # nothing leaked
+
+
+def test_restart_always_containers_come_back_when_the_plugin_starts_after_dockerd(lab):
+    """dockerd up before the agent (no ordering between them): the plugin's socket is held
+    as systemd's loris-docker.socket holds it (the lab plays systemd), so dockerd's calls
+    wait in its queue for the agent instead of failing after Docker's 15 s of retries."""
+    run(lab, "h2", "ra2", "red", "--restart", "always")
+    lab.stop_dockerd("h2", signal.SIGTERM)          # the plugin up: endpoints released
+    lab.processes["agent-h2"].stop()
+    listener = lab.dockerd("h2").hold_plugin_socket()
+    try:
+        lab.start_dockerd("h2", wait=False)      # restores ra2; its API waits for that
+        readable, _, _ = select.select([listener], [], [], 60)
+        assert readable, "dockerd never called the plugin"    # a call waits in the queue
+        lab.start_agent("h2", plugin_listener=listener)
+    finally:
+        listener.close()                         # the agent has it now
+    lab.wait_dockerd("h2")
+    wait_for(lambda: addresses(lab, "h2", "ra2") != [], 60, "ra2 back with an address")
+    address = addresses(lab, "h2", "ra2")[0]
+    wait_for(lambda: reaches(lab, "h1", "r1", address, wait=1), 30, "r1 reaching ra2")
+    h2 = ports(lab, host="h2")
+    assert [p["ip"].split("/")[0] for p in h2] == [address]          # nothing leaked
+    assert mac_of(lab, "h2", "ra2") == h2[0]["mac"]
+    lab.docker_at("h2", "rm", "-f", "ra2")
+    wait_for(lambda: ports(lab, host="h2") == [], 30, "ra2's port gone")
 
 
 def test_agent_restart_keeps_containers_reachable_and_removable(lab):
