@@ -33,6 +33,7 @@ from lab.procs import LabProcess
 
 START_TIMEOUT_S = 60.0
 SYSTEM_PLUGIN_DIRS = ("/run/docker/plugins", "/etc/docker")
+HOST_NICS = ("eth0", "mgmt0")          # a host's underlay and management links (hostnet.py)
 
 
 class HostDockerd:
@@ -210,6 +211,29 @@ class HostDockers:
         if proc.alive:
             proc.kill()
             proc.wait()
+
+    def reboot_host(self, host: Host | str | int) -> None:
+        """A reboot of `host` as its services see it. Shutdown in systemd's order: dockerd
+        (SIGTERM: it stops its containers, the plugin still answering), the agent, OVS.
+        Then what a reboot wipes: the host's veths, the OVS datapath and daemons' sockets,
+        dockerd's exec root and the plugin's socket; what is on disk stays (dockerd's data
+        root, the OVS database, the plugin's state file). Boot: OVS, the agent, dockerd
+        (which brings back its `--restart=always` containers)."""
+        h = self.host(host)
+        d = self.dockerd(h)
+        self.stop_dockerd(h, signal.SIGTERM)
+        self.processes[f"agent-{h.name}"].stop()
+        self.stop_ovs(h)
+        veths = run(["ip", "-n", h.netns, "-o", "link", "show", "type", "veth"]).stdout
+        for line in veths.splitlines():
+            name = line.split(":")[1].strip().split("@")[0]
+            if name not in HOST_NICS:          # the lab's wires stand for the host's NICs
+                run(["ip", "-n", h.netns, "link", "del", name], check=False)
+        subprocess.run(["rm", "-rf", str(d.root / "x")], check=False)
+        d.plugin_socket().unlink(missing_ok=True)
+        self.start_ovs(h)
+        self.start_agent(h)
+        self.start_dockerd(h)
 
     def _start_host_dockerds(self) -> None:
         """Start every host's dockerd and load the test image into each (lab up)."""
