@@ -10,6 +10,7 @@ order.
 from __future__ import annotations
 
 import ipaddress
+import re
 import select
 import signal
 import socket
@@ -18,8 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from helpers import wait_for
 
+from flows import contract
 from lab import Lab
 from lab.containers import KEEP_ALIVE
+from lab.hostdocker import HOST_NICS
 from lab.naming import IMAGE
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker,
@@ -29,6 +32,7 @@ RED, BLUE = 7, 8
 RED_NET, BLUE_NET = "198.18.135.0/24", "198.18.136.0/24"
 R3_IP, B1_IP, B2_IP = "198.18.135.50", "198.18.136.60", "198.18.136.61"
 GREEN_NET = "198.18.141.0/24"
+RB1_IP = "198.18.135.90"
 
 
 @pytest.fixture(scope="module")
@@ -303,3 +307,36 @@ def test_agent_restart_keeps_containers_reachable_and_removable(lab):
     wait_for(lambda: "r4" not in lab.docker_at("h1", "ps", "-a", "--format",
                                                "{{.Names}}").stdout, 30, "r4 removed")
     assert len(ports(lab, host="h1", pod=RED)) == 1
+
+
+def test_a_host_reboot_brings_back_restart_always_containers_and_leaks_nothing(lab):
+    run(lab, "h1", "rb1", "red", "--restart", "always", "--ip", RB1_IP)
+    run(lab, "h1", "rb2", "blue", "--restart", "always", "--cap-add", "NET_ADMIN")
+    run(lab, "h2", "r5", "red")
+    run(lab, "h2", "b5", "blue")
+    r5, b5 = addresses(lab, "h2", "r5")[0], addresses(lab, "h2", "b5")[0]
+    lab.reboot_host("h1")
+    wait_for(lambda: addresses(lab, "h1", "rb1") == [RB1_IP]
+             and addresses(lab, "h1", "rb2") != [], 90, "rb1 and rb2 back with addresses")
+    wait_for(lambda: reaches(lab, "h2", "r5", RB1_IP, wait=1), 30, "r5 (h2) reaching rb1")
+    assert reaches(lab, "h1", "rb2", b5)                 # its pod, on h2
+    # isolation holds: even with a route, blue never reaches red, same host or not
+    lab.docker_at("h1", "exec", "rb2", "ip", "route", "add", RED_NET, "dev", "eth0")
+    assert not reaches(lab, "h1", "rb2", RB1_IP, wait=1)
+    assert not reaches(lab, "h1", "rb2", r5, wait=1)
+    # nothing leaked: h1's ports are its two containers', each one veth on br-int, and
+    # br-int's flows match no port but those
+    h1 = ports(lab, host="h1")
+    assert sorted(p["ip"].split("/")[0] for p in h1) == sorted(
+        [RB1_IP, addresses(lab, "h1", "rb2")[0]])
+    assert {p["state"] for p in h1} == {"active"}
+    wired = {contract.host_port_name(p["id"]) for p in h1}
+    assert host_veths(lab, "h1") - set(HOST_NICS) == wired
+    ovs = lab.ovs("h1")
+    assert set(ovs.vsctl("list-ports", contract.INTEGRATION_BRIDGE).split()) == \
+        wired | {contract.PATCH_ON_INT}
+    ofports = {ovs.vsctl("get", "Interface", name, "ofport").strip()
+               for name in wired | {contract.PATCH_ON_INT}}
+    in_ports = {m.group(1) for m in re.finditer(
+        r"in_port=(\w+)", "\n".join(ovs.dump_flows(contract.INTEGRATION_BRIDGE)))}
+    assert in_ports <= ofports, (in_ports, ofports)
