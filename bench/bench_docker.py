@@ -10,7 +10,9 @@ load hits all alike), on h1: `docker run -d --network none` and
 `docker run -d --network bench`, each timed from the CLI's start to its return, the
 container removed (not timed) before the next; then one OVN bind (`ovn-nbctl --wait=hv
 lsp-add`, the veth, the OVS port) timed to the first ping reply from a container of the
-pod on the other host (bench_vs_ovn.OvnTrials).
+pod on the other host (bench_vs_ovn.OvnTrials). A third series, `docker run -d --network mv`
+(a macvlan network, Docker's own driver, no plugin), says what Docker itself spends on any
+user-defined network.
 
 With the plugin, `docker run` returns only once the container reaches its pod: what it adds
 over `--network none` is the plugin's IPAM call and the controller's connect (wiring on the
@@ -34,6 +36,7 @@ from lab.naming import IMAGE
 
 SIZES = {"full": 20, "smoke": 2}
 POD = {"id": 9, "name": "bench", "subnet": "198.18.137.0/24"}
+MACVLAN_NET = "198.18.138.0/24"     # a plain Docker network on h1's underlay NIC, never used
 # the calls of one `docker run --network <pod>`, in order (docs/docker.md)
 TIMED_CALLS = ("/IpamDriver.RequestAddress", "/NetworkDriver.CreateEndpoint",
                "/NetworkDriver.Join", "/NetworkDriver.EndpointOperInfo")
@@ -99,11 +102,15 @@ def run(size: str = "full", session=None) -> Result:
         ovn_trials = OvnTrials(ovn, pool=2)
         ovn_trials.bind()                      # untimed, as the Loris warm-up
         agent_log = lab.processes["agent-h1"]
-        none, plugin, ovn_bind = [], [], []
+        # Docker's own cost of a user-defined network, no plugin: a macvlan network on h1
+        lab.docker_at("h1", "network", "create", "-d", "macvlan", "--subnet", MACVLAN_NET,
+                      "-o", "parent=eth0", "mv")
+        none, plugin, macvlan, ovn_bind = [], [], [], []
         calls_before = _handler_times(agent_log.log_text())
         for i in range(trials):
             none.append(_timed_run(lab, f"n{i}", "none"))
             plugin.append(_timed_run(lab, f"p{i}", "bench"))
+            macvlan.append(_timed_run(lab, f"m{i}", "mv"))
             _, first_reply = ovn_trials.bind()
             if first_reply is None:
                 raise RuntimeError("an OVN bind got no ping reply")
@@ -112,6 +119,7 @@ def run(size: str = "full", session=None) -> Result:
     added = {p: percentile(plugin, p) - percentile(none, p) for p in (50, 95)}
     ovn_at = {p: percentile(ovn_bind, p) for p in (50, 95)}
     plugin_ms = sum(timeline.values())
+    docker_own = median(macvlan) - median(none)
     result.add(
         Figure("docker run --network <pod>, p50", median(plugin), "s",
                baseline=median(none), baseline_name="docker run --network none, p50",
@@ -124,7 +132,13 @@ def run(size: str = "full", session=None) -> Result:
         Figure("plugin handlers per docker run (p50 each, summed)", plugin_ms / 1000, "s",
                note=", ".join(f"{c.split('.')[-1]} {ms:.0f} ms" for c, ms in timeline.items())
                + f"; dockerd's own share of the addition: "
-                 f"{added[50] * 1000 - plugin_ms:.0f} ms"))
+                 f"{added[50] * 1000 - plugin_ms:.0f} ms"),
+        Figure("what any user-defined network adds to docker run (macvlan, no plugin), p50",
+               docker_own, "s", baseline=added[50],
+               baseline_name="what the plugin adds, p50",
+               note="Docker's own work for a network (sandbox, embedded DNS, interface "
+                    "setup), which no plugin can cut"))
     result.details = {"trials": trials, "plugin_s": plugin, "none_s": none,
+                      "macvlan_s": macvlan,
                       "ovn_bind_first_ping_s": ovn_bind, "plugin_calls_p50_ms": timeline}
     return result
