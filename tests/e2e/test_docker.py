@@ -264,12 +264,14 @@ def test_restart_and_removal_leave_nothing_behind(lab):
 
 
 def test_dockerd_restart_brings_back_restart_always_containers(lab):
+    mac = mac_of(lab, "h3", "r3")
     lab.stop_dockerd("h3", signal.SIGTERM)
     lab.start_dockerd("h3")
     wait_for(lambda: R3_IP in addresses(lab, "h3", "r3"), 60, "r3 back with its address")
     wait_for(lambda: reaches(lab, "h1", "r1", R3_IP, wait=1), 30, "r1 reaching r3 again")
     h3 = ports(lab, host="h3", pod=RED)
     assert [p["ip"].split("/")[0] for p in h3] == [R3_IP]       # nothing leaked
+    assert mac_of(lab, "h3", "r3") == h3[0]["mac"] == mac        # a new endpoint, its MAC
 
 
 def test_restart_always_containers_come_back_when_the_plugin_starts_after_dockerd(lab):
@@ -299,6 +301,7 @@ def test_restart_always_containers_come_back_when_the_plugin_starts_after_docker
 
 
 def test_agent_restart_keeps_containers_reachable_and_removable(lab):
+    macs = {p["id"]: p["mac"] for p in ports(lab, host="h1")}
     lab.processes["agent-h1"].stop()
     assert reaches(lab, "h3", "r3", addresses(lab, "h1", "r1")[0])   # the datapath stays
     lab.start_agent("h1")
@@ -307,6 +310,9 @@ def test_agent_restart_keeps_containers_reachable_and_removable(lab):
     wait_for(lambda: "r4" not in lab.docker_at("h1", "ps", "-a", "--format",
                                                "{{.Names}}").stdout, 30, "r4 removed")
     assert len(ports(lab, host="h1", pod=RED)) == 1
+    kept = ports(lab, host="h1")
+    assert kept and all(macs[p["id"]] == p["mac"] for p in kept)       # nothing re-chosen
+    assert mac_of(lab, "h1", "r1") == next(p["mac"] for p in kept if p["pod"] == RED)
 
 
 def test_a_host_reboot_brings_back_restart_always_containers_and_leaks_nothing(lab):
@@ -315,6 +321,7 @@ def test_a_host_reboot_brings_back_restart_always_containers_and_leaks_nothing(l
     run(lab, "h2", "r5", "red")
     run(lab, "h2", "b5", "blue")
     r5, b5 = addresses(lab, "h2", "r5")[0], addresses(lab, "h2", "b5")[0]
+    mac = mac_of(lab, "h1", "rb1")
     lab.reboot_host("h1")
     wait_for(lambda: addresses(lab, "h1", "rb1") == [RB1_IP]
              and addresses(lab, "h1", "rb2") != [], 90, "rb1 and rb2 back with addresses")
@@ -330,6 +337,7 @@ def test_a_host_reboot_brings_back_restart_always_containers_and_leaks_nothing(l
     assert sorted(p["ip"].split("/")[0] for p in h1) == sorted(
         [RB1_IP, addresses(lab, "h1", "rb2")[0]])
     assert {p["state"] for p in h1} == {"active"}
+    assert mac_of(lab, "h1", "rb1") == mac          # its address back, its MAC back
     wired = {contract.host_port_name(p["id"]) for p in h1}
     assert host_veths(lab, "h1") - set(HOST_NICS) == wired
     ovs = lab.ovs("h1")
