@@ -284,6 +284,9 @@ class Driver:
             return {}
         with self.book.lock:
             self.book.networks[nid] = int(pod["id"])
+            # `-o loris.pod=NAME` alone: RequestPool (which sees only --ipam-opt) may have
+            # answered a pending pool for this subnet; its addresses are this pod's
+            self.book.subnet_pods[subnet] = int(pod["id"])
             self.book.save()
         log.info("Docker network %s is pod %s", nid[:12], pod["id"])
         return {}

@@ -119,6 +119,19 @@ def test_a_pod_named_by_option_is_made_at_once(driver, ctl):
     assert not driver.pending.waiting()
 
 
+def test_a_pod_named_by_the_driver_option_alone_is_made_at_once(driver, ctl):
+    """-o loris.pod=green without --ipam-opt: RequestPool sees no name (a pending pool), and
+    CreateNetwork makes the pod; the pool's addresses are that pod's."""
+    pool_id = call(driver, "/IpamDriver.RequestPool", POOL)["PoolID"]
+    generic = {"com.docker.network.generic": {"loris.pod": "green"}}
+    call(driver, "/NetworkDriver.CreateNetwork", dict(NETWORK, Options=generic))
+    green = next(p for p in ctl.pods() if p["name"] == "green")
+    assert not driver.pending.waiting()
+    call(driver, "/IpamDriver.RequestAddress", dict(REQUEST_ADDRESS, PoolID=pool_id))
+    call(driver, "/NetworkDriver.CreateEndpoint", ENDPOINT)
+    assert ctl.connects[0]["pod"] == green["id"]
+
+
 def test_a_network_whose_pod_never_comes_is_refused_in_bounded_time(driver, monkeypatch):
     monkeypatch.setattr(docker_handmade, "PENDING_WAIT_S", 0.1)
     pool_id = create_by_hand(driver)
