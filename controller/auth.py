@@ -63,6 +63,7 @@ AGENT_ROUTES = frozenset({
     # its Docker plugin (controller/docker_ipam.py): connects and addresses of its host
     ("POST", "/v1/hosts/{host_id}/ports"),          # connect (body host = route host)
     ("GET", "/v1/hosts/{host_id}/pods"),
+    ("POST", "/v1/hosts/{host_id}/pods"),           # the pod of a network made by hand
     ("POST", "/v1/hosts/{host_id}/addresses"),
     ("DELETE", "/v1/hosts/{host_id}/addresses/{address}"),
     ("PUT", "/v1/hosts/{host_id}/ports/{port_id}/docker"),

@@ -135,9 +135,10 @@ class Connections:
                 raise conflict(f"container {req.container} on {req.host} is already "
                                f"connected (port {existing.id}, pod {existing.pod_id}, "
                                f"{existing.ip}); disconnect it first", "container_connected")
-            docker_ipam.claim(tx, pod.id, req.ip, req.host)   # its own reservation
+            # its own reservation (a Docker endpoint): the MAC that address had, if free
+            mac = docker_ipam.claim(tx, pod.id, req.ip, req.host, req.mac)
             iface = ipam.address(tx, pod, req.ip)
-            mac = ipam.mac(tx, pod, req.mac)
+            mac = ipam.mac(tx, pod, mac)
             if tx.ensure_local_vlan(req.host, pod.id) is None:
                 raise conflict(f"host {req.host} has no free local VLAN (4094 pods there)",
                                "no_local_vlan")

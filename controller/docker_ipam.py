@@ -6,6 +6,11 @@ controller, which keeps addresses unique per pod across hosts:
 
     GET    /v1/hosts/{host_id}/pods                  the pods (id, name, subnet) a host's
                                                      plugin maps Docker networks to
+    POST   /v1/hosts/{host_id}/pods                  {"name", "subnet"}: the pod of a Docker
+                                                     network made by hand (`docker network
+                                                     create ... --subnet S red`): pod red,
+                                                     made if missing (201), the same if it
+                                                     has subnet S (200), else 409 naming both
     POST   /v1/hosts/{host_id}/ports                 connect a container of that host (the
                                                      body of POST /v1/ports, same host)
     POST   /v1/hosts/{host_id}/addresses             {"pod", "ip"?}: reserve an address of
@@ -18,7 +23,8 @@ controller, which keeps addresses unique per pod across hosts:
 
 The reservation holds the address until the host's plugin connects the endpoint
 (POST /v1/hosts/{host_id}/ports with that address: connect.py takes the reservation over,
-`claim`) or releases it. A reservation its host neither used nor released within RESERVATION_TTL
+`claim`, and gives the port the MAC the controller chooses for it unless Docker sent one)
+or releases it. A reservation its host neither used nor released within RESERVATION_TTL
 seconds is a leak (a plugin that died between the two calls) and is dropped at the host's
 next reservation. An agent may call these routes for its own host only (auth.AGENT_ROUTES).
 """
@@ -32,8 +38,9 @@ from typing import TYPE_CHECKING, Any
 import webob
 
 from controller import ipam, validate
+from controller import pods as pod_ops
 from controller.context import Context
-from controller.errors import conflict, invalid, not_found
+from controller.errors import ApiError, conflict, invalid, not_found
 from controller.store import Tx
 
 if TYPE_CHECKING:
@@ -42,14 +49,27 @@ if TYPE_CHECKING:
 RESERVATION_TTL = 300.0
 
 
-def claim(tx: Tx, pod_id: int, ip: ipaddress.IPv4Interface | None, host_id: str) -> None:
+def claim(tx: Tx, pod_id: int, ip: ipaddress.IPv4Interface | None, host_id: str,
+          mac: str | None) -> str | None:
     """A connect of `host_id` asking for an address its Docker plugin reserved takes the
-    reservation over (the port holds the address from now on)."""
+    reservation over (the port holds the address from now on). Returns the MAC the port
+    gets: `mac` if the user gave one (`--mac-address`), else the controller's choice for a
+    Docker endpoint: the MAC this address had last time if no port holds it now, else a new
+    random one (remembered for next time). None for any other connect (ipam.mac chooses)."""
     if ip is None:
-        return
+        return mac
     held = tx.reservation(pod_id, int(ip.ip))
-    if held is not None and held[0] == host_id:
-        tx.unreserve_addr(pod_id, int(ip.ip))
+    if held is None or held[0] != host_id:
+        return mac
+    tx.unreserve_addr(pod_id, int(ip.ip))
+    if mac is not None:
+        return mac
+    taken = tx.macs(pod_id)
+    chosen = tx.docker_mac(pod_id, int(ip.ip))
+    if chosen is None or chosen in taken:
+        chosen = ipam.random_mac(taken)
+        tx.remember_docker_mac(pod_id, int(ip.ip), chosen)
+    return chosen
 
 
 class DockerIpam:
@@ -61,6 +81,31 @@ class DockerIpam:
     def pods(self) -> list[dict]:
         with self.ctx.store.read() as tx:
             return [{"id": p.id, "name": p.name, "subnet": p.subnet} for p in tx.pods()]
+
+    def ensure_pod(self, pods: pod_ops.Pods, req: validate.PodCreate) -> tuple[bool, dict]:
+        """(made, pod) for a Docker network named `req.name` with subnet `req.subnet`: the pod
+        of that name if its subnet is the same, else a new one. Two hosts asking at once end
+        with one pod: the second's create finds the name taken and maps to the first's."""
+        for attempt in (1, 2):
+            with self.ctx.store.read() as tx:
+                pod = pod_ops.find(tx, req.name) if req.name is not None else None
+            if pod is not None:
+                if pod.subnet != str(req.subnet):
+                    fix = (f"create it with --subnet {pod.subnet}" if pod.subnet else
+                           "give it another name (that pod has no subnet)")
+                    raise conflict(
+                        f"Docker network {req.name} has subnet {req.subnet}, but "
+                        f"{pod_ops.label(pod)} has subnet {pod.subnet or 'none'}: remove the "
+                        f"network and {fix}", "subnet_mismatch")
+                return False, {"id": pod.id, "name": pod.name, "subnet": pod.subnet}
+            try:
+                made = pods.create(req)
+            except ApiError as e:
+                if e.code != "pod_exists" or attempt == 2:
+                    raise
+                continue                  # made meanwhile (another host): map to it
+            return True, {"id": made["id"], "name": made["name"], "subnet": made["subnet"]}
+        raise AssertionError("unreachable")
 
     def reserve(self, host_id: str, pod_id: int,
                 requested: ipaddress.IPv4Address | None) -> dict:
@@ -130,7 +175,7 @@ class DockerApi:
 
     def register(self) -> None:
         r = self.api._route
-        r("/v1/hosts/{host_id}/pods", GET=self.host_pods)
+        r("/v1/hosts/{host_id}/pods", GET=self.host_pods, POST=self.ensure_pod)
         r("/v1/hosts/{host_id}/ports", POST=self.connect)
         r("/v1/hosts/{host_id}/addresses", POST=self.reserve)
         r("/v1/hosts/{host_id}/addresses/{address}", DELETE=self.release)
@@ -140,6 +185,15 @@ class DockerApi:
         validate.query(req.GET, ())
         validate.host_id_param(args["host_id"])
         return 200, self.ops.pods()
+
+    def ensure_pod(self, req: webob.Request, args: dict) -> tuple[int, Any]:
+        validate.query(req.GET, ())
+        validate.host_id_param(args["host_id"])
+        body = self.api._body(req)
+        validate.check_schema(body, "DockerPod")
+        assert isinstance(body, dict)
+        made, pod = self.ops.ensure_pod(self.api.ops.pods, validate.pod_create(body))
+        return (201 if made else 200), pod
 
     def connect(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())
@@ -199,6 +253,10 @@ def extend_openapi(SCHEMAS: dict, PATHS: dict) -> None:  # noqa: N803 (openapi.p
         "AddressReservation": _obj({"pod": _ref("PodId"), "ip": {"type": "string"},
                                     "host": _ref("HostId")}),
         "DockerName": _obj({"container": text(contract.CONTAINER_REF)}, ["container"]),
+        "DockerPod": _obj({"name": _ref("PodName"),
+                           "subnet": text(contract.IPV4_CIDR, "subnet", maxLength=18)},
+                          ["name", "subnet"],
+                          examples=[{"name": "red", "subnet": "198.18.135.0/24"}]),
         "PodBrief": _obj({"id": _ref("PodId"), "name": {"type": ["string", "null"]},
                           "subnet": {"type": ["string", "null"]}}),
     })
@@ -208,7 +266,14 @@ def extend_openapi(SCHEMAS: dict, PATHS: dict) -> None:  # noqa: N803 (openapi.p
             "get": {"summary": "the pods, for a host's Docker plugin (its agent may call it)",
                     "responses": {"200": _resp("pods", {"type": "array",
                                                         "items": _ref("PodBrief")}),
-                                  **_errors(400, 422)}}},
+                                  **_errors(400, 422)}},
+            "post": {"summary": "the pod of a Docker network made by hand on the host: the "
+                                "pod of that name and subnet, made if missing (its agent may "
+                                "call it)",
+                     "requestBody": {"required": True, **_json(_ref("DockerPod"))},
+                     "responses": {"200": _resp("the pod existed", _ref("PodBrief")),
+                                   "201": _resp("made", _ref("PodBrief")),
+                                   **_errors(400, 409, 413, 422)}}},
         "/v1/hosts/{host_id}/ports": {
             "parameters": [_HOST],
             "post": {"summary": "connect a container of this host (as POST /v1/ports; the "

@@ -7,6 +7,11 @@ reserved here, per pod and host, so no other host or connect takes it; the conne
 same host then takes the reservation over (controller/docker_ipam.py). `DockerRows` is
 mixed into `store.Tx`.
 
+`docker_macs` (schema version 5): the MAC the controller gave an address of a pod when a
+Docker endpoint took it (the user gave no `--mac-address`). The next endpoint with that
+address gets it again while no port holds it, so a container that restarts with its address
+keeps its MAC and its peers' ARP caches stay right (Loris forwards by destination MAC).
+
 `docker_names`: the Docker container of an endpoint's port, once its agent learnt it (Docker
 sends no container to a network plugin; the agent looks it up after the fact), so that
 `GET /v1/ports` and `loris ports` show Docker-started containers by name.
@@ -28,6 +33,15 @@ CREATE TABLE IF NOT EXISTS docker_addresses (
 CREATE TABLE IF NOT EXISTS docker_names (
     port_id INTEGER PRIMARY KEY REFERENCES ports(id) ON DELETE CASCADE,
     container TEXT NOT NULL
+)
+"""
+
+DOCKER_MACS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS docker_macs (
+    pod_id INTEGER NOT NULL REFERENCES pods(id) ON DELETE CASCADE,
+    addr INTEGER NOT NULL,
+    mac TEXT NOT NULL,
+    PRIMARY KEY (pod_id, addr)
 )
 """
 
@@ -59,6 +73,17 @@ class DockerRows:
         self._c.execute(  # type: ignore[attr-defined]
             "DELETE FROM docker_addresses WHERE host_id = ? AND reserved_at < ?",
             (host_id, before))
+
+    def docker_mac(self, pod_id: int, addr: int) -> str | None:
+        """The MAC last given to a Docker endpoint with address `addr` in the pod."""
+        row = self._one(  # type: ignore[attr-defined]
+            "SELECT mac FROM docker_macs WHERE pod_id = ? AND addr = ?", (pod_id, addr))
+        return row[0] if row else None
+
+    def remember_docker_mac(self, pod_id: int, addr: int, mac: str) -> None:
+        self._c.execute(  # type: ignore[attr-defined]
+            "INSERT OR REPLACE INTO docker_macs (pod_id, addr, mac) VALUES (?, ?, ?)",
+            (pod_id, addr, mac))
 
     def set_docker_name(self, port_id: int, container: str) -> None:
         self._c.execute(  # type: ignore[attr-defined]

@@ -353,6 +353,10 @@ class Client:
     def host_pods(self, host_id: str) -> list[dict]:
         return list(self.request("GET", f"/v1/hosts/{_q(host_id)}/pods") or [])
 
+    def ensure_docker_pod(self, host_id: str, name: str, subnet: str) -> dict:
+        return self.request("POST", f"/v1/hosts/{_q(host_id)}/pods",
+                            {"name": name, "subnet": subnet})
+
     def reserve_address(self, host_id: str, pod: int, ip: str | None) -> dict:
         body: dict[str, Any] = {"pod": pod} if ip is None else {"pod": pod, "ip": ip}
         return self.request("POST", f"/v1/hosts/{_q(host_id)}/addresses", body)

@@ -2,7 +2,9 @@
 makes, JSON in, JSON out (docs/docker.md; served by hostagent/docker_plugin.py).
 
 - IPAM is the controller's (controller/docker_ipam.py): RequestPool maps the pool to a pod
-  (by `--ipam-opt loris.pod=NAME|ID`, else by the pod whose subnet it is), RequestAddress
+  (by `--ipam-opt loris.pod=NAME|ID`, made with the pool's subnet if no pod has that name,
+  else by the pod whose subnet it is, else pending: the pod is made from the network's name
+  once Docker lists it, hostagent/docker_handmade.py), RequestAddress
   reserves an address of the pod for this host (unique across hosts; `--ip` honoured, a
   taken one refused naming its holder), ReleaseAddress gives it back.
 - CreateNetwork refuses a network whose IPAM is not `loris`, and records which pod the
@@ -13,8 +15,9 @@ makes, JSON in, JSON out (docs/docker.md; served by hostagent/docker_plugin.py).
   encapsulation MTU and TX offload off, adds `lp<port>` to br-int and reports it; the
   controller answers once the flows are installed on every host of the pod, so
   `docker run` returns only when the container can reach its pod. The MAC is the one
-  Docker sent (`--mac-address`), else one derived from the address (`mac_of`), which the
-  reply hands back to Docker.
+  Docker sent (`--mac-address`), else the controller's choice (the port's row holds it:
+  the MAC that address had last time in the pod, or a new one), which the reply hands back
+  to Docker; the book keeps it for the endpoint's life.
 - Join hands `lc<port>` to Docker (which moves it into the container as eth0, eth1...)
   with DisableGatewayService; Leave does nothing; DeleteEndpoint disconnects the port.
 
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flows import contract
+from hostagent.docker_handmade import PendingNetworks, pool_subnet, subnet_pool
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +63,6 @@ def endpoint_ref(endpoint_id: str) -> str:
     return ENDPOINT_PREFIX + endpoint_id
 
 
-def mac_of(ip: ipaddress.IPv4Address) -> str:
-    """The MAC of an endpoint without `--mac-address`: `02:4c:` + its address (as Docker's
-    bridge driver does with 02:42), unique in the pod like the address. A container that
-    restarts with its address (`--ip`, or the lowest free one again) keeps its MAC, so its
-    peers' ARP caches stay right."""
-    return "02:4c:" + ":".join(f"{b:02x}" for b in ip.packed)
-
-
 def is_endpoint_ref(ref: str) -> bool:
     return bool(_ENDPOINT_REF.match(ref))
 
@@ -84,6 +80,7 @@ class Controller(Protocol):
     """What the driver asks the controller (hostagent/client.py for this host)."""
 
     def pods(self) -> list[dict]: ...
+    def ensure_pod(self, name: str, subnet: str) -> dict: ...
     def reserve(self, pod: int, ip: str | None) -> dict: ...
     def release(self, pod: int, ip: str) -> None: ...
     def connect(self, body: dict) -> dict: ...
@@ -91,19 +88,28 @@ class Controller(Protocol):
 
 
 class Book:
-    """network id -> pod id, endpoint id -> {port, pod, mac, ip}; saved to `path` (JSON,
-    replaced atomically) on every change. path None: memory only."""
+    """network id -> pod id, endpoint id -> {port, pod, mac, ip}, and the networks made by
+    hand whose pod is being made (docker_handmade.py: pending network id -> subnet, refused
+    network id -> why, subnet -> pod); saved to `path` (JSON, replaced atomically) on every
+    change. path None: memory only. `changed` is notified when a pending network settles."""
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path else None
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
         self.networks: dict[str, int] = {}
         self.endpoints: dict[str, dict] = {}
+        self.pending: dict[str, str] = {}
+        self.refused: dict[str, str] = {}
+        self.subnet_pods: dict[str, int] = {}
         if self.path and self.path.exists():
             try:
                 data = json.loads(self.path.read_text())
                 self.networks = {k: int(v) for k, v in data.get("networks", {}).items()}
                 self.endpoints = dict(data.get("endpoints", {}))
+                self.pending = dict(data.get("pending", {}))
+                self.refused = dict(data.get("refused", {}))
+                self.subnet_pods = {k: int(v) for k, v in data.get("subnet_pods", {}).items()}
             except (OSError, ValueError) as e:
                 log.warning("plugin state %s unreadable (%s): starting empty", self.path, e)
 
@@ -112,7 +118,9 @@ class Book:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"networks": self.networks, "endpoints": self.endpoints}))
+        tmp.write_text(json.dumps({"networks": self.networks, "endpoints": self.endpoints,
+                                   "pending": self.pending, "refused": self.refused,
+                                   "subnet_pods": self.subnet_pods}))
         os.replace(tmp, self.path)
 
 
@@ -124,6 +132,7 @@ class Driver:
         self.controller = controller
         self.book = book
         self.host_id = host_id
+        self.pending = PendingNetworks(book, controller)
         # the port ({id, mac, ip}) of a container reference in the agent's desired state
         # (an endpoint the book lost)
         self.port_of_ref = port_of_ref
@@ -170,8 +179,9 @@ class Driver:
                          else {"Err": message})
 
     # ---------------------------------------------------------------- IPAM
-    def _pod_of(self, wanted: str | None, subnet: str | None) -> dict:
-        """The pod named or numbered `wanted`, else the one whose subnet is `subnet`."""
+    def _pod_of(self, wanted: str | None, subnet: str | None) -> dict | None:
+        """The pod named or numbered `wanted` (a name no pod has: made with `subnet`), else
+        the one whose subnet is `subnet`, else None (the network's name will say)."""
         pods = self.controller.pods()
         if wanted:
             for p in pods:
@@ -180,6 +190,8 @@ class Driver:
                         raise ValueError(f"pod {wanted} has subnet {p['subnet']}, not "
                                          f"{subnet}; give --subnet {p['subnet']}")
                     return p
+            if subnet and not wanted.isdigit():
+                return self.controller.ensure_pod(wanted, subnet)
             raise ValueError(f"no Loris pod {wanted}; create it first: loris pod create "
                              f"{wanted}{' --subnet ' + subnet if subnet else ''}")
         if not subnet:
@@ -188,9 +200,7 @@ class Driver:
         for p in pods:
             if p.get("subnet") == subnet:
                 return p
-        raise ValueError(f"no Loris pod has subnet {subnet}; create it first "
-                         f"(loris pod create NAME --subnet {subnet}) or name it with "
-                         f"--ipam-opt {POD_OPTION}=POD")
+        return None
 
     def request_pool(self, body: dict) -> Reply:
         if body.get("V6"):
@@ -199,6 +209,10 @@ class Driver:
         if pool:
             pool = str(ipaddress.IPv4Network(pool))
         pod = self._pod_of((body.get("Options") or {}).get(POD_OPTION), pool)
+        if pod is None:       # made by hand for a new pod: CreateNetwork makes it pending
+            net = ipaddress.IPv4Network(pool)
+            return {"PoolID": subnet_pool(net), "Pool": str(net),
+                    "Data": {GATEWAY_DATA: f"{net.network_address + 1}/{net.prefixlen}"}}
         if not pod.get("subnet"):
             raise ValueError(f"pod {pod['id']} has no subnet; Docker needs one (create the "
                              "pod with --subnet)")
@@ -209,16 +223,28 @@ class Driver:
             data[GATEWAY_DATA] = f"{server[0]}/{net.prefixlen}"
         return {"PoolID": f"{POOL_PREFIX}{pod['id']}", "Pool": str(net), "Data": data}
 
-    @staticmethod
-    def _pool_pod(pool_id: str) -> int:
+    def _pool_pod(self, pool_id: str, wait: bool = True) -> int | None:
+        """The pod of a pool: `loris-pod-<id>`, or a pending network's pod (waited for, or
+        None if not `wait` and it is not known)."""
+        subnet = pool_subnet(pool_id)
+        if subnet is not None:
+            if not wait:
+                with self.book.lock:
+                    return self.book.subnet_pods.get(subnet)
+            return self.pending.pod_of_subnet(subnet)
         if not pool_id.startswith(POOL_PREFIX) or not pool_id[len(POOL_PREFIX):].isdigit():
             raise ValueError(f"pool {pool_id!r} is not a Loris pool")
         return int(pool_id[len(POOL_PREFIX):])
 
     def request_address(self, body: dict) -> Reply:
-        pod = self._pool_pod(body.get("PoolID", ""))
         options = body.get("Options") or {}
         address = body.get("Address") or None
+        subnet = pool_subnet(body.get("PoolID", ""))
+        if subnet is not None and options.get(REQUEST_TYPE) == GATEWAY_DATA:
+            net = ipaddress.IPv4Network(subnet)
+            return {"Address": f"{net.network_address + 1}/{net.prefixlen}", "Data": {}}
+        pod = self._pool_pod(body.get("PoolID", ""))
+        assert pod is not None
         if options.get(REQUEST_TYPE) == GATEWAY_DATA:
             # only if Docker ignored the pool's gateway: the pod's server address
             pods = {p["id"]: p for p in self.controller.pods()}
@@ -231,9 +257,9 @@ class Driver:
         return {"Address": got["ip"], "Data": {}}
 
     def release_address(self, body: dict) -> Reply:
-        pod = self._pool_pod(body.get("PoolID", ""))
+        pod = self._pool_pod(body.get("PoolID", ""), wait=False)
         address = body.get("Address") or ""
-        if address:
+        if address and pod is not None:
             self.controller.release(pod, str(ipaddress.IPv4Interface(address).ip))
         return {}
 
@@ -251,14 +277,22 @@ class Driver:
         if body.get("IPv6Data"):
             raise ValueError("Loris pods are IPv4 only: leave out --ipv6")
         generic = (body.get("Options") or {}).get(GENERIC) or {}
-        pod = self._pod_of(generic.get(POD_OPTION), str(ipaddress.IPv4Network(v4[0]["Pool"])))
+        subnet = str(ipaddress.IPv4Network(v4[0]["Pool"]))
+        pod = self._pod_of(generic.get(POD_OPTION), subnet)
+        if pod is None:
+            self.pending.add(nid, subnet)
+            return {}
         with self.book.lock:
             self.book.networks[nid] = int(pod["id"])
+            # `-o loris.pod=NAME` alone: RequestPool (which sees only --ipam-opt) may have
+            # answered a pending pool for this subnet; its addresses are this pod's
+            self.book.subnet_pods[subnet] = int(pod["id"])
             self.book.save()
         log.info("Docker network %s is pod %s", nid[:12], pod["id"])
         return {}
 
     def delete_network(self, body: dict) -> Reply:
+        self.pending.forget(body.get("NetworkID", ""))    # the pod stays (docs/docker.md)
         with self.book.lock:
             if self.book.networks.pop(body.get("NetworkID", ""), None) is not None:
                 self.book.save()
@@ -271,6 +305,8 @@ class Driver:
     def _network_pod(self, nid: str) -> int:
         with self.book.lock:
             pod = self.book.networks.get(nid)
+        if pod is None:
+            pod = self.pending.pod_of_network(nid)
         if pod is None:
             raise ValueError(f"network {nid[:12]} is unknown to Loris on host {self.host_id} "
                              "(its plugin state was lost); remove and create it again")
@@ -291,7 +327,9 @@ class Driver:
         if known is None:
             address = ipaddress.IPv4Interface(iface["Address"])
             body = {"host": self.host_id, "container": endpoint_ref(eid), "pod": pod,
-                    "ip": str(address), "mac": given_mac or mac_of(address.ip)}
+                    "ip": str(address)}
+            if given_mac:
+                body["mac"] = given_mac
             try:
                 port = self.controller.connect(body)
             except ControllerError as e:

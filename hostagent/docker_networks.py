@@ -28,6 +28,7 @@ from hostagent.docker_driver import DRIVER, POD_OPTION
 log = logging.getLogger(__name__)
 
 SYNC_S = 2.0
+HURRY_S = 0.2      # while a network made by hand waits for its pod (docker_handmade.py)
 MANAGED_LABEL = "loris.managed"
 
 
@@ -74,8 +75,12 @@ class NetworkSync:
     def __init__(self, pods: Callable[[], list[dict]], docker_url: str | None,
                  stop: threading.Event,
                  endpoint_ports: Callable[[], dict[str, int]] = dict,
-                 name_port: Callable[[int, str], None] | None = None) -> None:
+                 name_port: Callable[[int, str], None] | None = None,
+                 adopt: Callable[[list[dict]], None] | None = None,
+                 hurry: Callable[[], bool] = lambda: False) -> None:
         self.pods = pods
+        self.hurry = hurry      # whether a network waits for its pod: pass again soon
+        self.adopt = adopt      # maps networks made by hand to pods (docker_handmade.py)
         self.endpoint_ports = endpoint_ports    # EndpointID -> port id (this host's)
         self.name_port = name_port
         self.named: dict[int, str] = {}
@@ -95,7 +100,10 @@ class NetworkSync:
 
         client = self._client()
         try:
-            create, remove = plan(self.pods(), client.networks())
+            networks = client.networks()
+            if self.adopt is not None:
+                self.adopt(networks)
+            create, remove = plan(self.pods(), networks)
             for pod in create:
                 name = network_name(pod)
                 log.info("creating Docker network %s for pod %s (%s)", name, pod["id"],
@@ -137,7 +145,7 @@ class NetworkSync:
                 (log.debug if self._warned else log.warning)(
                     "keeping Docker networks in step with pods failed: %s", e)
                 self._warned = True
-            self.kick.wait(SYNC_S)
+            self.kick.wait(HURRY_S if self.hurry() else SYNC_S)
             self.kick.clear()
 
     def start(self) -> threading.Thread:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -32,6 +33,7 @@ from lab.procs import LabProcess
 
 START_TIMEOUT_S = 60.0
 SYSTEM_PLUGIN_DIRS = ("/run/docker/plugins", "/etc/docker")
+HOST_NICS = ("eth0", "mgmt0")          # a host's underlay and management links (hostnet.py)
 
 
 class HostDockerd:
@@ -55,6 +57,19 @@ class HostDockerd:
     def plugin_socket(self, name: str = "loris") -> Path:
         """Where a plugin listens so that this dockerd finds it as `name`."""
         return self.plugins_dir / f"{name}.sock"
+
+    def hold_plugin_socket(self) -> socket.socket:
+        """The plugin's socket, bound and listening with no plugin behind it yet, as
+        systemd's loris-docker.socket holds it before docker.service starts: dockerd's calls
+        wait in its queue until the agent, handed the socket (lab.start_agent
+        plugin_listener=), answers them."""
+        self.prepare()
+        path = self.plugin_socket()
+        path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
+        sock.listen(64)
+        return sock
 
     def argv(self) -> list[str]:
         config = self.root / "daemon.json"
@@ -196,6 +211,29 @@ class HostDockers:
         if proc.alive:
             proc.kill()
             proc.wait()
+
+    def reboot_host(self, host: Host | str | int) -> None:
+        """A reboot of `host` as its services see it. Shutdown in systemd's order: dockerd
+        (SIGTERM: it stops its containers, the plugin still answering), the agent, OVS.
+        Then what a reboot wipes: the host's veths, the OVS datapath and daemons' sockets,
+        dockerd's exec root and the plugin's socket; what is on disk stays (dockerd's data
+        root, the OVS database, the plugin's state file). Boot: OVS, the agent, dockerd
+        (which brings back its `--restart=always` containers)."""
+        h = self.host(host)
+        d = self.dockerd(h)
+        self.stop_dockerd(h, signal.SIGTERM)
+        self.processes[f"agent-{h.name}"].stop()
+        self.stop_ovs(h)
+        veths = run(["ip", "-n", h.netns, "-o", "link", "show", "type", "veth"]).stdout
+        for line in veths.splitlines():
+            name = line.split(":")[1].strip().split("@")[0]
+            if name not in HOST_NICS:          # the lab's wires stand for the host's NICs
+                run(["ip", "-n", h.netns, "link", "del", name], check=False)
+        subprocess.run(["rm", "-rf", str(d.root / "x")], check=False)
+        d.plugin_socket().unlink(missing_ok=True)
+        self.start_ovs(h)
+        self.start_agent(h)
+        self.start_dockerd(h)
 
     def _start_host_dockerds(self) -> None:
         """Start every host's dockerd and load the test image into each (lab up)."""

@@ -61,6 +61,37 @@ class HostNetworks:
         old = self.processes[f"{h.name}-ovs-vswitchd"]
         old.signal(sig)
         old.wait(10)
+        return self._vswitchd_up(h)
+
+    def stop_ovs(self, host: Host | str | int) -> None:
+        """Stop the host's ovs-vswitchd and ovsdb-server (SIGTERM), as a shutdown does, and
+        remove what a reboot would: the kernel datapath (if any), the daemons' sockets and
+        pid files. The database stays (on a real host it is on disk)."""
+        h = self.host(host)
+        for daemon in ("ovs-vswitchd", "ovsdb-server"):
+            proc = self.processes[f"{h.name}-{daemon}"]
+            proc.signal(signal.SIGTERM)
+            proc.wait(10)
+        if not self.netdev:
+            dps = run(["ip", "netns", "exec", h.netns, "ovs-dpctl", "dump-dps"],
+                      check=False).stdout.split()
+            for dp in dps:
+                run(["ip", "netns", "exec", h.netns, "ovs-dpctl", "del-dp", dp], check=False)
+        for pattern in ("*.sock", "*.pid", "*.ctl"):
+            for path in h.rundir.glob(pattern):
+                path.unlink(missing_ok=True)
+
+    def start_ovs(self, host: Host | str | int) -> LabProcess:
+        """Start the host's ovsdb-server and ovs-vswitchd on the database they left (a boot),
+        and put back the underlay as up() left it."""
+        h = self.host(host)
+        db = self.start_process(f"{h.name}-ovsdb-server", ovsdb_server_argv(h), netns=h,
+                                env=ovs_env(h))
+        wait_for_unix_socket(h.rundir / "db.sock", lambda: db.alive,
+                             f"ovsdb-server of {h.name}")
+        return self._vswitchd_up(h)
+
+    def _vswitchd_up(self, h: Host) -> LabProcess:
         vs = self._start_vswitchd(h)
         if self.netdev:
             self._address_br_phy(h)

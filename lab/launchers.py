@@ -19,6 +19,12 @@ from lab.naming import API_PORT, CONTROL_IP, OPENFLOW_PORT, Host
 from lab.netns import socket_in_netns
 from lab.procs import LabProcess
 
+# what systemd does for a socket unit's service: the listening socket as fd 3, LISTEN_FDS=1,
+# LISTEN_PID = the service's pid (this one: exec keeps it)
+SOCKET_ACTIVATION = ("import os, sys; os.dup2(int(sys.argv[1]), 3); "
+                     "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); "
+                     "os.execv(sys.argv[2], sys.argv[2:])")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -138,9 +144,12 @@ class LorisLaunchers:
         return proc
 
     def start_agent(self, host: Host | str | int, extra_args: Sequence[str] = (),
-                    extra_env: Mapping[str, str] | None = None) -> LabProcess:
+                    extra_env: Mapping[str, str] | None = None,
+                    plugin_listener: Any = None) -> LabProcess:
         """loris-hostagent in the host's namespace, as process `agent-<host>`; in a lab with
-        a dockerd per host it serves that dockerd the `loris` plugin (lab/hostdocker.py)."""
+        a dockerd per host it serves that dockerd the `loris` plugin (lab/hostdocker.py).
+        `plugin_listener`: the plugin's listening socket, handed over as systemd's socket
+        activation does (fd 3, LISTEN_FDS=1; HostDockerd.hold_plugin_socket)."""
         h = self.host(host)
         argv = [venv_bin() / "loris-hostagent", "--controller", self.controller_url,
                 "--host-id", h.name, "--tunnel-ip", h.tunnel_ip, "--tunnel-type", self.tunnel,
@@ -155,6 +164,11 @@ class LorisLaunchers:
             argv += ["--docker-url", d.url, "--plugin-socket", d.plugin_socket(),
                      "--plugin-state", h.rundir / "docker-plugin.json"]
         argv += extra_args
+        if plugin_listener is not None:
+            fd = plugin_listener.fileno()
+            argv = [sys.executable, "-c", SOCKET_ACTIVATION, str(fd), *map(str, argv)]
+            return self.start_process(f"agent-{h.name}", argv, netns=h, env=extra_env,
+                                      pass_fds=(fd,))
         return self.start_process(f"agent-{h.name}", argv, netns=h, env=extra_env)
 
     def loris_env(self, host: Host | str | int) -> dict[str, str]:

@@ -206,8 +206,9 @@ class LabProcess:
 
 
 def spawn(name: str, argv: Sequence[str], *, labdir: Path, env: Mapping[str, str],
-          cwd: str | Path | None = None) -> LabProcess:
-    """Start `argv` in its own session, output to `<labdir>/logs/<name>.log`, and record it."""
+          cwd: str | Path | None = None, pass_fds: Sequence[int] = ()) -> LabProcess:
+    """Start `argv` in its own session, output to `<labdir>/logs/<name>.log`, and record it.
+    `pass_fds`: file descriptors the process inherits (subprocess.Popen's)."""
     logs = labdir / "logs"
     records = labdir / "procs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -219,7 +220,8 @@ def spawn(name: str, argv: Sequence[str], *, labdir: Path, env: Mapping[str, str
             log.flush()
         popen = subprocess.Popen(
             [str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, env=dict(env), cwd=cwd, start_new_session=True)
+            stderr=subprocess.STDOUT, env=dict(env), cwd=cwd, start_new_session=True,
+            pass_fds=tuple(pass_fds))
     with _own_lock:
         _own_children[popen.pid] = popen
     record_path = records / f"{name}.json"

@@ -94,9 +94,11 @@ class Targets:
 
     def start_process(self, name: str, argv: Sequence[str], netns: Target | None = None,
                       env: Mapping[str, str] | None = None,
-                      cwd: str | Path | None = None) -> LabProcess:
+                      cwd: str | Path | None = None, pass_fds: Sequence[int] = ()
+                      ) -> LabProcess:
         """Start a long-running process (log: <lab dir>/logs/<name>.log). A name can be
-        reused once its previous process has ended (the log is appended to)."""
+        reused once its previous process has ended (the log is appended to). `pass_fds`:
+        file descriptors it inherits."""
         if not PROCESS_NAME_RE.match(name):
             raise LabError(f"process name {name!r}: use letters, digits, '_', '.', '-'")
         with self._lock:
@@ -106,7 +108,7 @@ class Targets:
                                f"{self.prefix}; stop it first or use another name")
             full_env = environ({"PYTHONUNBUFFERED": "1", **(env or {})})
             proc = procs.spawn(name, self.enter(netns) + [str(a) for a in argv],
-                               labdir=self.dir, env=full_env, cwd=cwd)
+                               labdir=self.dir, env=full_env, cwd=cwd, pass_fds=pass_fds)
             self.processes[name] = proc
         return proc
 

@@ -51,6 +51,19 @@ class FakeController:
     def pods(self) -> list[dict]:
         return self.pod_list
 
+    def ensure_pod(self, name: str, subnet: str) -> dict:
+        """POST /v1/hosts/{host}/pods: the pod of that name, made if missing."""
+        for p in self.pod_list:
+            if p["name"] == name:
+                if p["subnet"] != subnet:
+                    raise ControllerError(f"Docker network {name} has subnet {subnet}, but "
+                                          f"pod {p['id']} ({name}) has subnet {p['subnet']}",
+                                          409, "subnet_mismatch")
+                return p
+        pod = {"id": max(p["id"] for p in self.pod_list) + 1, "name": name, "subnet": subnet}
+        self.pod_list.append(pod)
+        return pod
+
     def reserve(self, pod: int, ip: str | None) -> dict:
         if ip is None:
             ip = f"198.18.135.{2 + len(self.reserved)}"
@@ -108,13 +121,15 @@ def test_pool_is_the_pod_of_its_subnet_with_the_pods_server_as_gateway(driver):
     assert by_name["PoolID"] == "loris-pod-7"
 
 
-def test_a_pool_without_a_pod_is_refused_saying_how_to_make_one(driver):
-    reply = call(driver, "/IpamDriver.RequestPool", dict(REQUEST_POOL, Pool="198.18.140.0/24"))
-    assert "Err" not in reply and "loris pod create NAME --subnet 198.18.140.0/24" \
-        in reply["Error"]
+def test_a_pool_naming_no_pod_it_can_make_is_refused_saying_how_to_make_one(driver):
+    """A pool with a subnet no pod has makes a pod (test_docker_handmade.py); without a
+    subnet, or naming a pod id that does not exist, nothing can be made."""
     reply = call(driver, "/IpamDriver.RequestPool",
-                 dict(REQUEST_POOL, Options={"loris.pod": "blue"}))
-    assert "no Loris pod blue" in reply["Error"]
+                 dict(REQUEST_POOL, Pool="", Options={"loris.pod": "blue"}))
+    assert "Err" not in reply and "loris pod create blue" in reply["Error"]
+    reply = call(driver, "/IpamDriver.RequestPool",
+                 dict(REQUEST_POOL, Pool="198.18.140.0/24", Options={"loris.pod": "42"}))
+    assert "no Loris pod 42; create it first" in reply["Error"]
 
 
 def test_addresses_come_from_the_controller_and_a_taken_one_names_its_holder(driver, ctl):
@@ -142,10 +157,10 @@ def test_a_network_with_another_ipam_is_refused_naming_the_flag(driver):
 def test_endpoint_connects_through_the_controller_and_joins_with_its_veth(driver, ctl):
     assert call(driver, "/NetworkDriver.CreateNetwork", CREATE_NETWORK) == {}
     reply = call(driver, "/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
-    # the MAC follows the address (a restart that keeps it keeps the peers' ARP right)
-    assert reply == {"Interface": {"MacAddress": "02:4c:c6:12:87:02"}}
+    # no MAC asked: the controller chooses it (its port row holds it), Docker is told
     assert ctl.connects == [{"host": "h1", "container": endpoint_ref(EID), "pod": 7,
-                             "ip": "198.18.135.2/24", "mac": "02:4c:c6:12:87:02"}]
+                             "ip": "198.18.135.2/24"}]
+    assert reply == {"Interface": {"MacAddress": ctl.ports[1]["mac"]}}
     assert is_endpoint_ref(ctl.connects[0]["container"])
     # Docker retries: the same endpoint is connected once
     assert call(driver, "/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT) == reply
@@ -172,11 +187,32 @@ def test_a_given_mac_is_kept_and_not_returned(driver, ctl):
 def test_what_docker_told_survives_a_restart_of_the_agent(ctl, tmp_path):
     first = Driver(ctl, Book(tmp_path / "plugin.json"), "h1")
     call(first, "/NetworkDriver.CreateNetwork", CREATE_NETWORK)
-    call(first, "/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
+    made = call(first, "/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
     again = Driver(ctl, Book(tmp_path / "plugin.json"), "h1")    # no CreateNetwork replay
+    # a replayed CreateEndpoint answers the same MAC, without a second connect
+    assert call(again, "/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT) == made
+    assert len(ctl.connects) == 1
     assert call(again, "/NetworkDriver.Join", JOIN)["InterfaceName"]["SrcName"] == "lc1"
     call(again, "/NetworkDriver.DeleteEndpoint", LEAVE)
     assert ctl.disconnects == [1]
+
+
+def test_an_endpoint_the_book_lost_keeps_the_mac_of_its_port(ctl):
+    """The plugin's state file lost (a replay after a crash): the controller refuses the
+    second connect of the endpoint, and the reply is the MAC its port row holds."""
+    first = Driver(ctl, Book(None), "h1")
+    call(first, "/NetworkDriver.CreateNetwork", CREATE_NETWORK)
+    made = call(first, "/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
+
+    def connected(body: dict) -> dict:
+        raise ControllerError(f"container {body['container']} on h1 is already connected",
+                              409, "container_connected")
+
+    ctl.connect = connected
+    by_ref = {p["container"]: p for p in ctl.ports.values()}
+    lost = Driver(ctl, Book(None), "h1", port_of_ref=by_ref.get)
+    lost.book.networks[NID] = 7
+    assert call(lost, "/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT) == made
 
 
 def test_an_endpoint_of_an_unknown_network_is_refused(driver):
