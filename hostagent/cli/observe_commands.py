@@ -11,12 +11,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 
-from hostagent import ofproto_trace
 from hostagent.cli import commands
 from hostagent.cli.common import CliError, operator_client, parse_pod, print_json
 from hostagent.cli.trace_output import ports_stats_table, trace_text
-from hostagent.local import ovs_from_args
-from hostagent.ovs import OvsError
 
 
 def trace_body(args: argparse.Namespace) -> dict:
@@ -58,6 +55,11 @@ def switch_checks(args: argparse.Namespace, result: dict) -> list[dict]:
         return [{"leg": None, "agrees": None, "problems": [], "text":
                  f"ofproto/trace not run: this is {args.host}, the packets start on "
                  f"{', '.join(hosts)} (run loris trace there to ask the switch too)"}]
+    # Only here does the CLI need OVS (subprocess): not at start-up (parser.py)
+    from hostagent import ofproto_trace
+    from hostagent.local import ovs_from_args
+    from hostagent.ovs import OvsError
+
     ovs = ovs_from_args(args.ovsdb, args.ovs_rundir)
     try:
         odp = ofproto_trace.odp_ports(ovs.appctl("dpif/show"))

@@ -1,23 +1,41 @@
-"""The `loris` command line: every command, its arguments and the function that runs it."""
+"""The `loris` command line: every command, its arguments and the function that runs it.
+
+The commands that act on this host (`init`, `cleanup`: OVS, netlink, the agent's lock) and
+the `pki` ones are imported only when they run (`_command`): a command that only talks to
+the controller loads neither `subprocess` nor OVS's modules (the CLI's start-up,
+docs/benchmarks.md; tests/unit/test_cli_imports.py)."""
 
 from __future__ import annotations
 
 import argparse
+from importlib import import_module
 
 from hostagent import pki
 from hostagent.cli import (
     commands,
     ha_commands,
-    host_commands,
     observe_commands,
-    pki_commands,
     pod_commands,
     safety_commands,
 )
 from hostagent.client import DEFAULT_OPERATOR_TOKEN_FILE
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 DESCRIPTION = ("`loris`: prepare a host and manage container networking through the Loris "
                "controller.")
+
+
+def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """The function `name` of hostagent/cli/<module>.py, imported when the command runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        return getattr(import_module(f"hostagent.cli.{module}"), name)(args)
+
+    run.__name__ = run.__qualname__ = name
+    return run
 
 
 def _common_options() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -47,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="prepare this host: bridges br-int/br-tun and patch ports")
     s.add_argument("--openflow", help="OpenFlow controller target (default: the controller's "
                    "address, port 6653, when --controller/LORIS_CONTROLLER is set)")
-    s.set_defaults(func=host_commands.cmd_init)
+    s.set_defaults(func=_command("host_commands", "cmd_init"))
     s = sub.add_parser("cluster", parents=[common],
                        help="show the cluster, or wait until hosts are registered and meshed")
     s.add_argument("ips", nargs="*", metavar="IP", help="tunnel IPs of the hosts to wait for")
@@ -68,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=commands.cmd_disconnect)
     s = sub.add_parser("cleanup", parents=[common, ovs_opts],
                        help="remove everything Loris made on this host; deregister it")
-    s.set_defaults(func=host_commands.cmd_cleanup)
+    s.set_defaults(func=_command("host_commands", "cmd_cleanup"))
     s = sub.add_parser("status", parents=[common], help="hosts, tunnels, OpenFlow state")
     s.set_defaults(func=commands.cmd_status)
     s = sub.add_parser("pods", parents=[common], help="list pods")
@@ -105,8 +123,8 @@ def _add_pki(sub: argparse._SubParsersAction) -> None:
                    help="a DNS name of the controller (repeatable)")
     s.add_argument("--host", dest="hosts", action="append", default=[], metavar="ID",
                    help="a host to make a switch certificate for (repeatable)")
-    s.set_defaults(func=pki_commands.cmd_pki_init)
+    s.set_defaults(func=_command("pki_commands", "cmd_pki_init"))
     s = pki_sub.add_parser("host", parents=[days], help="switch certificates for more hosts")
     s.add_argument("dir", help="the directory of `loris pki init`")
     s.add_argument("hosts", nargs="+", metavar="ID")
-    s.set_defaults(func=pki_commands.cmd_pki_host)
+    s.set_defaults(func=_command("pki_commands", "cmd_pki_host"))
