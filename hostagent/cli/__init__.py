@@ -17,13 +17,14 @@ import sys
 
 from flows import contract
 from hostagent.cli.common import CliError
-from hostagent.cli.parser import build_parser
+from hostagent.cli.parser import build_parser, command_word
 from hostagent.client import ApiError, ControllerUnreachable, controller_url
 from hostagent.local import default_host_id
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_word(argv)).parse_args(argv)
     if args.command != "pki":       # pki: local files only, no controller, no host id
         args.controller_given = bool(args.controller or os.environ.get("LORIS_CONTROLLER"))
         args.controller = controller_url(args.controller)
