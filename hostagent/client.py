@@ -135,7 +135,7 @@ def read_token(token_file: str | None) -> str | None:
 class Reply(namedtuple("Reply", ["status", "body", "reason"], defaults=[""])):
     """An answer of the controller: its status (int), body (parsed JSON; text when the body
     is not JSON; None when empty) and the status line's reason phrase. A named tuple: the
-    CLI imports this module, and `dataclasses` would cost its start-up ~10 ms."""
+    CLI imports this module, and `dataclasses` (with `inspect`) would weigh on its start-up."""
 
     __slots__ = ()
 
