@@ -3,27 +3,37 @@
 The contract is in docs/design.md; the pipeline, tables and cookie layout in docs/pipeline.md.
 """
 
-# `diff` is imported here: the function must shadow the submodule of the same name, which
-# a later `import flows.diff` would otherwise leave as the package's attribute.
-from .diff import FlowDiff, diff, flatten
-from .flow import (
-    LORIS_COOKIE,
-    LORIS_COOKIE_MASK,
-    OBJECT_COOKIE_MASK,
-    Flow,
-    Kind,
-    parse_cookie,
-)
+import sys
+import types
 
-# The names below are loaded on first use (PEP 562), so `from flows import contract` (the
-# CLI, the agent) does not pay for the pipeline, the model and the renderer.
+# Every name below is loaded on first use (PEP 562), so `from flows import contract` (the
+# CLI, the agent) pays for neither the flows, their diff (and `dataclasses`), the pipeline,
+# the model nor the renderer.
 _EXPORTS = {
     "BRIDGES": "contract",
+    "FlowDiff": "diff", "diff": "diff", "flatten": "diff",
+    "LORIS_COOKIE": "flow", "LORIS_COOKIE_MASK": "flow", "OBJECT_COOKIE_MASK": "flow",
+    "Flow": "flow", "Kind": "flow", "parse_cookie": "flow",
     "HostSpec": "model", "PodSpec": "model", "PortSpec": "model", "Topology": "model",
     "TopologyError": "model",
     "HostFlows": "pipeline", "host_flows": "pipeline",
     "delete_by_cookie": "render", "to_flowmod": "render", "to_ofctl": "render",
 }
+
+
+class _Package(types.ModuleType):
+    """`flows.diff` is the function flows.diff.diff, whenever its submodule is imported: the
+    import system sets a submodule as its package's attribute once it is loaded, which would
+    otherwise replace the function by the module (`from flows import diff` would then give
+    the module, depending on import order)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "diff" and isinstance(value, types.ModuleType):
+            value = value.diff
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> object:

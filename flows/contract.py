@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from collections import namedtuple
 
 __all__ = [
     "Pattern", "HOST_ID", "CONTAINER_REF", "POD_NAME", "MAC", "DPID_TEXT", "IPV4", "IPV4_CIDR",
@@ -29,19 +29,21 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Pattern:
-    """One textual identifier rule: what it names, the regex, and a hint for errors."""
-    what: str
-    regex: str           # unanchored, ASCII
-    hint: str
-    _compiled: re.Pattern = field(init=False, repr=False, compare=False)
+class Pattern(namedtuple("Pattern", ["what", "regex", "hint"])):
+    """One textual identifier rule: what it names, the regex (unanchored, ASCII), and a hint
+    for errors. Immutable. A named tuple rather than a dataclass: the `loris` CLI imports
+    this module, and `dataclasses` (which loads `inspect`) is the largest import it would
+    otherwise pay for at every start (docs/benchmarks.md)."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_compiled", re.compile(self.regex, re.ASCII))
+    __slots__ = ()
 
     def matches(self, value: object) -> bool:
-        return isinstance(value, str) and self._compiled.fullmatch(value) is not None
+        if not isinstance(value, str):
+            return False
+        compiled = _COMPILED.get(self.regex)
+        if compiled is None:
+            compiled = _COMPILED[self.regex] = re.compile(self.regex, re.ASCII)
+        return compiled.fullmatch(value) is not None
 
     @property
     def json(self) -> str:
@@ -51,6 +53,8 @@ class Pattern:
     def error(self, value: object) -> str:
         return f"{self.what} {value!r} is not valid: {self.hint}"
 
+
+_COMPILED: dict[str, re.Pattern] = {}   # Pattern.regex -> its compiled form
 
 HOST_ID = Pattern(
     "host id", r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}",

@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import socket
 import threading
 import urllib.parse
 import weakref
+from collections import namedtuple
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from hostagent.transport import (
     Connection,
@@ -133,14 +132,12 @@ def read_token(token_file: str | None) -> str | None:
     return os.environ.get("LORIS_TOKEN", "").strip() or None
 
 
-@dataclass(frozen=True)
-class Reply:
-    """An answer of the controller: its status, body (parsed JSON; text when the body is
-    not JSON; None when empty) and the status line's reason phrase."""
+class Reply(namedtuple("Reply", ["status", "body", "reason"], defaults=[""])):
+    """An answer of the controller: its status (int), body (parsed JSON; text when the body
+    is not JSON; None when empty) and the status line's reason phrase. A named tuple: the
+    CLI imports this module, and `dataclasses` (with `inspect`) would weigh on its start-up."""
 
-    status: int
-    body: Any
-    reason: str = ""
+    __slots__ = ()
 
 
 class Client:
@@ -436,4 +433,6 @@ def _api_error(reply: Reply) -> ApiError:
 def backoff_wait(stop: threading.Event, attempt: int, cap: float = 10.0) -> None:
     """Exponential backoff with full jitter (so a fleet of agents does not reconnect in step),
     interruptible by `stop`."""
+    import random  # the agent's; not the CLI's start-up
+
     stop.wait(random.uniform(0.2, max(0.2, min(cap, 0.5 * 2**attempt))))

@@ -69,7 +69,7 @@ class Connection:
         if self._socket_factory is not None:
             sock = connect_with(self._socket_factory, *address, timeout)
         else:
-            sock = socket.create_connection(address, timeout)
+            sock = socket.create_connection((resolvable(address[0]), address[1]), timeout)
         self.sock = sock
         self._buffer.clear()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -231,7 +231,7 @@ def connect_with(factory: SocketFactory, host: str, port: int,
     socket.create_connection does."""
     last: OSError | None = None
     for family, socktype, _proto, _name, address in socket.getaddrinfo(
-            host.strip("[]"), port, 0, socket.SOCK_STREAM):
+            resolvable(host.strip("[]")), port, 0, socket.SOCK_STREAM):
         sock = factory(family, socktype)
         try:
             if timeout is not None:
@@ -242,6 +242,13 @@ def connect_with(factory: SocketFactory, host: str, port: int,
             last = e
             sock.close()
     raise last or OSError(f"no address for {host}")
+
+
+def resolvable(host: str) -> str | bytes:
+    """`host` as getaddrinfo() is given it: an ASCII name or address as bytes, since a str is
+    first encoded with the `idna` codec, whose import (unicodedata, stringprep) costs the
+    CLI's start-up ~2 ms, more than a local request; a non-ASCII name stays a str (IDNA)."""
+    return host.encode("ascii") if host.isascii() else host
 
 
 def request_sent(error: OSError) -> bool:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import time
+from collections import namedtuple
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from hostagent.cli import ha_commands
 from hostagent.cli.common import (
@@ -33,10 +33,11 @@ APPLY_TIMEOUT_S = 10.0  # how long `disconnect` waits for the host's agent to un
 PROBE_TIMEOUT_S = 5.0  # a controller that is up answers /v1/health in milliseconds
 
 
-@dataclass
-class MeshState:
-    unregistered: list[str]  # tunnel IPs nobody registered with
-    missing: list[tuple[str, str]]  # (host, peer) pairs without a tunnel ofport
+class MeshState(namedtuple("MeshState", ["unregistered", "missing"])):
+    """unregistered: tunnel IPs nobody registered with; missing: (host, peer) pairs without
+    a tunnel ofport. (A named tuple: `dataclasses` would weigh on the CLI's start-up.)"""
+
+    __slots__ = ()
 
     @property
     def complete(self) -> bool:

@@ -10,11 +10,14 @@ from hostagent.cli.common import operator_client, print_json
 from hostagent.client import ApiError, Client
 from hostagent.tables import table
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hostagent.cli.parser import Commands
 
-def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    s = sub.add_parser("controllers", parents=[common],
-                       help="the controllers, their health and the hosts each masters")
-    s.set_defaults(func=cmd_controllers)
+
+def add_parsers(cmds: Commands, common: argparse.ArgumentParser) -> None:
+    cmds.add("controllers", "the controllers, their health and the hosts each masters",
+             lambda s: s.set_defaults(func=cmd_controllers), parents=[common])
 
 
 def cmd_controllers(args: argparse.Namespace) -> int:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import ipaddress
 
-from hostagent import ofproto_trace
 from hostagent.cli import commands
 from hostagent.cli.common import CliError, operator_client, parse_pod, print_json
 from hostagent.cli.trace_output import ports_stats_table, trace_text
-from hostagent.local import ovs_from_args
-from hostagent.ovs import OvsError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hostagent.cli.parser import Commands
 
 
 def trace_body(args: argparse.Namespace) -> dict:
@@ -58,6 +59,11 @@ def switch_checks(args: argparse.Namespace, result: dict) -> list[dict]:
         return [{"leg": None, "agrees": None, "problems": [], "text":
                  f"ofproto/trace not run: this is {args.host}, the packets start on "
                  f"{', '.join(hosts)} (run loris trace there to ask the switch too)"}]
+    # Only here does the CLI need OVS (subprocess): not at start-up (parser.py)
+    from hostagent import ofproto_trace
+    from hostagent.local import ovs_from_args
+    from hostagent.ovs import OvsError
+
     ovs = ovs_from_args(args.ovsdb, args.ovs_rundir)
     try:
         odp = ofproto_trace.odp_ports(ovs.appctl("dpif/show"))
@@ -106,11 +112,15 @@ def cmd_resync(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
+def add_parsers(cmds: Commands, common: argparse.ArgumentParser,
                 ovs_opts: argparse.ArgumentParser) -> None:
-    s = sub.add_parser("trace", parents=[common, ovs_opts],
-                       help="follow a packet through the installed flows; why A cannot "
-                            "reach B")
+    cmds.add("trace", "follow a packet through the installed flows; why A cannot reach B",
+             _trace, parents=[common, ovs_opts])
+    cmds.add("resync", "reconcile a host's bridges with the controller's flows", _resync,
+             parents=[common])
+
+
+def _trace(s: argparse.ArgumentParser) -> None:
     s.add_argument("src", metavar="SRC", help="the sending container (as connected)")
     s.add_argument("dst", metavar="DST", nargs="?", help="a container, or an IP address")
     what = s.add_mutually_exclusive_group()
@@ -126,8 +136,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     s.add_argument("--no-switch", action="store_true",
                    help="do not run ovs-appctl ofproto/trace on this host")
     s.set_defaults(func=cmd_trace)
-    s = sub.add_parser("resync", parents=[common],
-                       help="reconcile a host's bridges with the controller's flows")
+
+
+def _resync(s: argparse.ArgumentParser) -> None:
     s.add_argument("target_host", metavar="HOST", nargs="?", help="default: this host")
     s.set_defaults(func=cmd_resync)
 

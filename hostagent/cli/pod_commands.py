@@ -18,12 +18,20 @@ from hostagent.cli.common import CliError, operator_client, parse_pod, print_jso
 from hostagent.cli.output import ports_table
 from hostagent.client import ApiError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hostagent.cli.parser import Commands
+
 USAGE = ("loris pod create NAME [--subnet CIDR] [--id N] | loris pod show POD | "
          "loris pod delete POD [--force]")
 
 
-def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    s = sub.add_parser("pod", usage=USAGE, help="create, show or delete a pod (by name or id)")
+def add_parsers(cmds: Commands, common: argparse.ArgumentParser) -> None:
+    cmds.add("pod", "create, show or delete a pod (by name or id)",
+             lambda s: _define(s, common), usage=USAGE)
+
+
+def _define(s: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     pod_sub = s.add_subparsers(dest="pod_command", required=True, metavar="POD_COMMAND")
     s = pod_sub.add_parser("create", parents=[common], help="create a pod")
     s.add_argument("name", help="the pod's name: 1-63 letters, digits, '_', '.', '-', "

@@ -19,16 +19,26 @@ from flows import contract
 from hostagent.cli.common import CliError, operator_client, print_json
 from hostagent.tables import table
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hostagent.cli.parser import Commands
+
 TOKEN_USAGE = ("loris token HOST | loris token revoke HOST | loris token --operator NAME | "
                "loris token revoke --operator NAME | loris token --metrics")
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    s = sub.add_parser("token", parents=[common], usage=TOKEN_USAGE,
-                       help="issue or revoke a host's agent token or an operator's token "
-                            "(needs the operator token)")
+def add_parsers(cmds: Commands, common: argparse.ArgumentParser) -> None:
+    cmds.add("token", "issue or revoke a host's agent token or an operator's token (needs "
+             "the operator token)", _token, parents=[common], usage=TOKEN_USAGE)
+    cmds.add("tokens", "list the credentials (never a token)",
+             lambda s: s.set_defaults(func=cmd_tokens), parents=[common])
+    cmds.add("events", "the audit trail: who changed what, when (oldest first)", _events,
+             parents=[common])
+
+
+def _token(s: argparse.ArgumentParser) -> None:
     s.add_argument("words", nargs="*", metavar="[revoke] HOST",
                    help="HOST: issue its agent token (its previous one stops working); "
                         "revoke HOST: revoke it")
@@ -36,10 +46,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     s.add_argument("--metrics", action="store_true",
                    help="print the read-only token of GET /metrics instead (docs/metrics.md)")
     s.set_defaults(func=cmd_token)
-    s = sub.add_parser("tokens", parents=[common], help="list the credentials (never a token)")
-    s.set_defaults(func=cmd_tokens)
-    s = sub.add_parser("events", parents=[common],
-                       help="the audit trail: who changed what, when (oldest first)")
+
+
+def _events(s: argparse.ArgumentParser) -> None:
     s.add_argument("--object", help="one object (port:12, host:h2, pod:7, operator:alice) "
                                     "or a kind (port)")
     s.add_argument("--since", help="from WHEN: seconds since the epoch, "

@@ -15,12 +15,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("docker", "pyroute2", "cryptography", "requests", "urllib3", "http.client", "email",
          "ssl", "typing", "flows.pipeline", "flows.render", "flows.model")
+# What only the commands acting on this host need (init, cleanup, trace's ofproto/trace,
+# pki), and what no command needs: a command that only talks to the controller loads none.
+HOST_SIDE = ("subprocess", "hostagent.ovs", "hostagent.lock", "hostagent.hostprep",
+             "hostagent.ofproto_trace", "hostagent.containers", "hostagent.netdev",
+             "hostagent.cli.host_commands", "hostagent.cli.pki_commands", "flows.diff",
+             "flows.flow", "dataclasses", "inspect", "encodings.idna", "random")
+CONTROLLER_COMMANDS = (['pods'], ['status'], ['ports'], ['cluster'], ['connect', 'c1', 'dhcp'],
+                       ['connect', 'c1', '10.0.0.5/24', '7'], ['disconnect', 'c1'],
+                       ['pod', 'show', 'web'], ['tokens'], ['events'], ['controllers'],
+                       ['resync'])
 
 
-def _loaded_after(code: str) -> set[str]:
-    """The HEAVY modules (or packages: a name matches its submodules too) loaded by `code`."""
+def _loaded_after(code: str, heavy: tuple[str, ...] = HEAVY) -> set[str]:
+    """The `heavy` modules (or packages: a name matches its submodules too) loaded by
+    `code`."""
     probe = (code + "\nimport sys\n"
-             f"heavy = {HEAVY!r}\n"
+             f"heavy = {heavy!r}\n"
              "print(' '.join(sorted({h for h in heavy for m in sys.modules\n"
              "                       if m == h or m.startswith(h + '.')})))")
     env = dict(os.environ, PYTHONPATH=str(REPO), LORIS_TOKEN="t")
@@ -41,3 +52,27 @@ def test_a_controller_command_loads_no_docker_nor_netlink():
             "                ['disconnect', 'c1']):\n"
             "        assert main([*cmd, '--controller', 'http://127.0.0.1:9']) == 1")
     assert _loaded_after(code) == set()
+
+
+def test_a_controller_command_loads_nothing_of_the_host_side():
+    """Checked through sys.modules, not timed: the commands that only talk to the
+    controller load neither subprocess nor OVS's modules, nor the flows' diff, nor
+    `dataclasses` (with `inspect`), nor the `idna` codec for an ASCII controller address."""
+    code = ("import contextlib, io\nfrom hostagent.cli import main\n"
+            "with contextlib.redirect_stderr(io.StringIO()):\n"
+            f"    for cmd in {CONTROLLER_COMMANDS!r}:\n"
+            "        assert main([*cmd, '--host', 'h1', '--controller', 'http://127.0.0.1:9']) \\\n"
+            "            == 1, cmd")
+    assert _loaded_after("import hostagent.cli", HOST_SIDE) == set()
+    assert _loaded_after(code, HOST_SIDE) == set()
+
+
+def test_the_host_side_is_loaded_by_the_commands_that_use_it():
+    """The other side of the test above: `loris init` loads OVS's module when it runs (so
+    the check above is not vacuous, and OvsError is still reported as a one-line failure)."""
+    code = ("import contextlib, io\nfrom hostagent.cli import main\n"
+            "err = io.StringIO()\n"
+            "with contextlib.redirect_stderr(err):\n"
+            "    rc = main(['init', '--host', 'h1', '--ovsdb', 'unix:/nonexistent/db.sock'])\n"
+            "assert rc == 1 and err.getvalue().startswith('loris init: '), err.getvalue()")
+    assert {"subprocess", "hostagent.ovs"} <= _loaded_after(code, HOST_SIDE)

@@ -296,3 +296,23 @@ def test_the_environment_proxy_is_asked_with_absolute_urls(server, monkeypatch):
     monkeypatch.setenv("no_proxy", "controller.invalid")
     with pytest.raises(ControllerUnreachable, match="controller.invalid"):
         Client("http://controller.invalid:8780", timeout=5).pods()
+
+
+def test_loris_connect_probes_and_connects_over_one_kept_alive_connection(server, monkeypatch,
+                                                                           capsys):
+    """`loris connect` asks /v1/health first (it fails fast on a stopped controller), then
+    POSTs the port: one TCP connection for both (hostagent/cli/commands.py)."""
+    from hostagent.cli import main
+
+    for name in ("LORIS_TOKEN", "LORIS_TOKEN_FILE", "LORIS_CA_CERT", "LORIS_CONTROLLER"):
+        monkeypatch.delenv(name, raising=False)
+    port = {"id": 3, "pod": 0, "ip": "10.0.0.5/24", "mac": "02:00:00:00:00:05", "host": "h1"}
+    server.replies["/v1/ports"] = (201, json.dumps(port).encode())
+    assert main(["connect", "c1", "10.0.0.5/24", "--host", "h1",
+                 "--controller", f"http://127.0.0.1:{server.port}"]) == 0
+    assert [(s["method"], s["path"]) for s in server.seen] == [("GET", "/v1/health"),
+                                                               ("POST", "/v1/ports")]
+    assert len({s["peer"] for s in server.seen}) == 1
+    assert server.seen[1]["body"] == {"host": "h1", "container": "c1", "ip": "10.0.0.5/24"}
+    assert capsys.readouterr().out == ("c1 connected to pod 0: ip 10.0.0.5/24 mac "
+                                       "02:00:00:00:00:05 (port 3 on h1)\n")
