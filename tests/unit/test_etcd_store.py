@@ -357,7 +357,10 @@ def test_the_same_ip_through_two_controllers_at_once_one_gets_409(tmp_path, loca
             with ThreadPoolExecutor(2) as pool:
                 answers = list(pool.map(connect, (a, b), (f"x{attempt}", f"y{attempt}")))
             codes = sorted((status, body["error"]["code"]) for status, body in answers)
-            assert codes == [(409, "ip_in_use"), (503, "agent_timeout")], answers
+            # The winner has no agent: it times out, or (the test slowed past
+            # agent_away_polls by a loaded machine) is refused as away; either way undone.
+            assert codes[0] == (409, "ip_in_use"), answers
+            assert codes[1] in ((503, "agent_timeout"), (503, "agent_away")), answers
         for api in (a, b):
             assert api.ok("GET", "/v1/ports") == []          # the winner was undone too
     finally:
