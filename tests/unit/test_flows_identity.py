@@ -13,7 +13,6 @@ import hashlib
 
 from flows import HostSpec, PodSpec, PortSpec, Topology, flatten, host_flows
 from flows.flow import make_flow, ofctl_text
-
 from flows.ofwire import flowmod
 
 HOSTS = [f"h{n}" for n in range(1, 6)]
@@ -39,7 +38,8 @@ def big_topology() -> Topology:
     ports = []
     for k in range(1, 3001):
         pod, host = k % 6, HOSTS[(k * 7) % 5]
-        ports.append(PortSpec(k, pod, host, 100 + k, f"02:{pod:02x}:00:00:{k >> 8:02x}:{k & 255:02x}",
+        mac = f"02:{pod:02x}:00:00:{k >> 8:02x}:{k & 255:02x}"
+        ports.append(PortSpec(k, pod, host, 100 + k, mac,
                               f"10.{pod}.{k >> 8}.{(k & 255) or 250}/16", dhcp=k % 10 == 0))
     return Topology(hosts, pods, ports)
 
