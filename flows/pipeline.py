@@ -26,7 +26,9 @@ from .flow import (
     UNICAST,
     VID_PRESENT,
     Flow,
+    Hole,
     Kind,
+    Shape,
     goto,
     make_flow,
     move,
@@ -124,8 +126,9 @@ def _pod_flows(topo: Topology, host_id: str, pod: PodSpec) -> tuple[list[Flow], 
         bi.extend(_port_flows(port, key))
 
     # ARP responder: every member of the pod, wherever it is, plus the DHCP server.
-    for member in topo.members(pod.id):
-        bi.append(_arp_answer(key, member.ip, member.mac, Kind.MEMBER, member.id))
+    members = topo.members(pod.id)
+    answer = _arp_answer_shape(key, Kind.MEMBER)
+    bi.extend([answer(m.id, m.ip, m.mac) for m in members])
     if pod.dhcp_server is not None:
         bi.append(_arp_answer(key, *pod.dhcp_server, Kind.POD, pod.id))
 
@@ -156,11 +159,10 @@ def _pod_flows(topo: Topology, host_id: str, pod: PodSpec) -> tuple[list[Flow], 
     bt.append(make_flow(TUN_TO_TUN, P_FLOOD, {"vlan_vid": vid, "eth_dst": MULTICAST},
                         [pop_vlan(), set_field("tunnel_id", key)]
                         + [output(tunnels[h]) for h in remote_hosts], Kind.POD, pod.id))
-    for member in topo.members(pod.id):
-        if member.host_id != host_id and member.host_id in tunnels:
-            bt.append(make_flow(TUN_TO_TUN, P_PORT, {"vlan_vid": vid, "eth_dst": member.mac},
-                                [pop_vlan(), set_field("tunnel_id", key),
-                                 output(tunnels[member.host_id])], Kind.MEMBER, member.id))
+    towards = {h: Shape(TUN_TO_TUN, P_PORT, {"vlan_vid": vid, "eth_dst": Hole(0)},
+                        [pop_vlan(), set_field("tunnel_id", key), output(tunnels[h])],
+                        Kind.MEMBER) for h in remote_hosts}
+    bt.extend([towards[m.host_id](m.id, m.mac) for m in members if m.host_id in towards])
     return bi, bt
 
 
@@ -201,7 +203,13 @@ def _port_flows(port: PortSpec, key: int) -> list[Flow]:
 
 def _arp_answer(key: int, ip: str, mac: str, kind: Kind, object_id: int) -> Flow:
     """Turn an ARP request for `ip` into the reply `mac` would send, and bounce it back."""
-    return make_flow(
+    return _arp_answer_shape(key, kind)(object_id, ip, mac)
+
+
+def _arp_answer_shape(key: int, kind: Kind) -> Shape:
+    """`_arp_answer`'s flows of one pod: Hole(0) the IP, Hole(1) the MAC."""
+    ip, mac = Hole(0), Hole(1)
+    return Shape(
         INT_ARP, P_PORT,
         {"metadata": key, "eth_type": ETH_ARP, "arp_op": ARP_REQUEST, "arp_tpa": ip},
         [move("eth_src", "eth_dst", 48), set_field("eth_src", mac),
@@ -209,4 +217,4 @@ def _arp_answer(key: int, ip: str, mac: str, kind: Kind, object_id: int) -> Flow
          move("arp_sha", "arp_tha", 48), move("arp_spa", "arp_tpa", 32),
          set_field("arp_sha", mac), set_field("arp_spa", ip),
          output(IN_PORT)],
-        kind, object_id)
+        kind)
