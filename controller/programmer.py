@@ -43,7 +43,7 @@ from functools import partial
 from typing import Any
 
 from controller import planner, topology
-from controller.desired import Desired, HostGone
+from controller.desired import Desired, HostGone, collector_paused
 from controller.planner import Dumped, Plan, Shadow, Step
 from controller.store import Store
 from controller.switches import FULL_MASK, Description, OpenFlowError, Switches
@@ -326,7 +326,9 @@ class Programmer:
                    computed: float = 0.0) -> None:
         """`computed`: the seconds it took to compute `desired` (for the log)."""
         started = time.monotonic()
-        plan = planner.reconcile(self.switches.dump_loris_flows(dp), desired)
+        dumped = self.switches.dump_loris_flows(dp)
+        with collector_paused():
+            plan = planner.reconcile(dumped, desired)
         planned = time.monotonic()
         self._send(dp, plan)
         self.switches.synced(dp, plan.flow_count)

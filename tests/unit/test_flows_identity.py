@@ -10,8 +10,11 @@ second definition of a cookie)."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 
-from flows import HostSpec, PodSpec, PortSpec, Topology, flatten, host_flows
+import pytest
+
+from flows import HostSpec, PodSpec, PortSpec, Topology, TopologyError, flatten, host_flows
 from flows.flow import make_flow, ofctl_text
 from flows.ofwire import flowmod
 
@@ -63,3 +66,18 @@ def test_every_flow_is_what_make_flow_makes_of_it():
     for f in all_flows(big_topology()):
         again = make_flow(f.table, f.priority, dict(f.match), f.actions, f.kind, f.object_id)
         assert again == f and again.cookie == f.cookie and hash(again) == hash(f)
+
+
+def test_a_port_address_is_checked_and_written_as_ipaddress_does():
+    """The model's one-regex check of a canonical dotted quad accepts and writes exactly
+    what `ipaddress` does; anything else still goes through `ipaddress`."""
+    valid = ["1.2.3.4", "1.2.3.4/24", "255.255.255.255/32", "0.0.0.1/0", "10.0.0.9/9",
+             "199.249.10.100", "1.2.3.4/032", "100.200.250.255/8"]
+    invalid = ["01.2.3.4", "1.2.3.4/33", "256.1.1.1", "1.2.3", "1.2.3.4 ", "1.2.3.4/",
+               "\uff11.2.3.4", "1.2.3.4.5", "1.2.3.-4", "a.b.c.d", "1.2.3.4/24/1", ""]
+    for text in valid:
+        port = PortSpec(1, 0, "h1", 1, "02:00:00:00:00:01", text)
+        assert port.ip == str(ipaddress.IPv4Address(text.partition("/")[0]))
+    for text in invalid:
+        with pytest.raises(TopologyError, match="is not an IPv4 address"):
+            PortSpec(1, 0, "h1", 1, "02:00:00:00:00:01", text)
