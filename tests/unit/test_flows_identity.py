@@ -15,7 +15,7 @@ import ipaddress
 import pytest
 
 from flows import HostSpec, PodSpec, PortSpec, Topology, TopologyError, flatten, host_flows
-from flows.flow import make_flow, ofctl_text
+from flows.flow import Hole, Kind, Shape, make_flow, ofctl_text, output, set_field
 from flows.ofwire import flowmod
 
 HOSTS = [f"h{n}" for n in range(1, 6)]
@@ -81,3 +81,22 @@ def test_a_port_address_is_checked_and_written_as_ipaddress_does():
     for text in invalid:
         with pytest.raises(TopologyError, match="is not an IPv4 address"):
             PortSpec(1, 0, "h1", 1, "02:00:00:00:00:01", text)
+
+
+def test_a_shape_makes_what_make_flow_makes_and_refuses_holes_it_cannot_fill():
+    ip, mac = Hole(0), Hole(1)
+    shape = Shape(10, 100, {"metadata": 8, "arp_tpa": ip},
+                  [set_field("eth_src", mac), set_field("arp_spa", ip), output(3)], Kind.MEMBER)
+    made = shape(42, "10.0.0.5", "02:00:00:00:00:05")
+    assert made == make_flow(10, 100, {"arp_tpa": "10.0.0.5", "metadata": 8},
+                             [set_field("eth_src", "02:00:00:00:00:05"),
+                              set_field("arp_spa", "10.0.0.5"), output(3)], Kind.MEMBER, 42)
+    for match, actions in [({"metadata": ip}, []),                       # written in hex
+                           ({"vlan_vid": ip}, []),
+                           ({"eth_dst": (ip, "ff:ff:ff:00:00:00")}, []),  # inside a mask
+                           ({}, [output(ip)]),
+                           ({}, [set_field("tunnel_id", ip)])]:
+        with pytest.raises(ValueError, match="Shape"):
+            Shape(0, 1, match, actions, Kind.POD)
+    with pytest.raises(ValueError, match="24 bits"):
+        shape(1 << 24, "10.0.0.5", "02:00:00:00:00:05")
