@@ -43,10 +43,11 @@ from functools import partial
 from typing import Any
 
 from controller import planner, topology
+from controller.desired import Desired, HostGone, collector_paused
 from controller.planner import Dumped, Plan, Shadow, Step
 from controller.store import Store
 from controller.switches import FULL_MASK, Description, OpenFlowError, Switches
-from flows import BRIDGES, Flow, HostFlows, host_flows, to_ofctl
+from flows import BRIDGES, Flow, to_ofctl
 from flows.render import flowmod_bytes
 
 LOG = logging.getLogger("loris.programmer")
@@ -232,41 +233,60 @@ class Programmer:
             host = tx.host(host_id)
         if host is None:
             return {b: NOT_REGISTERED for b in BRIDGES}
-        desired = _Desired(self.store, host_id, batch.sections, self.problems)
+        desired = Desired(self.store, host_id, batch.sections, self.problems)
         result: dict[str, str] = {}
-        later: list[tuple[str, Any, tuple[Step, ...]]] = []
-        for bridge in BRIDGES:
-            dpid = host.dpid(bridge)
-            dp = self.switches.datapath(dpid)
-            if dp is None:
-                self.forget(dpid)
-                result[bridge] = NOT_CONNECTED
-                continue
-            if not self.switches.write_gate(dp):
-                result[bridge] = NOT_MASTER
-                continue
-            with self._book_lock:
-                trusted = self._shadow.get(dpid, (None,))[0] is dp and bridge not in batch.sync
-                last = self._last.get(dpid)
-            todo = planner.steps(trusted, last is not None, batch.full)
-            if todo[0] is Step.RESTORE:
-                # What the bridge last had goes back at once, before anything is computed
-                # (for any bridge of the host); the store's truth follows as a difference.
-                if not self._guarded(result, bridge, dp, partial(self._reconcile, dp, host_id,
-                                                                 bridge, last)):
-                    continue
-                todo = todo[1:]
-            later.append((bridge, dp, todo))
-        for bridge, dp, todo in later:
-            for step in todo:
-                self._guarded(result, bridge, dp, partial(self._step, step, dp, host_id,
-                                                          bridge, desired, batch.sections))
+        later = [todo for bridge in BRIDGES
+                 if (todo := self._prepare(host, bridge, batch, result)) is not None]
+        for todo in later:
+            self._steps(host_id, todo, desired, batch.sections, result)
+        # A bridge that connected while the others were programmed (OVS reconnects a host's
+        # bridges a few milliseconds apart) is programmed now, from the flows just computed,
+        # rather than by its own connect's job after them, which would compute them again.
+        for bridge in [b for b, why in result.items() if why == NOT_CONNECTED]:
+            todo = self._prepare(host, bridge, batch, result)
+            if todo is not None:
+                self._steps(host_id, todo, desired, batch.sections, result)
         return result
 
-    def _step(self, step: Step, dp: Any, host_id: str, bridge: str, desired: _Desired,
+    def _prepare(self, host: Any, bridge: str, batch: _Batch,
+                 result: dict[str, str]) -> tuple[str, Any, tuple[Step, ...]] | None:
+        """The steps a job runs on `bridge` after computing (None: none, `result` says
+        why); a RESTORE, which needs no computing, is run here."""
+        dpid = host.dpid(bridge)
+        dp = self.switches.datapath(dpid)
+        if dp is None:
+            self.forget(dpid)
+            result[bridge] = NOT_CONNECTED
+            return None
+        if not self.switches.write_gate(dp):
+            result[bridge] = NOT_MASTER
+            return None
+        with self._book_lock:
+            trusted = self._shadow.get(dpid, (None,))[0] is dp and bridge not in batch.sync
+            last = self._last.get(dpid)
+        todo = planner.steps(trusted, last is not None, batch.full)
+        if todo[0] is Step.RESTORE:
+            # What the bridge last had goes back at once, before anything is computed
+            # (for any bridge of the host); the store's truth follows as a difference.
+            if not self._guarded(result, bridge, dp, partial(self._reconcile, dp, host.id,
+                                                             bridge, last)):
+                return None
+            todo = todo[1:]
+        return bridge, dp, todo
+
+    def _steps(self, host_id: str, todo: tuple[str, Any, tuple[Step, ...]], desired: Desired,
+               sections: frozenset[int | None], result: dict[str, str]) -> None:
+        bridge, dp, steps = todo
+        for step in steps:
+            self._guarded(result, bridge, dp, partial(self._step, step, dp, host_id, bridge,
+                                                      desired, sections))
+
+    def _step(self, step: Step, dp: Any, host_id: str, bridge: str, desired: Desired,
               sections: frozenset[int | None]) -> None:
         if step is Step.RECONCILE:
-            self._reconcile(dp, host_id, bridge, desired.everything(bridge))
+            started = time.monotonic()
+            flows = desired.everything(bridge)
+            self._reconcile(dp, host_id, bridge, flows, time.monotonic() - started)
         elif step is Step.ALL:
             self._update(dp, host_id, bridge, desired.everything(bridge), None)
         else:
@@ -277,7 +297,7 @@ class Programmer:
         """Run one bridge's step; a failure is that bridge's result, not the job's."""
         try:
             step()
-        except _HostGone:
+        except HostGone:
             result[bridge] = NOT_REGISTERED
             return False
         except OpenFlowError as e:
@@ -302,12 +322,20 @@ class Programmer:
             except OpenFlowError as e:
                 LOG.warning("clearing the flows of %#018x (%s left): %s", dpid, host_id, e)
 
-    def _reconcile(self, dp: Any, host_id: str, bridge: str, desired: Shadow) -> None:
-        plan = planner.reconcile(self.switches.dump_loris_flows(dp), desired)
+    def _reconcile(self, dp: Any, host_id: str, bridge: str, desired: Shadow,
+                   computed: float = 0.0) -> None:
+        """`computed`: the seconds it took to compute `desired` (for the log)."""
+        started = time.monotonic()
+        dumped = self.switches.dump_loris_flows(dp)
+        with collector_paused():
+            plan = planner.reconcile(dumped, desired)
+        planned = time.monotonic()
         self._send(dp, plan)
         self.switches.synced(dp, plan.flow_count)
-        LOG.info("reconciled %s of %s (%#018x): %d added, %d stale deleted, %d kept",
-                 bridge, host_id, dp.id, len(plan.adds), len(plan.stale), plan.kept)
+        LOG.info("reconciled %s of %s (%#018x): %d added, %d stale deleted, %d kept "
+                 "(%.3f s computing, %.3f s dump and plan, %.3f s sending)", bridge, host_id,
+                 dp.id, len(plan.adds), len(plan.stale), plan.kept, computed,
+                 planned - started, time.monotonic() - planned)
 
     def _update(self, dp: Any, host_id: str, bridge: str, new: Shadow,
                 sections: Iterable[int | None] | None) -> None:
@@ -381,52 +409,6 @@ class _Rendered(Sequence):
             yield flowmod_bytes(f, dp, "delete_strict"), partial(to_ofctl, f)
         for d in plan.stale:
             yield _delete_dumped(dp, d), partial(_describe_dumped, d)
-
-
-class _HostGone(Exception):
-    """The host was removed from the store while its job ran."""
-
-
-class _Desired:
-    """A host's desired flows, read from the store when first needed and only as much of it
-    as needed: the pods present on the host for every section, the named pods otherwise."""
-
-    def __init__(self, store: Store, host_id: str, sections: Iterable[int | None],
-                 problems: topology.Problems) -> None:
-        self.store = store
-        self.problems = problems
-        self.host_id = host_id
-        self.pods = {s for s in sections if s is not None}
-        self._topo: Any = None
-        self._all_pods = False
-        self._everything: HostFlows | None = None
-        self._partial: HostFlows | None = None
-
-    def _topology(self, all_pods: bool) -> Any:
-        if self._topo is None or (all_pods and not self._all_pods):
-            with self.store.read() as tx:
-                pods = self.pods | set(tx.local_vlans(self.host_id)) if all_pods else self.pods
-                found: list[topology.Problem] = []
-                self._topo, _ = topology.build(tx, pods=pods, problems=found,
-                                               for_host=self.host_id)
-            self.problems.refresh(pods, found)
-            self._all_pods = all_pods
-            if self.host_id not in self._topo.hosts:
-                raise _HostGone(self.host_id)
-        return self._topo
-
-    def everything(self, bridge: str) -> dict[int | None, frozenset[Flow]]:
-        """Every section's flows on `bridge`."""
-        if self._everything is None:
-            self._everything = host_flows(self._topology(all_pods=True), self.host_id)
-        return {s: b[bridge] for s, b in self._everything.items()}
-
-    def partial(self, bridge: str) -> dict[int | None, frozenset[Flow]]:
-        """The named pods' flows on `bridge`."""
-        if self._partial is None:
-            self._partial = host_flows(self._topology(all_pods=False), self.host_id,
-                                       pods=sorted(self.pods))
-        return {s: b[bridge] for s, b in self._partial.items()}
 
 
 def _delete_dumped(dp: Any, flow: Dumped) -> Any:

@@ -9,6 +9,7 @@ Every error is a `TopologyError` (a `ValueError`) that names the object and says
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -41,10 +42,20 @@ def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)     # normalising a frozen dataclass in __post_init__
 
 
+# A dotted quad as `ipaddress` writes it (decimal octets 0-255, no leading zero), with an
+# optional "/0".."/32": such a text is its own canonical form, checked by one regex match
+# instead of `ipaddress` (a twentieth of the time; 20,000 ports are checked per build).
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"({_OCTET}(?:\.{_OCTET}){{3}})(?:/(?:3[0-2]|[12]?[0-9]))?")
+
+
 def _ipv4(text: object, what: str) -> str:
     """Bare dotted-quad IPv4; accepts 'a.b.c.d/len' (the REST form) and drops the length."""
     if not isinstance(text, str):
         raise TopologyError(f"{what}: IPv4 address must be a string, got {text!r}")
+    canonical = _CANONICAL_IPV4.fullmatch(text)
+    if canonical is not None:
+        return canonical.group(1)
     address, slash, length = text.partition("/")
     try:
         if slash and not (length.isdigit() and int(length) <= 32):
@@ -237,34 +248,38 @@ class Topology:
             raise TopologyError(str(e), ("port", port.id)) from None
 
     def _check_port_fits(self, port: PortSpec, ofports: dict, macs: dict, ips: dict) -> None:
-        what = f"port {port.id}"
+        # the messages are made only for a port that does not fit: this runs for every
+        # port of every pod a build reads
         host = self.hosts.get(port.host_id)
         if host is None:
-            raise TopologyError(f"{what}: unknown host {port.host_id!r}; register the host first")
+            raise TopologyError(f"port {port.id}: unknown host {port.host_id!r}; register the "
+                                "host first")
         pod = self.pods.get(port.pod_id)
         if pod is None:
-            raise TopologyError(f"{what}: unknown pod {port.pod_id}; create the pod first")
+            raise TopologyError(f"port {port.id}: unknown pod {port.pod_id}; create the pod "
+                                "first")
         if port.pod_id not in host.local_vlans:
-            raise TopologyError(f"{what}: host {host.id} has no local VLAN for pod {pod.id}; "
-                                "allocate one in HostSpec.local_vlans")
+            raise TopologyError(f"port {port.id}: host {host.id} has no local VLAN for pod "
+                                f"{pod.id}; allocate one in HostSpec.local_vlans")
         if port.ofport == host.int_patch_ofport:
-            raise TopologyError(f"{what}: ofport {port.ofport} is br-int's patch port on "
-                                f"host {host.id}")
+            raise TopologyError(f"port {port.id}: ofport {port.ofport} is br-int's patch port "
+                                f"on host {host.id}")
         other = ofports.setdefault((host.id, port.ofport), port.id)
         if other != port.id:
-            raise TopologyError(f"{what}: ofport {port.ofport} on host {host.id} is already "
-                                f"port {other}'s")
+            raise TopologyError(f"port {port.id}: ofport {port.ofport} on host {host.id} is "
+                                f"already port {other}'s")
         other = macs.setdefault((pod.id, port.mac), port.id)
         if other != port.id:
-            raise TopologyError(f"{what}: MAC {port.mac} is already port {other}'s in pod "
-                                f"{pod.id}; MACs must be unique in a pod")
+            raise TopologyError(f"port {port.id}: MAC {port.mac} is already port {other}'s in "
+                                f"pod {pod.id}; MACs must be unique in a pod")
         other = ips.setdefault((pod.id, port.ip), port.id)
         if other != port.id:
-            raise TopologyError(f"{what}: IP {port.ip} is already port {other}'s in pod "
-                                f"{pod.id}; IPs must be unique in a pod")
+            raise TopologyError(f"port {port.id}: IP {port.ip} is already port {other}'s in "
+                                f"pod {pod.id}; IPs must be unique in a pod")
         if pod.dhcp_server and (port.ip == pod.dhcp_server[0] or port.mac == pod.dhcp_server[1]):
-            raise TopologyError(f"{what}: {port.ip}/{port.mac} collides with pod {pod.id}'s "
-                                f"DHCP server {pod.dhcp_server}; pick another address")
+            raise TopologyError(f"port {port.id}: {port.ip}/{port.mac} collides with pod "
+                                f"{pod.id}'s DHCP server {pod.dhcp_server}; pick another "
+                                "address")
 
     def members(self, pod_id: int) -> list[PortSpec]:
         """All ports of a pod, on every host, by port id."""

@@ -97,7 +97,14 @@ def flowmod(flow: object, command: str = "add", xid: int = 0) -> bytes | None:
 
 def _match(items: tuple) -> bytes:
     # os-ken orders the fields by OXM field number (prerequisites before what needs them)
-    oxms = b"".join([oxm for _number, oxm in sorted([_oxm(*item) for item in items])])
+    entries = []
+    for name, value in items:
+        address = _ADDRESSES.get(name)
+        if address is not None and type(value) is str:
+            entries.append((address[0], address[1] + address[2](value, address[3])))
+        else:
+            entries.append(_oxm(name, value))
+    oxms = b"".join([oxm for _number, oxm in sorted(entries)])
     length = 4 + len(oxms)
     return _HH.pack(1, length) + oxms + bytes(-length % 8)      # OFPMT_OXM, padded to 8
 
@@ -157,6 +164,17 @@ def _ipv4(value: object, size: int) -> bytes:
 
 _ENCODERS = {"int": _int, "mac": _mac, "ipv4": _ipv4}
 
+# An address (MAC, IPv4) is mostly one member's own, in its flows only: encoded each time
+# instead of cached (a cache of 20,000 members' addresses would hold each once, and evict
+# the values that do recur). name -> (field number, OXM header, encoder, size), and for a
+# set_field action of it: (action header + OXM header, encoder, size, padding).
+_ADDRESSES = {name: (number, _I.pack((OFPXMC_OPENFLOW_BASIC << 16) | (number << 9) | size),
+                     _ENCODERS[kind], size)
+              for name, (number, kind, size) in FIELDS.items() if kind != "int"}
+_SET_ADDRESS = {name: (_HH.pack(25, 8 + size + (-(8 + size) % 8)) + header, encode, size,
+                       bytes(-(8 + size) % 8))
+                for name, (_number, header, encode, size) in _ADDRESSES.items()}
+
 
 def _instructions(actions: tuple) -> bytes:
     applied: list[bytes] = []
@@ -167,6 +185,9 @@ def _instructions(actions: tuple) -> bytes:
             tail.append(_WRITE_METADATA.pack(2, _WRITE_METADATA.size, action[1], action[2]))
         elif op == "goto":
             tail.append(_GOTO.pack(1, _GOTO.size, action[1]))
+        elif op == "set_field" and action[1] in _SET_ADDRESS and type(action[2]) is str:
+            head, encode, size, pad = _SET_ADDRESS[action[1]]
+            applied.append(head + encode(action[2], size) + pad)
         else:
             data = _action_cache.get(action)
             if data is None:

@@ -26,7 +26,9 @@ from .flow import (
     UNICAST,
     VID_PRESENT,
     Flow,
+    Hole,
     Kind,
+    Shape,
     goto,
     make_flow,
     move,
@@ -59,6 +61,10 @@ P_FLOOD = 50            # broadcast/multicast of a pod
 P_TO_TUN = 10           # any other unicast of a pod: br-tun decides (or drops)
 P_ARP_UNICAST_REPLY = 10
 P_PORT_DROP = 10        # whatever else a container sends: dropped, counted per port
+
+# A Shape costs about two make_flow calls to make: a pod's members get their flows from one
+# when there are at least this many of them per shape (a big pod), else one by one.
+SHAPE_WORTH = 4
 
 HostFlows = dict[int | None, dict[str, frozenset[Flow]]]
 
@@ -124,8 +130,12 @@ def _pod_flows(topo: Topology, host_id: str, pod: PodSpec) -> tuple[list[Flow], 
         bi.extend(_port_flows(port, key))
 
     # ARP responder: every member of the pod, wherever it is, plus the DHCP server.
-    for member in topo.members(pod.id):
-        bi.append(_arp_answer(key, member.ip, member.mac, Kind.MEMBER, member.id))
+    members = topo.members(pod.id)
+    if len(members) >= SHAPE_WORTH:
+        answer = Shape(INT_ARP, P_PORT, *_arp_answer_parts(key, Hole(0), Hole(1)), Kind.MEMBER)
+        bi.extend([answer(m.id, m.ip, m.mac) for m in members])
+    else:
+        bi.extend([_arp_answer(key, m.ip, m.mac, Kind.MEMBER, m.id) for m in members])
     if pod.dhcp_server is not None:
         bi.append(_arp_answer(key, *pod.dhcp_server, Kind.POD, pod.id))
 
@@ -156,12 +166,23 @@ def _pod_flows(topo: Topology, host_id: str, pod: PodSpec) -> tuple[list[Flow], 
     bt.append(make_flow(TUN_TO_TUN, P_FLOOD, {"vlan_vid": vid, "eth_dst": MULTICAST},
                         [pop_vlan(), set_field("tunnel_id", key)]
                         + [output(tunnels[h]) for h in remote_hosts], Kind.POD, pod.id))
-    for member in topo.members(pod.id):
-        if member.host_id != host_id and member.host_id in tunnels:
-            bt.append(make_flow(TUN_TO_TUN, P_PORT, {"vlan_vid": vid, "eth_dst": member.mac},
-                                [pop_vlan(), set_field("tunnel_id", key),
-                                 output(tunnels[member.host_id])], Kind.MEMBER, member.id))
+    remote = [m for m in members if m.host_id != host_id and m.host_id in tunnels]
+    if len(remote) >= SHAPE_WORTH * len(remote_hosts):
+        towards = {h: Shape(TUN_TO_TUN, P_PORT, *_towards_parts(vid, key, Hole(0), tunnels[h]),
+                            Kind.MEMBER) for h in remote_hosts}
+        bt.extend([towards[m.host_id](m.id, m.mac) for m in remote])
+    else:
+        bt.extend([make_flow(TUN_TO_TUN, P_PORT,
+                             *_towards_parts(vid, key, m.mac, tunnels[m.host_id]),
+                             Kind.MEMBER, m.id) for m in remote])
     return bi, bt
+
+
+def _towards_parts(vid: int, key: int, mac: object, ofport: int) -> tuple[dict, list]:
+    """Match and actions of the br-tun rule sending the pod's unicast to `mac` through the
+    tunnel `ofport` (`mac` may be a Hole)."""
+    return ({"vlan_vid": vid, "eth_dst": mac},
+            [pop_vlan(), set_field("tunnel_id", key), output(ofport)])
 
 
 def _port_flows(port: PortSpec, key: int) -> list[Flow]:
@@ -201,12 +222,14 @@ def _port_flows(port: PortSpec, key: int) -> list[Flow]:
 
 def _arp_answer(key: int, ip: str, mac: str, kind: Kind, object_id: int) -> Flow:
     """Turn an ARP request for `ip` into the reply `mac` would send, and bounce it back."""
-    return make_flow(
-        INT_ARP, P_PORT,
-        {"metadata": key, "eth_type": ETH_ARP, "arp_op": ARP_REQUEST, "arp_tpa": ip},
-        [move("eth_src", "eth_dst", 48), set_field("eth_src", mac),
-         set_field("arp_op", ARP_REPLY),
-         move("arp_sha", "arp_tha", 48), move("arp_spa", "arp_tpa", 32),
-         set_field("arp_sha", mac), set_field("arp_spa", ip),
-         output(IN_PORT)],
-        kind, object_id)
+    return make_flow(INT_ARP, P_PORT, *_arp_answer_parts(key, ip, mac), kind, object_id)
+
+
+def _arp_answer_parts(key: int, ip: object, mac: object) -> tuple[dict, list]:
+    """Match and actions of `_arp_answer` (`ip` and `mac` may be Holes)."""
+    return ({"metadata": key, "eth_type": ETH_ARP, "arp_op": ARP_REQUEST, "arp_tpa": ip},
+            [move("eth_src", "eth_dst", 48), set_field("eth_src", mac),
+             set_field("arp_op", ARP_REPLY),
+             move("arp_sha", "arp_tha", 48), move("arp_spa", "arp_tpa", 32),
+             set_field("arp_sha", mac), set_field("arp_spa", ip),
+             output(IN_PORT)])
