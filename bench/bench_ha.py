@@ -78,6 +78,17 @@ class ConnectProbe:
         return [r for _, r in self.samples if r is not None]
 
 
+def mean_phases(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The mean seconds of each connect phase and store commit between two `timings()`."""
+    out = {}
+    for key in after:
+        if key.endswith("_s"):
+            n = after[key[:-2] + "_n"] - before.get(key[:-2] + "_n", 0.0)
+            if n:
+                out[key[:-2]] = (after[key] - before.get(key, 0.0)) / n
+    return out
+
+
 def connect_figures(result: Result, probes: dict[str, ConnectProbe]) -> None:
     base = probes["sqlite"].replies()
     for key, target in (("etcd1", None), ("etcd3", ("<=", SQLITE_TARGET))):
@@ -216,9 +227,12 @@ def run(size: str = "full", session=None) -> Result:
             result.details.setdefault("lab_up_s", {})[key] = time.monotonic() - t0
         probes = {key: ConnectProbe(ll) for key, ll in labs.items()}
         cpu0 = {key: {c: ll.cpu(c) for c in ll.ids} for key, ll in labs.items()}
+        timings0 = {key: ll.timings() for key, ll in labs.items()}
         for _ in range(cfg["trials"]):
             for probe in probes.values():
                 probe.once()
+        result.details["mean_phase_s"] = {key: mean_phases(timings0[key], ll.timings())
+                                          for key, ll in labs.items()}
         result.details["controller_cpu_s"] = {
             key: {c: ll.cpu(c) - cpu0[key][c] for c in ll.ids} for key, ll in labs.items()}
         result.details["samples_s"] = {key: [{"call": a, "reply": b} for a, b in p.samples]

@@ -10,6 +10,7 @@ setting is the controllers' default (lease TTL 5 s, a look at the registry every
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -26,6 +27,9 @@ from lab.netns import socket_in_netns
 # controller id -> (REST port, OpenFlow port); c1 is the lab's usual controller
 PORTS = {"c1": (API_PORT, OPENFLOW_PORT), "c2": (API_PORT + 1, OPENFLOW_PORT + 1),
          "c3": (API_PORT + 2, OPENFLOW_PORT + 2)}
+METRIC_LINE = re.compile(
+    r'^loris_(?:connect|store_commit)_duration_seconds_(?P<kind>sum|count)'
+    r'(?:\{phase="(?P<phase>\w+)"\})? (?P<value>\S+)$', re.M)
 LEASE_TTL = 5.0               # the controllers' default (controller/config.py ha_lease_ttl)
 
 
@@ -67,7 +71,7 @@ class HaLab(LorisLab):
             urls = ",".join(api_url(c) for c in PORTS)     # every one a lab may run
             for h in lab.hosts:
                 lab.start_agent(h, extra_args=["--controller", urls] if self.env else [])
-            self.wait_synced()
+            self.wait_synced(timeout=SYNC_TIMEOUT + 2 * len(lab.hosts), poll=0.5)
         except BaseException:
             lab.down(check=False)
             raise
@@ -136,6 +140,18 @@ class HaLab(LorisLab):
         if status != 201:
             raise RuntimeError(f"connecting {container.name} through {via}: {status} {port}")
         return port
+
+    def timings(self) -> dict[str, float]:
+        """Seconds summed over every controller's connect phases and store commits, and
+        their counts, from `GET /metrics` ("wiring_s", "wiring_n", ..., "commit_s", ...)."""
+        out: dict[str, float] = {}
+        for cid in self.alive():
+            status, text = self.api("GET", "/metrics", via=cid, timeout=10)
+            for m in METRIC_LINE.finditer(text if status == 200 else ""):
+                name = m.group("phase") or "commit"
+                key = f"{name}_{'s' if m.group('kind') == 'sum' else 'n'}"
+                out[key] = out.get(key, 0.0) + float(m.group("value"))
+        return out
 
     def master_of(self, host: str, via: str) -> str | None:
         status, view = self.api("GET", f"/v1/hosts/{host}", via=via, timeout=5)

@@ -55,7 +55,7 @@ def run(result: Result, hosts: int, trials: int) -> None:
                 ll.start_one("c3")
                 wait_spread(ll, SETTLE_TIMEOUT)
                 detail["three_settled_s"] = time.monotonic() - t1
-            ll.wait_synced(timeout=SETTLE_TIMEOUT)
+            ll.wait_synced(timeout=SETTLE_TIMEOUT, poll=1.0)
             via = itertools.cycle(ll.ids)
             cpu0 = {c: ll.cpu(c) for c in ll.ids}
             t_phase = time.monotonic()
