@@ -59,17 +59,26 @@ def run(result: Result, hosts: int, trials: int) -> None:
             via = itertools.cycle(ll.ids)
             cpu0 = {c: ll.cpu(c) for c in ll.ids}
             t_phase = time.monotonic()
-            samples = []
+            samples: list = []
+            refused: list[str] = []
             for _ in range(trials):
                 c, ip, cid = next(pool_cycle), pod_ip(next(addresses)), next(via)
                 wait_unwired(lab, c)
                 port: dict = {}
-                samples.append(first_reply(
-                    p.netns_path, ip, lambda c=c, ip=ip, cid=cid, port=port:
-                    port.update(ll.connect_via(cid, c, ip, POD))))
+                try:
+                    samples.append(first_reply(
+                        p.netns_path, ip, lambda c=c, ip=ip, cid=cid, port=port:
+                        port.update(ll.connect_via(cid, c, ip, POD))))
+                except RuntimeError as e:     # a 503: counted, and the next one tried
+                    refused.append(f"{time.monotonic() - t_phase:.1f} s: {e}")
+                    time.sleep(1)
+                    continue
                 ll.api("DELETE", f"/v1/ports/{port['id']}", via=cid)
+            if not samples:
+                raise RuntimeError(f"every connect with {n} controller(s) was refused: "
+                                   f"{refused[-3:]}")
             seconds = time.monotonic() - t_phase
-            phases[n] = {"samples": samples, "seconds": seconds,
+            phases[n] = {"samples": samples, "seconds": seconds, "refused": refused,
                          "cpu_s": {c: ll.cpu(c) - cpu0[c] for c in ll.ids},
                          "masters": masters(ll)}
         detail["phases"] = {n: {**ph, "samples": [{"call": a, "reply": b}
@@ -115,7 +124,9 @@ def figures(result: Result, hosts: int, phases: dict[int, dict]) -> None:
     one, three = ([r for _, r in phases[n]["samples"] if r is not None] for n in (1, 3))
     lost = {n: sum(1 for _, r in ph["samples"] if r is None) for n, ph in phases.items()}
     note = f"{len(phases[3]['samples'])} connects per phase" + "".join(
-        f"; {v} without reply with {n}" for n, v in lost.items() if v)
+        f"; {v} without reply with {n}" for n, v in lost.items() if v) + "".join(
+        f"; {len(ph['refused'])} refused (503) with {n}" for n, ph in phases.items()
+        if ph["refused"])
     result.add(
         Figure(f"{hosts} hosts: REST connect -> first ping, p50, 3 controllers",
                median(three) * 1e3, "ms", median(one) * 1e3, "1 controller, p50",
