@@ -19,6 +19,7 @@ from bench.bench_connect import first_reply, wait_unwired
 from bench.common import Figure, Result, median, percentile
 from bench.ha_cluster import HaLab
 from bench.loris import BULK_POD0, fast_neighbour_retries, pod_ip, rss_mib
+from hostagent.client import ControllerUnreachable
 
 POD = BULK_POD0
 SETTLE_TIMEOUT = 600.0
@@ -69,11 +70,15 @@ def run(result: Result, hosts: int, trials: int) -> None:
                     samples.append(first_reply(
                         p.netns_path, ip, lambda c=c, ip=ip, cid=cid, port=port:
                         port.update(ll.connect_via(cid, c, ip, POD))))
-                except RuntimeError as e:     # a 503: counted, and the next one tried
+                except (RuntimeError, ControllerUnreachable) as e:   # counted; the next tried
                     refused.append(f"{time.monotonic() - t_phase:.1f} s: {e}")
                     time.sleep(1)
                     continue
-                ll.api("DELETE", f"/v1/ports/{port['id']}", via=cid)
+                try:
+                    ll.api("DELETE", f"/v1/ports/{port['id']}", via=cid)
+                except ControllerUnreachable as e:
+                    refused.append(f"disconnect: {e}")
+            detail.setdefault("refused", {})[n] = refused
             if not samples:
                 raise RuntimeError(f"every connect with {n} controller(s) was refused: "
                                    f"{refused[-3:]}")
