@@ -29,6 +29,7 @@ BENCHMARKS = {
     "footprint": "bench.bench_footprint",
     "resync": "bench.bench_resync",
     "docker": "bench.bench_docker",
+    "ha": "bench.bench_ha",
 }
 # run only when named: they need more than ./dev installs (OVN: `./dev bench` installs it)
 # and take their own labs

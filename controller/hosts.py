@@ -14,7 +14,7 @@ from controller import validate
 from controller.context import Context
 from controller.errors import conflict
 from controller.reads import Reads
-from controller.store import Host, Tx
+from controller.store import Host, Port, Tx
 from flows import contract
 
 LOG = logging.getLogger("loris.service")
@@ -77,13 +77,17 @@ class Hosts:
 
     def remove(self, host_id: str) -> None:
         ctx = self.ctx
-        with ctx.store.tx() as tx:
+
+        def remove(tx: Tx) -> tuple[Host, list[Port]]:
             host = ctx.host_or_404(tx, host_id)
             ports = tx.ports(host_id=host_id)
             for port in ports:
                 tx.delete_port(port.id)
             tx.delete_host(host_id)
             tx.bump_all()
+            return host, ports
+
+        host, ports = ctx.store.write(remove)
         ctx.publish()
         ctx.ports_changed(p.id for p in ports)
         ctx.board.forget(host_id)

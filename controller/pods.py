@@ -14,7 +14,7 @@ from __future__ import annotations
 from controller import validate, views
 from controller.context import Context
 from controller.errors import ApiError, conflict, invalid, not_found
-from controller.store import Pod, Tx
+from controller.store import Pod, Port, Tx
 from flows.contract import (
     GLOBAL_POD,
     MAX_POD_ID,
@@ -73,7 +73,7 @@ class Pods:
         self.ctx = ctx
 
     def create(self, req: validate.PodCreate) -> dict:
-        with self.ctx.store.tx() as tx:
+        def create(tx: Tx) -> dict:
             if req.id is not None and (same := tx.pod(req.id)) is not None:
                 raise conflict(f"{label(same)} already exists; choose another id, or leave "
                                "the id out to get a free one", "pod_exists")
@@ -91,10 +91,13 @@ class Pods:
             pod = tx.insert_pod(pod_id, req.name, str(req.subnet) if req.subnet else None)
             return views.pod(pod, 0, [])
 
+        return self.ctx.store.write(create)
+
     def delete(self, ref: validate.PodRef, force: bool) -> int:
         """Delete the pod; its id."""
         ctx = self.ctx
-        with ctx.store.tx() as tx:
+
+        def delete(tx: Tx) -> tuple[int, list[Port], set[str]]:
             pod = existing(tx, ref)
             pod_id = pod.id
             if pod_id == GLOBAL_POD:
@@ -113,6 +116,9 @@ class Pods:
                 tx.release_unused_vlans(h)
             tx.delete_pod(pod_id)
             tx.bump(hosts)
+            return pod_id, members, hosts
+
+        pod_id, members, hosts = ctx.store.write(delete)
         ctx.publish()
         ctx.ports_changed(p.id for p in members)
         if hosts:

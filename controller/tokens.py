@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from controller.errors import ApiError
 from controller.safety_rows import Credential
-from controller.store import Store
+from controller.store import Store, Tx
 from flows.contract import HOST_ID, OPERATOR_NAME
 
 AGENT = "agent"
@@ -66,8 +66,7 @@ class TokenBook:
         """A new token for (kind, name); the previous one stops working."""
         check_name(kind, name)
         token = new_token(kind, name)
-        with self.store.tx() as tx:
-            tx.put_credential(kind, name, token_sha256(token))
+        self.store.write(lambda tx: tx.put_credential(kind, name, token_sha256(token)))
         return token
 
     def revoke(self, kind: str, name: str, derived: str | None = None) -> Credential:
@@ -76,7 +75,8 @@ class TokenBook:
         The last operator who is not revoked cannot be revoked (409): nobody could issue
         tokens through the API any more."""
         check_name(kind, name)
-        with self.store.tx() as tx:
+
+        def revoke(tx: Tx) -> Credential:
             row = tx.credential(kind, name)
             if row is None and derived is None:
                 raise ApiError(404, "credential_not_found",
@@ -93,6 +93,8 @@ class TokenBook:
             tx.revoke_credential(kind, name, row.token_sha256 if row else
                                  token_sha256(derived or ""))
             return tx.credential(kind, name)
+
+        return self.store.write(revoke)
 
     def find(self, token: str, kind: str | None = None, name: str | None = None) -> Found:
         """The row of `token`; with kind/name also whether (kind, name) has a row at all."""
@@ -117,8 +119,7 @@ class TokenBook:
             row = tx.credential(OPERATOR, ADMIN)
         if row is not None and row.token_sha256 == digest:
             return
-        with self.store.tx() as tx:
-            tx.put_credential(OPERATOR, ADMIN, digest)
+        self.store.write(lambda tx: tx.put_credential(OPERATOR, ADMIN, digest))
 
     def revoked_hosts(self) -> frozenset[str]:
         with self.store.read() as tx:

@@ -11,9 +11,14 @@
 Every call goes to the current member and fails over to the others (endpoints.py says
 when); every request carries `Grpc-Metadata-Hasleader: true`, so a member cut off from its
 leader answers "no leader" at once instead of holding the request. A call returns or raises
-within `timeout` seconds. Reads fail over on any failure; a write fails over only when it
-certainly was not applied, and otherwise raises `OutcomeUnknown` (errors.py), which callers
-retry as conditional transactions (compares make them safe to repeat).
+within `timeout` seconds. With several members, each one asked gets at most
+`member_timeout` of it (a healthy member answers in milliseconds; one that hangs, SIGSTOPped
+or cut off, must not eat the whole call), and a member that failed last time it was asked
+gets only `probe_timeout` once another member has answered that there is no leader: so
+without quorum a call fails in about a second, not after `timeout`. Reads fail over on any
+failure; a write fails over only when it certainly was not applied, and otherwise raises
+`OutcomeUnknown` (errors.py), which callers retry as conditional transactions (compares
+make them safe to repeat).
 
 With `username`/`password` the client authenticates (`/v3/auth/authenticate`) before its
 first request and again whenever etcd says the token is invalid (tokens expire). TLS:
@@ -75,6 +80,7 @@ class EtcdClient:
 
     def __init__(self, endpoints: Sequence[str] | str, *, timeout: float = 5.0,
                  connect_timeout: float = 2.0, cooldown: float = 5.0,
+                 member_timeout: float = 1.0, probe_timeout: float = 0.25,
                  ca_cert: str | None = None, client_cert: str | None = None,
                  client_key: str | None = None, username: str | None = None,
                  password: str | None = None,
@@ -85,6 +91,8 @@ class EtcdClient:
         self.endpoints = EndpointSet(urls, cooldown)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.member_timeout = member_timeout
+        self.probe_timeout = probe_timeout
         if (username is None) != (password is None):
             raise ValueError("give both the etcd user name and its password, or neither")
         self._credentials = (username, password) if username is not None else None
@@ -246,7 +254,8 @@ class EtcdClient:
                 # call wait out its timeout before failing the same way.
                 attempts.append((url, "not asked: " + self._rest_reason(url)))
                 continue
-            out = self._attempt(url, path, body, deadline)
+            out = self._attempt(url, path, body, self._attempt_deadline(
+                url, deadline, several=len(order) > 1, answered=answered))
             if out.verdict is Verdict.OK:
                 self.endpoints.succeeded(url)
                 return out.answer
@@ -266,6 +275,18 @@ class EtcdClient:
                 else "no member answered in time" if not attempts
                 else "no member could serve the request")
         raise StoreUnavailable(self.name, what, attempts)
+
+    def _attempt_deadline(self, url: str, deadline: float, *, several: bool,
+                          answered: bool) -> float:
+        """When to give up on `url` within a call ending at `deadline` (module docstring):
+        a lone member has the whole call; one of several `member_timeout`, or
+        `probe_timeout` when it failed last time and the cluster has already said it
+        has no leader."""
+        if not several:
+            return deadline
+        share = self.probe_timeout if answered and self.endpoints.suspect(url) \
+            else self.member_timeout
+        return min(deadline, time.monotonic() + share)
 
     def _rest_reason(self, url: str) -> str:
         return f"it failed less than {self.endpoints.cooldown:g}s ago " \

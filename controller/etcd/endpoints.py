@@ -145,6 +145,11 @@ class EndpointSet:
         failed = self._failed_at.get(url)
         return failed is not None and now - failed < self.cooldown
 
+    def suspect(self, url: str) -> bool:
+        """`url` failed the last time it was asked (and has not served a request since)."""
+        with self._lock:
+            return url in self._last_error
+
     def order(self, now: float) -> list[str]:
         """The members to try for one call, in turn: those not resting, from the current
         one round the list; when every member rests, all of them, the one that failed

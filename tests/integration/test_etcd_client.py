@@ -385,6 +385,9 @@ def test_quorum_lost_fails_fast_naming_the_store_then_recovers(healthy: EtcdClus
                 break
         assert time.monotonic() < deadline, f"no fast failure: {outcomes}"
     assert "etcd store" in message and healthy.endpoints[0] in message
+    # Each stopped member costs one member_timeout, not the call's whole timeout.
+    learnt = sum(seconds for _, seconds in outcomes)
+    assert learnt < 2 * client.member_timeout + 1.0, outcomes
     fast = []
     for _ in range(5):          # from now on every call fails at once
         started = time.monotonic()

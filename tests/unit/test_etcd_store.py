@@ -8,6 +8,8 @@ from __future__ import annotations
 import ipaddress
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -16,6 +18,7 @@ from controller.etcd import EtcdClient, OutcomeUnknown
 from controller.etcd_layout import Layout
 from controller.etcd_store import EtcdStore, StoreConflict
 from controller.rows import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+from controller.store import Tx
 
 
 def _port(tx, container: str, ip: str, mac: str, pod: int = 0):
@@ -366,3 +369,43 @@ def test_the_same_ip_through_two_controllers_at_once_one_gets_409(tmp_path, loca
     finally:
         for p in parts:
             p.store.close()
+
+
+class WrittenBetween(EtcdStore):
+    """A real etcd store (a fake built for this test) that runs `meanwhile` once, at the end
+    of its next transaction's block, before the commit: another controller's write lands
+    between this transaction's start and its commit."""
+
+    meanwhile: Callable[[], None] | None = None
+
+    @contextmanager
+    def tx(self) -> Iterator[Tx]:
+        with super().tx() as tx:
+            yield tx
+            if self.meanwhile is not None:
+                run, self.meanwhile = self.meanwhile, None
+                run()
+
+
+def test_a_pod_created_while_another_controller_writes_is_retried_not_refused(
+        tmp_path, local_etcd, prefix):
+    """pods, tokens and host removal write with store.write: a conflict with another
+    controller runs the write again on the fresh state instead of answering 503."""
+    from inproc import ApiClient, build_parts
+
+    other = EtcdStore(local_etcd.client(), prefix=prefix)
+    store = WrittenBetween(local_etcd.client(), prefix=prefix)
+    parts = build_parts(tmp_path, store=store)
+    try:
+        def another_pod() -> None:
+            with other.tx() as tx:
+                tx.insert_pod(7, None, None)
+
+        store.meanwhile = another_pod
+        created = ApiClient(parts).ok("POST", "/v1/pods", {"id": 8, "name": "web"}, 201)
+        assert store.meanwhile is None and created["id"] == 8
+        with other.read() as tx:
+            assert sorted(p.id for p in tx.pods()) == [0, 7, 8]
+    finally:
+        store.close()
+        other.close()
