@@ -1,6 +1,11 @@
 """The agent protocol's two calls (docs/design.md): the desired-state long poll
 (GET /v1/hosts/{id}/desired) and the actual-state report (PUT /v1/hosts/{id}/actual).
 
+The long poll answers an agent that names the state it holds (`have`, a digest) with what
+changed since, when this controller served that state (flows/desired_delta.py), else with
+the full state. A report may carry only the ports whose state changed: it is applied port
+by port, reading only the rows it names.
+
 A report records what the agent made (patch and tunnel ofports, each port's ofport, MTU,
 lease or error), wakes the connects waiting on the ports it changed, and queues the
 programming that follows: the pods whose members' ofports changed, on every host of those
@@ -10,30 +15,34 @@ pods, and the whole host when its patch or tunnel ports changed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from controller import validate
 from controller.auth import unauthorized
 from controller.context import Context
-from controller.store import Tx
+from controller.store import Port, Tx
+from flows.desired_delta import ServedStates
 
 LOG = logging.getLogger("loris.service")
+FEW_PORTS = 16      # a report naming more ports reads the host's rows in one query
 
 
 class AgentProtocol:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.served = ServedStates()
 
     def heard(self, host_id: str) -> None:
         """A request of the host's agent arrived (any call it makes: liveness)."""
         self.ctx.board.seen(host_id)
 
     def desired(self, host_id: str, since: int | None, wait: float,
-                still_valid: Callable[[], bool] | None = None) -> dict:
+                still_valid: Callable[[], bool] | None = None, have: str | None = None) -> dict:
         """The host's desired state; with `since` and `wait`, a long poll held at most the
         poll interval (agents.py: how the controller knows an agent is there). A poll whose
-        credentials are revoked meanwhile ends with 401 (`still_valid`)."""
+        credentials are revoked meanwhile ends with 401 (`still_valid`). With `have`, the
+        digest of the state the agent holds, the changes since that state if known."""
         ctx = self.ctx
         with ctx.store.read() as tx:
             ctx.host_or_404(tx, host_id)
@@ -53,10 +62,9 @@ class AgentProtocol:
             ports = [{"id": p.id, "container": p.container, "pod": p.pod_id, "mac": p.mac,
                       "ip": p.ip, "dhcp": p.dhcp, "state": p.state}
                      for p in tx.ports(host_id=host_id)]
-            return {"version": host.desired_version,
-                    "host": {"id": host.id, "tunnel_ip": host.tunnel_ip,
-                             "tunnel_type": host.tunnel_type},
-                    "peers": peers, "ports": ports}
+            version = host.desired_version
+            about = {"id": host.id, "tunnel_ip": host.tunnel_ip, "tunnel_type": host.tunnel_type}
+        return self.served.answer(host_id, version, about, peers, ports, have)
 
     def report_actual(self, host_id: str, report: validate.ActualReport) -> None:
         ctx = self.ctx
@@ -78,10 +86,8 @@ class AgentProtocol:
                 if tunnels != tx.tunnels(host_id):
                     tx.set_tunnels(host_id, tunnels)
                     full = True
-            for port in tx.ports(host_id=host_id):
-                rep = report.ports.get(port.id)
-                if rep is None:
-                    continue      # not in the desired state the agent applied: not yet made
+            for port in _reported_rows(tx, host_id, report.ports):
+                rep = report.ports[port.id]
                 values: dict[str, Any] = {
                     "ofport": rep.ofport, "mtu": rep.mtu, "lease": rep.lease,
                     "error_code": rep.error[0] if rep.error else None,
@@ -114,3 +120,13 @@ class AgentProtocol:
         ctx.ports_changed(changed)
         for h, sections in targets.items():
             ctx.programmer.submit(h, sections)
+
+
+def _reported_rows(tx: Tx, host_id: str, reported: Mapping[int, object]) -> list[Port]:
+    """The host's rows of the ports a report names (a port it leaves out is one the agent
+    has not made yet, or whose state did not change since its last report: its row stays):
+    a report of a few ports reads those rows only."""
+    if len(reported) > FEW_PORTS:
+        return [p for p in tx.ports(host_id=host_id) if p.id in reported]
+    rows = (tx.port(port_id) for port_id in sorted(reported))
+    return [p for p in rows if p is not None and p.host_id == host_id]

@@ -232,9 +232,10 @@ class Api:
         return 204, None
 
     def desired(self, req: webob.Request, args: dict) -> tuple[int, Any]:
-        q = validate.query(req.GET, ("since", "wait"))
+        q = validate.query(req.GET, ("since", "wait", "have"))
         host_id = validate.host_id_param(args["host_id"])
         since = validate.int_param(q["since"], "since", 0, 2**62) if "since" in q else None
+        have = validate.digest_param(q["have"], "have") if "have" in q else None
         wait = 0.0
         if "wait" in q:
             try:
@@ -245,7 +246,7 @@ class Api:
                 raise ApiError(422, "invalid_value", f"wait {wait:g} must be 0..60 seconds")
         who, auth = self._principal(req), self.auth
         still_valid = (lambda: auth.still_valid(who)) if auth is not None else None
-        return 200, self.ops.agents.desired(host_id, since, wait, still_valid)
+        return 200, self.ops.agents.desired(host_id, since, wait, still_valid, have)
 
     def actual(self, req: webob.Request, args: dict) -> tuple[int, Any]:
         validate.query(req.GET, ())

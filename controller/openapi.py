@@ -171,6 +171,12 @@ SCHEMAS: dict = {
     }),
     "Desired": _obj({
         "version": {"type": "integer"},
+        "digest": {"type": "string", "description": "names this state's content; the next "
+                   "long poll gives it as `have` to get a delta"},
+        "base": {"type": "string", "description": "a delta: the digest of the state it "
+                 "applies to; `ports` are then the ports added or changed"},
+        "removed": {"type": "array", "items": _ref("PortId"),
+                    "description": "a delta: the ports gone since `base`"},
         "host": _obj({"id": _ref("HostId"), "tunnel_ip": {"type": "string"},
                       "tunnel_type": {"type": "string"}}),
         "peers": {"type": "array", "items": _obj({"id": _ref("HostId"),
@@ -284,7 +290,10 @@ PATHS: dict = {
                     _query("since", {"type": "integer", "minimum": 0, "maximum": 2**62},
                            "the version the agent has; returns at once if it differs"),
                     _query("wait", {"type": "number", "minimum": 0, "maximum": 60},
-                           "seconds to wait for a newer version (default 0)")],
+                           "seconds to wait for a newer version (default 0)"),
+                    _query("have", {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                           "the digest of the state the agent holds: the answer is a delta "
+                           "from it when the controller knows it")],
                 "responses": {"200": _resp("desired state", _ref("Desired")),
                               **_errors(400, 404, 422)}},
     },

@@ -23,6 +23,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from controller.store import Host, Port, Tx
 from flows import HostSpec, PodSpec, PortSpec, Topology, TopologyError
@@ -146,8 +147,8 @@ def build(tx: Tx, pods: Iterable[int] | None = None,
                                              "or the pod has no local VLAN on the host"))
             continue
         try:
-            ports[port.id] = PortSpec(port.id, port.pod_id, port.host_id, ofport_of(port),
-                                      port.mac, port.address, port.dhcp)
+            ports[port.id] = _port_spec(port.id, port.pod_id, port.host_id, ofport_of(port),
+                                        port.mac, port.address, port.dhcp)
         except TopologyError as e:
             found.append(_port_problem(port, str(e)))
     while True:
@@ -160,6 +161,13 @@ def build(tx: Tx, pods: Iterable[int] | None = None,
                 raise
             bad = ports.pop(e.obj[1])
             found.append(Problem("port", bad.id, bad.host_id, bad.pod_id, str(e)))
+
+
+@lru_cache(maxsize=1 << 16)
+def _port_spec(*fields: object) -> PortSpec:
+    """A port's spec, checked and normalised once: every job of its pod on every host
+    builds it from the same row values (a connect to a pod of 50 builds 50 per host)."""
+    return PortSpec(*fields)  # type: ignore[arg-type]
 
 
 def _stand_ins(ports: list[Port], for_host: str | None,

@@ -301,6 +301,14 @@ def bool_param(text: str, name: str) -> bool:
     raise bad_request(f"{name} {text!r} must be true or false")
 
 
+def digest_param(value: str, name: str) -> str:
+    """A desired state's digest (flows/desired_delta.py): 32 lowercase hex digits."""
+    if len(value) != 32 or not all(c in "0123456789abcdef" for c in value):
+        raise bad_request(f"{name} {value[:40]!r} must be a desired state's digest "
+                          "(32 lowercase hex digits, as the last answer's 'digest')")
+    return value
+
+
 def query(params: Mapping[str, str], allowed: Collection[str]) -> dict[str, str]:
     """Query parameters as a dict; unknown or repeated names are a 400."""
     out: dict[str, str] = {}

@@ -18,6 +18,7 @@ tunnel fields across patch ports. Every table ends in a priority-0 drop.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 from .contract import INTEGRATION_BRIDGE, TUNNEL_BRIDGE
 from .flow import (
@@ -60,6 +61,10 @@ P_OWN_IP = 200          # "never answer a container for its own IP", above the r
 P_FLOOD = 50            # broadcast/multicast of a pod
 P_TO_TUN = 10           # any other unicast of a pod: br-tun decides (or drops)
 P_ARP_UNICAST_REPLY = 10
+# The flows of one member, port or tunnel are a pure function of a few values, and a pod's
+# job recomputes every member's on every host it touches: each is made once and then looked
+# up, so a connect to a pod of 50 costs lookups, not 50 members' flows made again.
+FLOW_CACHE = 1 << 16
 P_PORT_DROP = 10        # whatever else a container sends: dropped, counted per port
 
 # A Shape costs about two make_flow calls to make: a pod's members get their flows from one
@@ -172,10 +177,16 @@ def _pod_flows(topo: Topology, host_id: str, pod: PodSpec) -> tuple[list[Flow], 
                             Kind.MEMBER) for h in remote_hosts}
         bt.extend([towards[m.host_id](m.id, m.mac) for m in remote])
     else:
-        bt.extend([make_flow(TUN_TO_TUN, P_PORT,
-                             *_towards_parts(vid, key, m.mac, tunnels[m.host_id]),
-                             Kind.MEMBER, m.id) for m in remote])
+        bt.extend([_member_unicast(vid, m.mac, key, tunnels[m.host_id], m.id)
+                   for m in remote])
     return bi, bt
+
+
+@lru_cache(maxsize=FLOW_CACHE)
+def _member_unicast(vid: int, mac: str, key: int, tunnel_ofport: int, member_id: int) -> Flow:
+    """br-tun: a remote member's MAC in the pod's local VLAN -> its key, its host's tunnel."""
+    return make_flow(TUN_TO_TUN, P_PORT, *_towards_parts(vid, key, mac, tunnel_ofport),
+                     Kind.MEMBER, member_id)
 
 
 def _towards_parts(vid: int, key: int, mac: object, ofport: int) -> tuple[dict, list]:
@@ -185,7 +196,8 @@ def _towards_parts(vid: int, key: int, mac: object, ofport: int) -> tuple[dict, 
             [pop_vlan(), set_field("tunnel_id", key), output(ofport)])
 
 
-def _port_flows(port: PortSpec, key: int) -> list[Flow]:
+@lru_cache(maxsize=FLOW_CACHE)
+def _port_flows(port: PortSpec, key: int) -> tuple[Flow, ...]:
     """Port security, delivery and DHCP of one local container port (all Kind.PORT)."""
     pid, inp, mac, ip = port.id, port.ofport, port.mac, port.ip
     enter = write_metadata(key)
@@ -217,9 +229,10 @@ def _port_flows(port: PortSpec, key: int) -> list[Flow]:
                                     "ip_proto": UDP, "ipv4_src": src,
                                     "udp_src": DHCP_CLIENT, "udp_dst": DHCP_SERVER},
                                    [to_controller()], Kind.PORT, pid))
-    return flows
+    return tuple(flows)
 
 
+@lru_cache(maxsize=FLOW_CACHE)
 def _arp_answer(key: int, ip: str, mac: str, kind: Kind, object_id: int) -> Flow:
     """Turn an ARP request for `ip` into the reply `mac` would send, and bounce it back."""
     return make_flow(INT_ARP, P_PORT, *_arp_answer_parts(key, ip, mac), kind, object_id)

@@ -22,6 +22,7 @@ from hostagent.client import (
     backoff_wait,
 )
 from hostagent.containers import Runtimes, matches
+from hostagent.desired_follow import DesiredFollower
 from hostagent.docker_driver import ENDPOINT_PREFIX, is_endpoint_ref
 from hostagent.docker_plugin import DockerPluginConfig, serve_plugin
 from hostagent.links import LinkIndex
@@ -64,7 +65,7 @@ class Agent:
         self.stop = threading.Event()
         self.kick = threading.Event()
         self._lock = threading.Lock()
-        self.desired: dict | None = None
+        self.follow = DesiredFollower()   # the desired state held; deltas (docs/design.md)
         self._reported: dict | None = None
         self._reported_at = 0.0
         self._pending_deletes: set[int] = set()  # ports whose container was removed
@@ -83,6 +84,17 @@ class Agent:
             ovs, self.runtimes, host_id, tunnel_ip, tunnel_type, container_ifname,
             ensure_bridges=self.prepare, on_container_gone=self._container_gone,
         )  # fmt: skip
+
+    @property
+    def desired(self) -> dict | None:
+        return self.follow.state
+
+    @desired.setter
+    def desired(self, state: dict | None) -> None:
+        if state is None:
+            self.follow.forget()
+        else:
+            self.follow.take(state)
 
     # ---------------------------------------------------------------- host and controller
     def prepare(self) -> dict:
@@ -220,12 +232,10 @@ class Agent:
             try:
                 if not self.registered:
                     self.register()
-                version = self.desired.get("version") if self.desired else None
-                desired = self.client.desired(self.host_id, version,
-                                              LONG_POLL_S if version is not None else 0)
+                version, have = self.follow.poll_args()
+                desired = self._long_poll(version, have)
                 attempt = 0
-                if desired != self.desired:
-                    self.desired = desired
+                if self.follow.take(desired):
                     self.kick.set()
                 if time.monotonic() - self._controllers_read_at > CONTROLLERS_REFRESH_S:
                     self.refresh_controllers()
@@ -238,7 +248,7 @@ class Agent:
                     log.warning("controller does not know host %s: registering again",
                                 self.host_id)
                     self.registered = False
-                    self.desired = None
+                    self.follow.forget()
                 elif e.status in (401, 403):
                     log.error("controller refused our credentials: %s (check --token-file / "
                               "LORIS_TOKEN: it must be this host's agent token)", e.message)
@@ -251,6 +261,19 @@ class Agent:
                 backoff_wait(self.stop, attempt)
                 attempt += 1
 
+    def _long_poll(self, version: int | None, have: str | None) -> dict:
+        wait = LONG_POLL_S if version is not None else 0
+        try:
+            return self.client.desired(self.host_id, version, wait, have)
+        except ApiError as e:
+            # a controller older than deltas refuses `have` (400 unknown query parameter):
+            # full states from now on
+            if have is None or e.status != 400 or "have" not in e.message:
+                raise
+            log.info("the controller sends no desired-state deltas: %s", e.message)
+            self.follow.deltas = False
+            return self.client.desired(self.host_id, version, wait)
+
     def _worker(self) -> None:
         while not self.stop.is_set():
             kicked = self.kick.wait(RESYNC_S)
@@ -261,11 +284,13 @@ class Agent:
                 self.reconcile_and_report(full=not kicked)
             except Exception:  # keep the agent alive; the next pass retries
                 log.exception("reconcile failed")
+                self.follow.all_dirty()
                 self.stop.wait(1.0)
 
     def reconcile_and_report(self, full: bool = True) -> dict | None:
         """One pass and its report; a `full` one (periodic) also re-reads what the agent
-        otherwise follows by events."""
+        otherwise follows by events, and looks at every port; another looks only at the
+        ports a delta touched since the last pass (all of them after a full state)."""
         with self._lock:
             desired = self.desired
             if desired is None:
@@ -273,14 +298,20 @@ class Agent:
             self._retry_deletes()
             desired = self._known_wired(desired)
             started = time.monotonic()
-            actual = self.reconciler.apply(desired, full=full)
+            only = None if full else self.follow.take_dirty()
+            if only is None:
+                actual = self.reconciler.apply(desired, full=full)
+            else:
+                actual = self.reconciler.apply(desired, full=False, only=only)
             self._count_pass(time.monotonic() - started)
             stale = time.monotonic() - self._reported_at > RESYNC_S * 2
             # the stats ride along with a report that goes anyway: they change every pass,
             # and a report is sent only when what the agent made changed (or went stale)
             if actual != self._reported or stale:
                 try:
-                    self._report(actual)
+                    body = self.follow.report(actual, self._reported, stale)
+                    self._report(body)
+                    self.follow.reported(full=body is actual)
                     self._reported, self._reported_at = actual, time.monotonic()
                     self._wired = {int(p) for p, r in actual.get("ports", {}).items()
                                    if r.get("ofport")}
@@ -288,6 +319,7 @@ class Agent:
                     log.warning("reporting actual state failed: %s", e)
                     self._reported = None
             if getattr(self.reconciler, "lease_pending", False):
+                self.follow.all_dirty()
                 self.kick.set()   # the re-made port's flows are on their way: its lease next
             return actual
 
@@ -360,6 +392,7 @@ class Agent:
                 self._container_gone(int(p["id"]))
         log.info("Docker %s of %s (ports %s)", action, name or container_id[:12],
                  [p["id"] for p in ours])
+        self.follow.all_dirty()
         self.kick.set()
 
     def _container_gone(self, port_id: int) -> None:

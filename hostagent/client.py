@@ -306,10 +306,15 @@ class Client:
     def register(self, host: dict) -> dict:
         return self.request("POST", "/v1/hosts", host)
 
-    def desired(self, host_id: str, since: int | None, wait: float) -> dict:
+    def desired(self, host_id: str, since: int | None, wait: float,
+                have: str | None = None) -> dict:
+        """The desired state; with `have` (the digest of the state held), possibly a delta
+        from it (flows/desired_delta.py)."""
         query: dict[str, Any] = {"wait": int(wait)}
         if since is not None:
             query["since"] = since
+        if have is not None:
+            query["have"] = have
         return self.request("GET", f"/v1/hosts/{_q(host_id)}/desired", query=query,
                             timeout=wait + 15)  # fmt: skip
 

@@ -36,6 +36,14 @@ DEFAULT_UNDERLAY_MTU = 1500
 FULL_CHECK_S = 300.0  # how often every container is looked into even if nothing changed
 
 
+def _settled(result: dict | None, port: dict) -> bool:
+    """Whether a port's last result needs no other look until it changes: wired, no error,
+    and a DHCP port's lease (an unsettled one is looked at in every pass, as before)."""
+    if result is None or "error" in result or not result.get("ofport"):
+        return False
+    return not port.get("dhcp") or bool(result.get("lease"))
+
+
 @dataclass
 class PortError(Exception):
     code: str
@@ -82,6 +90,9 @@ class Reconciler:
         # a DHCP port was re-made in the last pass and waits for its lease: the agent runs
         # the next pass as soon as it has reported this one
         self.lease_pending = False
+        # each desired port's result in the last pass that looked at it (port id -> report):
+        # a pass that looks at a few ports reports the others as they were
+        self._results: dict[int, dict] = {}
 
     def use(self, db: OvsdbReplica | None = None, links: LinkIndex | None = None) -> None:
         """Read and write OVS through `db` (a replica kept by a monitor) and read the host's
@@ -92,9 +103,12 @@ class Reconciler:
             self.links = links
 
     # ---------------------------------------------------------------- the pass
-    def apply(self, desired: dict, full: bool = True) -> dict:
+    def apply(self, desired: dict, full: bool = True, only: set[int] | None = None) -> dict:
         """One pass. A `full` one (the default; the agent's periodic one) also reads again
-        what a replica or an event index could have missed: every link, the underlay MTU."""
+        what a replica or an event index could have missed: every link, the underlay MTU.
+        With `only`, the pass looks into those ports (and any it never looked at) and
+        reports the others as the last pass left them: what a delta did not touch; the
+        host's tunnels and its ports not desired any more are seen to in every pass."""
         self.lease_pending = False
         if full:
             self._underlay_mtu = None
@@ -119,10 +133,14 @@ class Reconciler:
         mtu = contract.container_mtu(self.underlay_mtu(), ttype)
         ifaces = self.port_interfaces(self.db.snapshot())   # once a pass, not once a port
         host_veths = self.links.veths()
-        report_ports: dict[str, dict] = {}
+        for port_id in [p for p in self._results if p not in ports]:
+            del self._results[port_id]
         for port_id in sorted(ports):
-            report_ports[str(port_id)] = self._reconcile_port(ports[port_id], mtu, ifaces,
+            if only is None or port_id in only or not _settled(self._results.get(port_id),
+                                                               ports[port_id]):
+                self._results[port_id] = self._reconcile_port(ports[port_id], mtu, ifaces,
                                                               host_veths)  # fmt: skip
+        report_ports = {str(port_id): self._results[port_id] for port_id in sorted(ports)}
         snap = self.db.snapshot()
         return {
             "version": desired.get("version", 0),

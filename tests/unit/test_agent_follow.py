@@ -81,3 +81,39 @@ def test_a_port_reported_wired_is_not_pending_any_more():
     agent.reconcile_and_report()          # same desired version: the port is wired now
     assert passes.seen[1]["ports"][0]["state"] == "wired"
     assert agent.desired["ports"][0]["state"] == "pending"   # what it holds is unchanged
+
+
+class LookedAt:
+    """A pass that records which ports it was asked to look at (None: all)."""
+    wiring_errors = 0
+    lease_pending = False
+
+    def __init__(self) -> None:
+        self.only: list[set[int] | None] = []
+
+    def apply(self, desired: dict, full: bool = True, only: set[int] | None = None) -> dict:
+        self.only.append(only)
+        return {"version": desired["version"],
+                "ports": {str(p["id"]): {"ofport": 7} for p in desired["ports"]}}
+
+
+def test_a_pass_after_a_delta_looks_at_the_ports_it_touched_and_reports_those():
+    from flows.desired_delta import ServedStates
+
+    served, reporter = ServedStates(), Reporter()
+    agent = Agent(reporter, Ovs(), "h1", "198.18.0.11", "vxlan", runtimes=object())
+    agent.send_stats = False
+    agent.reconciler = passes = LookedAt()
+    host = {"id": "h1", "tunnel_ip": "198.18.0.11", "tunnel_type": "vxlan"}
+    ports = [{"id": i, "container": f"c{i}", "pod": 7, "state": "active"} for i in (1, 2)]
+    first = served.answer("h1", 1, host, [], ports, None)
+    assert agent.follow.take(first)
+    agent.reconcile_and_report(full=False)
+    assert passes.only == [None] and set(reporter.reports[-1]["ports"]) == {"1", "2"}
+    new = {"id": 3, "container": "c3", "pod": 7, "state": "pending"}
+    assert agent.follow.take(served.answer("h1", 2, host, [], [*ports, new], first["digest"]))
+    agent.reconcile_and_report(full=False)
+    assert passes.only[-1] == {3} and reporter.reports[-1]["ports"] == {"3": {"ofport": 7}}
+    agent._docker_event("die", "c1", "c1")            # a container of ours: every port
+    agent.reconcile_and_report(full=False)
+    assert passes.only[-1] is None
