@@ -115,6 +115,7 @@ class Connections:
 
     def _insert(self, req: validate.PortCreate) -> Port:
         ctx = self.ctx
+        owner = ctx.connect_owner()
 
         def insert(tx: Tx) -> Port:
             # store.write runs it again if another controller wrote meanwhile (etcd)
@@ -143,6 +144,7 @@ class Connections:
                                "no_local_vlan")
             port = tx.insert_port(req.host, req.container, pod.id, mac, iface,
                                   req.ip is None)
+            tx.claim_connect(port.id, owner)   # recovery drops it only once we are gone
             tx.bump([req.host])
             return port
 
@@ -251,6 +253,7 @@ def _activate(port: Port, tx: Tx) -> None:
     if tx.port(port.id) is None:
         raise _deleted(port)
     tx.update_port(port.id, state="active")
+    tx.finish_connect(port.id)
     tx.settle_implicit_pod(port.pod_id)
     if port.dhcp:
         # `active` starts a DHCP port's client; for a static port it changes nothing on the

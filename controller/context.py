@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from controller.agents import AgentBoard
 from controller.concurrency import Waiters
 from controller.config import Settings
+from controller.connect_owners import Owner, new_run
 from controller.errors import ApiError, not_found, unavailable
 from controller.metrics import Metrics
 from controller.programmer import NOT_CONNECTED, NOT_MASTER, NOT_REGISTERED, OK, Future, Programmer
@@ -48,6 +49,12 @@ class Context:
         self._dpids: Mapping[int, tuple[str, str]] = MappingProxyType({})
         # controllers, masters and roles for the views (controller/ha_views.py; wiring.py)
         self.cluster: Any = None
+        # who runs this process's connects (connect_owners.py): the controller id and
+        # lease are set by wiring.py when mastership is on
+        self.controller_id = settings.controller_id or ""
+        self.run = new_run()
+        self.lease: Callable[[], int | None] | None = None
+        self.live_leases: Callable[[], set[int]] | None = None
         self.publish()
 
     # ---- after a commit --------------------------------------------------------------------
@@ -69,6 +76,18 @@ class Context:
         """(host id, bridge) of a registered host's datapath; memory only, for event
         handlers."""
         return self._dpids.get(dpid)
+
+    def connect_owner(self) -> Owner:
+        """The owner a connect started now records; with mastership on, a controller
+        without an etcd lease runs none (no other controller could tell it alive)."""
+        if self.lease is None:
+            return Owner(self.controller_id, self.run)
+        lease = self.lease()
+        if lease is None:
+            raise unavailable(f"controller {self.controller_id} holds no etcd lease at the "
+                              "moment (it is registering again); retry, or connect through "
+                              "another controller", "controller_unregistered")
+        return Owner(self.controller_id, self.run, lease)
 
     # ---- reads inside a transaction --------------------------------------------------------
     @staticmethod

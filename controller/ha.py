@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controller import recovery
 from controller.context import Context
 from controller.etcd import (
     Delete,
@@ -175,6 +176,24 @@ class HighAvailability:
         LOG.info("registered in etcd as %s (lease %x, TTL %d s)", self.me.id, lease.id,
                  self.ttl)
 
+    def lease(self) -> int | None:
+        """The id of the lease we hold, while it is surely alive (not fenced)."""
+        with self._lock:
+            return self._lease if self.monotonic() < self._valid_until else None
+
+    def live_leases(self) -> set[int]:
+        """Every live lease in etcd (connect_owners.gone: is a connect's owner alive?)."""
+        return set(self.client.leases())
+
+    def register(self) -> None:
+        """Take a lease now (at start, before the REST API serves connects); on failure
+        the loop tries again."""
+        try:
+            self._register()
+        except StoreError as e:
+            self.last_error = str(e)
+            LOG.warning("registering in etcd: %s", e)
+
     def revoke(self) -> None:
         """Leave at once (a clean stop): our keys go, the others take our hosts now."""
         with self._lock:
@@ -296,8 +315,23 @@ class HighAvailability:
                 keys[host] = MasterKey(self.me.id, result.revision)
                 LOG.info("we are now the master of host %s (generation %d)", host,
                          result.revision)
+        gone = set(self._controllers) - set(controllers)
         self._controllers, self._keys = controllers, keys
+        if gone:
+            self._sweep(gone)
         return mastered
+
+    def _sweep(self, gone: set[str]) -> None:
+        """Controllers left the registry (their leases ended): drop what their unfinished
+        connects left (recovery.sweep; any controller may, the store settles races)."""
+        why = f"controller {', '.join(sorted(gone))} went away"
+        try:
+            dropped = recovery.sweep(self.ctx, why)
+        except Exception as e:          # the next departure, or a restart, sweeps again
+            LOG.warning("dropping the unfinished connects of %s: %s", ", ".join(gone), e)
+            return
+        if dropped:
+            LOG.info("dropped %d unfinished connects: %s", dropped, why)
 
     def _release(self, host: str, generation: int) -> None:
         key = self.masters_prefix + host

@@ -80,6 +80,8 @@ class LorisApp(app_manager.OSKenApp):
     def start(self):
         thread = super().start()
         parts = self.parts
+        if parts.ha is not None:        # a lease first: connects record it as their owner's
+            parts.ha.register()
         recovery.recover(parts.context)
         from controller.api import make_server, tls_context
         tls = (tls_context(parts.settings.api_cert, parts.settings.api_key)

@@ -139,11 +139,13 @@ def _high_availability(settings: Settings, ctx: Context, switches: Switches,
     roles = Roles(switches, enforced=bool(endpoints))
     switches.write_gate = roles.may_write
     me = ha_identity(settings)
+    ctx.controller_id = me.id
     ha = None
     if endpoints:
         client = etcd_client(settings, timeout=max(1.0, settings.ha_lease_ttl / 4))
         ha = HighAvailability(client, me, settings.ha_lease_ttl, settings.ha_interval, ctx,
                               switches, roles, programmer,
                               prefix=settings.etcd_prefix.rstrip("/") + "-ha/")
+        ctx.lease, ctx.live_leases = ha.lease, ha.live_leases
     ctx.cluster = ClusterView(ctx, me, roles, ha)
     return roles, ha
