@@ -51,6 +51,7 @@ from controller.etcd import (
     create_revision_is,
     key_absent,
 )
+from controller.installed import InstalledMarks, store_revision
 from controller.mastership import ControllerEntry, MasterKey, Role, decide, fence_deadline, role_for
 from controller.programmer import Programmer
 from controller.roles import Roles
@@ -82,12 +83,11 @@ def identity(settings: Any) -> Identity:
 
 
 def _store_marker(store: Any) -> object:
-    """What moves when another controller committed: the etcd store's revision (its watch
+    """What moves when a controller committed: the etcd store's last write (its watch
     keeps the mirror current), else SQLite's data_version of the writing connection (it
     moves on other connections' commits only)."""
-    if hasattr(store, "revision"):
-        return store.revision
-    return store.pragma("data_version")
+    revision = store_revision(store)
+    return store.pragma("data_version") if revision is None else revision
 
 
 def _own_address() -> str:
@@ -101,7 +101,8 @@ class HighAvailability:
     def __init__(self, client: EtcdClient, me: Identity, ttl: int, interval: float,
                  ctx: Context, switches: Switches, roles: Roles, programmer: Programmer,
                  prefix: str = DEFAULT_PREFIX,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 marks: InstalledMarks | None = None) -> None:
         self.client = client
         self.controllers_prefix = prefix + "controllers/"
         self.masters_prefix = prefix + "masters/"
@@ -114,6 +115,8 @@ class HighAvailability:
         self.roles = roles
         self.programmer = programmer
         self.monotonic = monotonic
+        self.marks = marks              # the revisions our hosts are programmed up to
+        self._full_tick = True          # wake(): a whole tick; store_moved(): follow only
         self._lock = threading.Lock()
         self._lease: int | None = None
         self._valid_until = 0.0
@@ -206,15 +209,27 @@ class HighAvailability:
 
     # ---- the loop ----------------------------------------------------------------------------
     def wake(self) -> None:
+        self._full_tick = True
+        self._wake.set()
+
+    def store_moved(self) -> None:
+        """Another controller committed (the store's watch): our hosts follow at once,
+        the registry and master keys are read at the next tick as usual."""
         self._wake.set()
 
     def run_forever(self) -> None:
+        next_tick = self.monotonic()
         while True:
+            full, self._full_tick = self._full_tick or self.monotonic() >= next_tick, False
             try:
-                self.tick()
+                if full:
+                    next_tick = self.monotonic() + self.interval
+                    self.tick()
+                else:
+                    self._follow_other_writers()
             except Exception:
                 LOG.exception("mastership loop")
-            self._wake.wait(self.interval)
+            self._wake.wait(max(0.0, next_tick - self.monotonic()))
             self._wake.clear()
 
     def tick(self) -> None:
@@ -265,7 +280,15 @@ class HighAvailability:
         self.ctx.publish()
         self.ctx.port_waiters.notify(self.ctx.port_waiters.keys())
         for host in sorted(self._mastered):
-            self.programmer.submit(host, None)
+            self._program_all(host, seen)
+
+    def _program_all(self, host: str, revision: object, sync: list[str] | None = None
+                      ) -> None:
+        """Recompute `host` in full (a dump first for `sync`); once its bridges took it,
+        publish that they hold the store up to `revision` (installed.py)."""
+        job = self.programmer.submit(host, None, sync=sync or ())
+        if self.marks is not None and isinstance(revision, int):
+            self.marks.track(host, revision, job)
 
     def _connected(self) -> dict[str, dict[str, Any]]:
         """host -> {bridge: datapath} of the switches connected to us."""
@@ -303,6 +326,8 @@ class HighAvailability:
         decisions = decide(self.me.id, controllers, keys, set(here), self.fenced())
         for host in sorted(decisions.release):
             self._release(host, keys[host].generation)
+            if self.marks is not None:
+                self.marks.forget(host)
             keys.pop(host, None)
         mastered = dict(decisions.mastered)
         for host in sorted(decisions.acquire):
@@ -374,7 +399,7 @@ class HighAvailability:
                 if role is Role.MASTER:
                     LOG.info("%s of %s: MASTER (generation %d); reconciling it", bridge,
                              host, got)
-                    self.programmer.submit(host, None, sync=[bridge])
+                    self._program_all(host, _store_marker(self.ctx.store), [bridge])
 
     # ---- views ---------------------------------------------------------------------------------
     def view(self) -> dict:
