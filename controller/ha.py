@@ -59,6 +59,7 @@ from controller.switches import OpenFlowError, Switches
 
 LOG = logging.getLogger("loris.ha")
 DEFAULT_PREFIX = "/loris/v1-ha/"      # wiring: the store's etcd_prefix + "-ha/"
+FOLLOW_PAUSE = 0.05     # seconds between two passes over our hosts woken by writes
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,8 @@ class HighAvailability:
                     next_tick = self.monotonic() + self.interval
                     self.tick()
                 else:
-                    self._follow_other_writers()
+                    self._follow_other_writers(quick=True)
+                    time.sleep(FOLLOW_PAUSE)    # a burst of writes: one pass for several
             except Exception:
                 LOG.exception("mastership loop")
             self._wake.wait(max(0.0, next_tick - self.monotonic()))
@@ -263,10 +265,12 @@ class HighAvailability:
                 self._mastered = {h: g for h, g in self._mastered.items() if h in here}
         self._apply_roles(here, dict(self._mastered))
 
-    def _follow_other_writers(self) -> None:
+    def _follow_other_writers(self, quick: bool = False) -> None:
         """Another controller committed to the shared store: our agents' long polls, the
         connects waiting here and the hosts we master follow (the hosts in full: the
-        programmer sends only what differs from what they hold)."""
+        programmer sends only what differs from what they hold). `quick` (woken by a
+        write, store_moved): only the hosts; the store's watch and our own commits already
+        woke the polls and connects concerned, each its own."""
         try:
             seen = _store_marker(self.ctx.store)
         except Exception as e:          # etcd away: the next tick looks again
@@ -277,8 +281,9 @@ class HighAvailability:
         first, self._data_version = self._data_version is None, seen
         if first:
             return
-        self.ctx.publish()
-        self.ctx.port_waiters.notify(self.ctx.port_waiters.keys())
+        if not quick:
+            self.ctx.publish()
+            self.ctx.port_waiters.notify(self.ctx.port_waiters.keys())
         for host in sorted(self._mastered):
             self._program_all(host, seen)
 
