@@ -79,8 +79,15 @@ class Connections:
                            "there, and can it reach the controller?", "agent_away")
 
     def connect(self, req: validate.PortCreate) -> dict:
+        tried: list[int] = []           # the port ids its insert claimed (connect_owners)
+        try:
+            return self._connect(req, tried)
+        finally:
+            self.ctx.connects_running.difference_update(tried)
+
+    def _connect(self, req: validate.PortCreate, tried: list[int]) -> dict:
         ctx = self.ctx
-        port = self._insert(req)
+        port = self._insert(req, tried)
         what = f"connecting {port.container} on {port.host_id} to pod {port.pod_id}"
         LOG.info("%s: port %d %s %s", what, port.id, port.ip, port.mac)
         phases = _Phases(ctx.metrics)
@@ -116,7 +123,7 @@ class Connections:
             self._undo(port, wait=getattr(e, "code", None) != "agent_away")
             raise
 
-    def _insert(self, req: validate.PortCreate) -> Port:
+    def _insert(self, req: validate.PortCreate, tried: list[int]) -> Port:
         ctx = self.ctx
         owner = ctx.connect_owner()
 
@@ -148,6 +155,9 @@ class Connections:
             port = tx.insert_port(req.host, req.container, pod.id, mac, iface,
                                   req.ip is None)
             tx.claim_connect(port.id, owner)   # recovery drops it only once we are gone
+            # running here before it commits: a sweep of ours never takes it for left over
+            ctx.connects_running.add(port.id)
+            tried.append(port.id)
             tx.bump([req.host])
             return port
 

@@ -48,14 +48,17 @@ def new_run() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def gone(owner: Owner | None, me: Owner, live_leases: Collection[int] | None) -> bool:
+def gone(owner: Owner | None, me: Owner, live_leases: Collection[int] | None,
+         running_here: bool = True) -> bool:
     """True when the connect owned by `owner` can never finish, so its pending port may be
     dropped by `me`. `live_leases`: etcd's live leases (mastership on), None without etcd
-    (one controller: another run is an earlier life of it or of a controller not running)."""
+    (one controller: another run is an earlier life of it or of a controller not running).
+    `running_here`: a connect of this process still runs for the port (one that ended
+    without removing its port, its undo having failed, is left over too)."""
     if owner is None:
         return True                       # no owner recorded: written before schema 5
     if owner.run == me.run:
-        return False                      # in flight in this process
+        return not running_here
     if owner.controller == me.controller:
         return True                       # an earlier run of this controller
     if live_leases is None or owner.lease is None:

@@ -55,6 +55,8 @@ class Context:
         self.run = new_run()
         self.lease: Callable[[], int | None] | None = None
         self.live_leases: Callable[[], set[int]] | None = None
+        # the ports whose connect runs in this process now (a set: add/discard are atomic)
+        self.connects_running: set[int] = set()
         # mastership on the store on etcd: up to which revision each host's master has
         # programmed it (controller/installed.py), for connects made elsewhere
         self.installed: Any = None

@@ -60,6 +60,7 @@ from controller.switches import OpenFlowError, Switches
 LOG = logging.getLogger("loris.ha")
 DEFAULT_PREFIX = "/loris/v1-ha/"      # wiring: the store's etcd_prefix + "-ha/"
 FOLLOW_PAUSE = 0.05     # seconds between two passes over our hosts woken by writes
+SWEEP_EVERY = 10.0      # seconds between two looks for unfinished connects left over
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class HighAvailability:
         self.monotonic = monotonic
         self.marks = marks              # the revisions our hosts are programmed up to
         self._full_tick = True          # wake(): a whole tick; store_moved(): follow only
+        self._next_sweep = monotonic() + SWEEP_EVERY
         self._lock = threading.Lock()
         self._lease: int | None = None
         self._valid_until = 0.0
@@ -347,18 +349,21 @@ class HighAvailability:
                          result.revision)
         gone = set(self._controllers) - set(controllers)
         self._controllers, self._keys = controllers, keys
-        if gone:
+        if gone or self.monotonic() >= self._next_sweep:
+            self._next_sweep = self.monotonic() + SWEEP_EVERY
             self._sweep(gone)
         return mastered
 
     def _sweep(self, gone: set[str]) -> None:
-        """Controllers left the registry (their leases ended): drop what their unfinished
-        connects left (recovery.sweep; any controller may, the store settles races)."""
-        why = f"controller {', '.join(sorted(gone))} went away"
+        """Controllers left the registry (their leases ended), or a while passed: drop what
+        unfinished connects of controllers that are gone left, and those of ours whose undo
+        failed (recovery.sweep; any controller may, the store settles races)."""
+        why = (f"controller {', '.join(sorted(gone))} went away" if gone else
+               "it ended (its undo failed) or its controller went away")
         try:
             dropped = recovery.sweep(self.ctx, why)
         except Exception as e:          # the next departure, or a restart, sweeps again
-            LOG.warning("dropping the unfinished connects of %s: %s", ", ".join(gone), e)
+            LOG.warning("dropping unfinished connects left over: %s", e)
             return
         if dropped:
             LOG.info("dropped %d unfinished connects: %s", dropped, why)

@@ -21,26 +21,34 @@ from controller.store import Port, Tx
 LOG = logging.getLogger("loris.service")
 
 
-def _left_over(ctx: Context) -> Callable[[Owner | None], bool]:
-    """Whether a connect of that owner can no longer finish. Leases unreadable (etcd
-    away): only this controller's earlier runs and ownerless rows are left over."""
+LeftOver = Callable[[int, "Owner | None"], bool]
+
+
+def _left_over(ctx: Context) -> LeftOver:
+    """Whether the connect of a port (its id, its owner) can no longer finish. Leases
+    unreadable (etcd away): only this controller's own and ownerless rows are left over."""
     me = Owner(ctx.controller_id, ctx.run)
+    running = ctx.connects_running
     if ctx.live_leases is None:
-        return lambda owner: gone(owner, me, None)
+        return lambda pid, owner: gone(owner, me, None, pid in running)
     try:
         live = ctx.live_leases()
     except (StoreError, ApiError) as e:
         LOG.warning("reading etcd's leases: %s; the other controllers' unfinished connects "
                     "are left for later", e)
-        return lambda owner: (owner is None or owner.controller == me.controller) and \
-            gone(owner, me, None)
-    return lambda owner: gone(owner, me, live)
+        return lambda pid, owner: (owner is None or owner.controller == me.controller) and \
+            gone(owner, me, None, pid in running)
+    return lambda pid, owner: gone(owner, me, live, pid in running)
 
 
-def _drop(tx: Tx, left_over: Callable[[Owner | None], bool], why: str
-          ) -> tuple[list[Port], list[int]]:
+def _stale(tx: Tx, left_over: LeftOver) -> list[Port]:
     owners = tx.connect_owners()
-    stale = [p for p in tx.ports() if p.state != "active" and left_over(owners.get(p.id))]
+    return [p for p in tx.ports() if p.state != "active" and left_over(p.id, owners.get(p.id))]
+
+
+def _drop(tx: Tx, left_over: LeftOver, why: str) -> tuple[list[Port], list[int]]:
+    owners = tx.connect_owners()
+    stale = _stale(tx, left_over)
     for port in stale:
         tx.delete_port(port.id)
         owner = owners.get(port.id)
@@ -87,13 +95,12 @@ def recover(ctx: Context) -> None:
 
 
 def sweep(ctx: Context, why: str) -> int:
-    """While running (another controller left): drop what connects of controllers that
-    are gone left, tell the agents of their hosts and reprogram their pods; how many ports
-    were dropped."""
+    """While running (another controller left; every ha.SWEEP_EVERY seconds): drop what
+    connects of controllers that are gone left (and ours whose undo failed), tell the
+    agents of their hosts and reprogram their pods; how many ports were dropped."""
     left_over = _left_over(ctx)
     with ctx.store.read() as tx:
-        owners = tx.connect_owners()
-        if not any(p.state != "active" and left_over(owners.get(p.id)) for p in tx.ports()):
+        if not _stale(tx, left_over):
             return 0
     stale, empty_pods = ctx.store.write(lambda tx: _drop(tx, left_over, why))
     if not stale and not empty_pods:

@@ -51,7 +51,7 @@ from controller.etcd import EtcdClient
 from controller.etcd_layout import DEFAULT_PREFIX as STORE_PREFIX
 from controller.ha import DEFAULT_PREFIX as HA_PREFIX
 from flows import Kind
-from hostagent.client import Client
+from hostagent.client import Client, ControllerUnreachable
 from lab import Lab
 from lab.netns import socket_in_netns
 
@@ -87,7 +87,7 @@ def connect(lab: Lab, via: str, name: str, host: str, ip: str) -> tuple[object, 
     body = {"host": host, "container": name, "ip": ip, "pod": POD}
     try:
         reply = clients(lab, via).send("POST", "/v1/ports", body)
-    except OSError as e:
+    except (OSError, ControllerUnreachable) as e:
         return "no answer", str(e)
     return reply.status, reply.body
 
@@ -137,11 +137,12 @@ def problems(lab: Lab, via: str, made: dict[str, str], unmade: dict[str, str]) -
 
 
 def wait_clean(lab: Lab, via: str, made: dict[str, str], unmade: dict[str, str],
-               timeout: float) -> None:
+               timeout: float, results: dict) -> None:
     deadline = time.monotonic() + timeout
     while (found := problems(lab, via, made, unmade)) and time.monotonic() < deadline:
         time.sleep(1)
-    assert not found, "\n".join(found[:30])
+    named = sorted({n for line in found if (n := line.split(" ", 1)[0]) in results})
+    assert not found, "\n".join(found[:30] + [f"{n}: {results[n]}" for n in named[:10]])
 
 
 def test_master_killed_under_ping_and_a_burst_of_connects(cluster):
@@ -182,7 +183,7 @@ def test_master_killed_under_ping_and_a_burst_of_connects(cluster):
     survivor = key.text
     made = {n: burst[n][0] for n, r in results.items() if r[0] == 201}
     unmade = {n: burst[n][0] for n, r in results.items() if r[0] != 201}
-    wait_clean(lab, survivor, made, unmade, TTL + 60)
+    wait_clean(lab, survivor, made, unmade, TTL + 60, results)
     unanswered = [n for n in made if not pings(lab, "a", burst[n][1].split("/")[0],
                                                count=1, wait=2)]
     pinger.send_signal(signal.SIGINT)

@@ -28,6 +28,11 @@ def test_which_pending_connects_are_left_over(owner, live, left_over):
     assert gone(owner, ME, live) is left_over
 
 
+def test_a_connect_of_this_process_that_ended_without_its_undo_is_left_over():
+    assert gone(Owner("c1", "run-now", 11), ME, {11}, running_here=False)
+    assert not gone(Owner("c1", "run-now", 11), ME, {11}, running_here=True)
+
+
 @pytest.fixture
 def parts(store_backend, tmp_path, request):
     store = None if store_backend == "sqlite" else open_test_store("etcd", tmp_path, request)
@@ -65,7 +70,8 @@ def as_controller(parts, cid: str, lease: int | None, live: set[int] | None) -> 
 def test_a_restart_drops_only_the_connects_of_controllers_that_are_gone(parts):
     me = as_controller(parts, "c1", 11, {11, 12})
     add_port(parts, container="done")
-    pending(parts, "mine-now", 6, me)
+    parts.context.connects_running.add(pending(parts, "mine-now", 6, me).id)
+    pending(parts, "mine-ended", 11, me)                 # its undo failed
     pending(parts, "mine-before", 7, Owner("c1", "earlier-run", 10))
     pending(parts, "c2-alive", 8, Owner("c2", "r2", 12))
     pending(parts, "c3-gone", 9, Owner("c3", "r3", 13))
@@ -93,7 +99,7 @@ def test_leases_unreadable_keep_the_other_controllers_connects(parts):
 def test_one_controller_drops_every_earlier_run_as_before(parts):
     me = as_controller(parts, "solo", None, None)
     assert me.lease is None
-    pending(parts, "now", 6, me)
+    parts.context.connects_running.add(pending(parts, "now", 6, me).id)
     pending(parts, "before", 7, Owner("solo", "earlier", None))
     pending(parts, "renamed", 8, Owner("old-name", "earlier", None))
     recovery.recover(parts.context)
