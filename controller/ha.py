@@ -59,7 +59,7 @@ from controller.switches import OpenFlowError, Switches
 
 LOG = logging.getLogger("loris.ha")
 DEFAULT_PREFIX = "/loris/v1-ha/"      # wiring: the store's etcd_prefix + "-ha/"
-FOLLOW_PAUSE = 0.05     # seconds between two passes over our hosts woken by writes
+FOLLOW_PAUSE = 0.1      # seconds between two passes over our hosts woken by writes
 SWEEP_EVERY = 10.0      # seconds between two looks for unfinished connects left over
 
 
