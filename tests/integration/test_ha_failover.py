@@ -13,14 +13,17 @@
    ended (the survivors drop its unfinished connects: controller/recovery.py) or is made
    in full, never half; another controller masters h1 within the lease TTL + 1 s (the
    takeover time is printed).
-2. 1,000 connect/disconnect cycles through the three controllers leave no key behind in
-   etcd (the key sets of the store's and the registry's prefixes are unchanged, but for
-   the audit trail and the writers' bookkeeping) and no lease but the controllers' own.
+2. 1,000 connect/disconnect cycles through the three controllers (a connect refused at
+   once as agent_away, by an overloaded controller, is allowed up to 2 %: it makes
+   nothing) leave no key behind in etcd (the key sets of the store's and the registry's
+   prefixes are unchanged, but for the audit trail and the writers' bookkeeping) and no
+   lease but the controllers' own.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import signal
 import threading
@@ -234,8 +237,9 @@ def test_master_killed_under_ping_and_a_burst_of_connects(cluster):
             assert clients(lab, via).send("DELETE", f"/v1/ports/{port['id']}").status == 204
 
 
-CYCLES = 1000
+CYCLES = int(os.environ.get("LORIS_HA_SOAK_CYCLES", "1000"))   # fewer: a quick local run
 SOAK_CLIENTS = 6                 # two per controller, each cycling two containers
+REFUSED_MAX = 0.02               # connects refused as agent_away (an overloaded machine)
 
 
 def store_keys(kv: EtcdClient) -> set[str]:
@@ -273,6 +277,7 @@ def test_thousand_cycles_through_three_controllers_leave_no_key_or_lease(cluster
     keys_before, ha_before = store_keys(kv), ha_keys(kv)
     counter = itertools.count()
     failures: list[str] = []
+    refused: list[str] = []          # 503 agent_away: refused at once, nothing made
 
     def cycle(c: int) -> None:
         via, pair = slots[c]
@@ -282,8 +287,10 @@ def test_thousand_cycles_through_three_controllers_leave_no_key_or_lease(cluster
             reply = api.send("POST", "/v1/ports", {"host": host, "container": name, "ip": ip,
                                                   "pod": POD})
             if reply.status != 201:
-                failures.append(f"cycle {i}: connect {name} via {via}: {reply.status} "
-                                f"{reply.body}")
+                code = (reply.body or {}).get("error", {}).get("code") \
+                    if isinstance(reply.body, dict) else None
+                (refused if code == "agent_away" else failures).append(
+                    f"cycle {i}: connect {name} via {via}: {reply.status} {reply.body}")
                 continue
             gone = api.send("DELETE", f"/v1/ports/{reply.body['id']}")
             if gone.status != 204:
@@ -297,6 +304,7 @@ def test_thousand_cycles_through_three_controllers_leave_no_key_or_lease(cluster
         t.join()
     elapsed = time.monotonic() - started
     assert not failures, failures[:5]
+    assert len(refused) <= REFUSED_MAX * CYCLES, refused[:5]
     names = {name for _, pair in slots for name, _, _ in pair}
     wait_for(lambda: not names & set(ports_now(lab, "c2")) and all(
         interface(lab, n.split("-c-", 1)[1]) is None for n in names), 30,
@@ -305,7 +313,8 @@ def test_thousand_cycles_through_three_controllers_leave_no_key_or_lease(cluster
     leases, live = controllers_leases(kv), set(kv.leases())
     kv.close()
     print(f"\nsoak on three controllers: {CYCLES} cycles, {SOAK_CLIENTS} clients, in "
-          f"{elapsed:.0f} s ({CYCLES / elapsed:.1f} cycles/s); {len(keys_after)} store keys "
+          f"{elapsed:.0f} s ({CYCLES / elapsed:.1f} cycles/s, {len(refused)} connects "
+          f"refused as agent_away); {len(keys_after)} store keys "
           f"(the audit trail and bookkeeping aside), {len(live)} leases")
     assert keys_after == keys_before, (sorted(keys_after - keys_before)[:20],
                                        sorted(keys_before - keys_after)[:20])
