@@ -19,6 +19,7 @@ from controller.etcd import StoreError
 from controller.store import Port, Tx
 
 LOG = logging.getLogger("loris.service")
+DROP_BATCH = 8
 
 
 LeftOver = Callable[[int, "Owner | None"], bool]
@@ -47,8 +48,10 @@ def _stale(tx: Tx, left_over: LeftOver) -> list[Port]:
 
 
 def _drop(tx: Tx, left_over: LeftOver, why: str) -> tuple[list[Port], list[int]]:
+    """Drop up to DROP_BATCH left-over ports (one etcd transaction holds at most
+    --max-txn-ops operations: a port is about ten of them)."""
     owners = tx.connect_owners()
-    stale = _stale(tx, left_over)
+    stale = _stale(tx, left_over)[:DROP_BATCH]
     for port in stale:
         tx.delete_port(port.id)
         owner = owners.get(port.id)
@@ -82,15 +85,18 @@ def recover(ctx: Context) -> None:
     left_over = _left_over(ctx)
     why = "the controller restarted"
 
-    def drop(tx: Tx) -> tuple[list[Port], list[int], tuple[int, int, int]]:
-        # run again if another controller wrote meanwhile (etcd)
-        stale, empty_pods = _drop(tx, left_over, why)
-        tx.bump_all()
-        return stale, empty_pods, (len(tx.hosts()), len(tx.pods()), len(tx.ports()))
+    while True:         # in batches; store.write runs each again if another wrote (etcd)
+        stale, empty_pods = ctx.store.write(lambda tx: _drop(tx, left_over, why))
+        _log(stale, empty_pods, why)
+        if len(stale) < DROP_BATCH:
+            break
 
-    stale, empty_pods, counts = ctx.store.write(drop)
+    def bump(tx: Tx) -> tuple[int, int, int]:
+        tx.bump_all()
+        return len(tx.hosts()), len(tx.pods()), len(tx.ports())
+
+    counts = ctx.store.write(bump)
     ctx.publish()
-    _log(stale, empty_pods, why)
     LOG.info("state loaded from %s: %d hosts, %d pods, %d ports", ctx.store.path, *counts)
 
 
@@ -102,12 +108,17 @@ def sweep(ctx: Context, why: str) -> int:
     with ctx.store.read() as tx:
         if not _stale(tx, left_over):
             return 0
-    stale, empty_pods = ctx.store.write(lambda tx: _drop(tx, left_over, why))
-    if not stale and not empty_pods:
+    stale: list[Port] = []
+    while True:         # in batches (_drop)
+        batch, empty_pods = ctx.store.write(lambda tx: _drop(tx, left_over, why))
+        stale += batch
+        _log(batch, empty_pods, why)
+        if len(batch) < DROP_BATCH:
+            break
+    if not stale:
         return 0
     ctx.publish()
     ctx.ports_changed([p.id for p in stale])
-    _log(stale, empty_pods, why)
     with ctx.store.read() as tx:
         hosts = {h.id for h in tx.hosts()}
     for pod_id in {p.pod_id for p in stale}:
