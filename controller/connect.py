@@ -29,6 +29,7 @@ from functools import partial
 from controller import docker_ipam, ipam, pods, validate, views
 from controller.context import Context
 from controller.errors import ApiError, conflict, invalid, not_found, unavailable
+from controller.installed import store_revision
 from controller.metrics import Metrics
 from controller.store import Port, Tx
 
@@ -78,8 +79,15 @@ class Connections:
                            "there, and can it reach the controller?", "agent_away")
 
     def connect(self, req: validate.PortCreate) -> dict:
+        tried: list[int] = []           # the port ids its insert claimed (connect_owners)
+        try:
+            return self._connect(req, tried)
+        finally:
+            self.ctx.connects_running.difference_update(tried)
+
+    def _connect(self, req: validate.PortCreate, tried: list[int]) -> dict:
         ctx = self.ctx
-        port = self._insert(req)
+        port = self._insert(req, tried)
         what = f"connecting {port.container} on {port.host_id} to pod {port.pod_id}"
         LOG.info("%s: port %d %s %s", what, port.id, port.ip, port.mac)
         phases = _Phases(ctx.metrics)
@@ -91,9 +99,11 @@ class Connections:
                 others = ctx.pod_hosts(tx, port.pod_id) - {port.host_id}
             alongside = ctx.start_programming(port.pod_id, others, port.host_id, what)
             self._wait_wired(port)
+            wired_at = store_revision(ctx.store)        # the store on etcd
             phases.done("wiring")
-            ctx.program_pod(port.pod_id, {port.host_id}, port.host_id, what)
-            ctx.finish_programming(alongside, port.pod_id, port.host_id, what)
+            elsewhere = ctx.program_pod(port.pod_id, {port.host_id}, port.host_id, what)
+            elsewhere |= ctx.finish_programming(alongside, port.pod_id, port.host_id, what)
+            self._wait_masters(port, elsewhere, wired_at, what)
             phases.done("programming")
             ctx.store.write(partial(_activate, port))
             if port.dhcp:
@@ -113,8 +123,9 @@ class Connections:
             self._undo(port, wait=getattr(e, "code", None) != "agent_away")
             raise
 
-    def _insert(self, req: validate.PortCreate) -> Port:
+    def _insert(self, req: validate.PortCreate, tried: list[int]) -> Port:
         ctx = self.ctx
+        owner = ctx.connect_owner()
 
         def insert(tx: Tx) -> Port:
             # store.write runs it again if another controller wrote meanwhile (etcd)
@@ -144,6 +155,10 @@ class Connections:
                                "no_local_vlan")
             port = tx.insert_port(req.host, req.container, pod.id, mac, iface,
                                   req.ip is None)
+            tx.claim_connect(port.id, owner)   # recovery drops it only once we are gone
+            # running here before it commits: a sweep of ours never takes it for left over
+            ctx.connects_running.add(port.id)
+            tried.append(port.id)
             tx.bump([req.host])
             return port
 
@@ -190,6 +205,27 @@ class Connections:
             raise ApiError(422, row.error_code or "wiring_failed",
                            f"host {port.host_id} could not wire container {port.container}: "
                            f"{row.error_message}")
+
+    def _wait_masters(self, port: Port, hosts: set[str], revision: int | None,
+                      what: str) -> None:
+        """Mastership on: the hosts another controller masters have the port's flows once
+        their master says it programmed them from the store at `revision` or later
+        (controller/installed.py). The port's own host must; another host that does not
+        in time gets them when its master catches up (as a disconnected one would)."""
+        marks = self.ctx.installed
+        if marks is None or not hosts or revision is None:
+            return
+        settings = self.ctx.settings
+        timeout = 3 * settings.flow_timeout + settings.ha_lease_ttl
+        missing = marks.wait(hosts, revision, timeout)
+        if port.host_id in missing:
+            raise unavailable(f"the OpenFlow master of host {port.host_id} did not install "
+                              f"the flows of pod {port.pod_id} within {timeout:g} s; see "
+                              "`loris controllers` for the host's master and its health",
+                              "flows_failed")
+        for host in sorted(missing):
+            LOG.warning("%s: the OpenFlow master of host %s has not installed the pod's "
+                        "flows within %g s; it will when it catches up", what, host, timeout)
 
     def _wait_leased(self, port: Port) -> None:
         timeout = self.ctx.settings.lease_timeout
@@ -252,6 +288,7 @@ def _activate(port: Port, tx: Tx) -> None:
     if tx.port(port.id) is None:
         raise _deleted(port)
     tx.update_port(port.id, state="active")
+    tx.finish_connect(port.id)
     tx.settle_implicit_pod(port.pod_id)
     if port.dhcp:
         # `active` starts a DHCP port's client; for a static port it changes nothing on the

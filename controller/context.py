@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from controller.agents import AgentBoard
 from controller.concurrency import Waiters
 from controller.config import Settings
+from controller.connect_owners import Owner, new_run
 from controller.errors import ApiError, not_found, unavailable
 from controller.metrics import Metrics
 from controller.programmer import NOT_CONNECTED, NOT_MASTER, NOT_REGISTERED, OK, Future, Programmer
@@ -48,6 +49,17 @@ class Context:
         self._dpids: Mapping[int, tuple[str, str]] = MappingProxyType({})
         # controllers, masters and roles for the views (controller/ha_views.py; wiring.py)
         self.cluster: Any = None
+        # who runs this process's connects (connect_owners.py): the controller id and
+        # lease are set by wiring.py when mastership is on
+        self.controller_id = settings.controller_id or ""
+        self.run = new_run()
+        self.lease: Callable[[], int | None] | None = None
+        self.live_leases: Callable[[], set[int]] | None = None
+        # the ports whose connect runs in this process now (a set: add/discard are atomic)
+        self.connects_running: set[int] = set()
+        # mastership on the store on etcd: up to which revision each host's master has
+        # programmed it (controller/installed.py), for connects made elsewhere
+        self.installed: Any = None
         self.publish()
 
     # ---- after a commit --------------------------------------------------------------------
@@ -70,6 +82,18 @@ class Context:
         handlers."""
         return self._dpids.get(dpid)
 
+    def connect_owner(self) -> Owner:
+        """The owner a connect started now records; with mastership on, a controller
+        without an etcd lease runs none (no other controller could tell it alive)."""
+        if self.lease is None:
+            return Owner(self.controller_id, self.run)
+        lease = self.lease()
+        if lease is None:
+            raise unavailable(f"controller {self.controller_id} holds no etcd lease at the "
+                              "moment (it is registering again); retry, or connect through "
+                              "another controller", "controller_unregistered")
+        return Owner(self.controller_id, self.run, lease)
+
     # ---- reads inside a transaction --------------------------------------------------------
     @staticmethod
     def host_or_404(tx: Tx, host_id: str) -> Host:
@@ -85,14 +109,15 @@ class Context:
 
     # ---- programming the switches ----------------------------------------------------------
     def program_pod(self, pod_id: int, hosts: Iterable[str], required: str | None = None,
-                    what: str = "") -> None:
+                    what: str = "") -> set[str]:
         """Install a pod's flows on `hosts`; raise if `required`'s bridges did not take them,
         or if a connected switch rejected them. Hosts whose switches are not connected are
         skipped: they are reconciled in full when they connect. Hosts other than `required`
         whose agent is away (agents.py) get the flows in the background, unwaited for: they
-        may be unreachable, and are reconciled in full when their agent is back."""
-        self.finish_programming(self.start_programming(pod_id, hosts, required, what),
-                                pod_id, required, what)
+        may be unreachable, and are reconciled in full when their agent is back. Returns
+        the hosts whose OpenFlow master is another controller (mastership on)."""
+        return self.finish_programming(self.start_programming(pod_id, hosts, required, what),
+                                       pod_id, required, what)
 
     def start_programming(self, pod_id: int, hosts: Iterable[str], required: str | None = None,
                           what: str = "") -> dict[str, Future]:
@@ -106,16 +131,18 @@ class Context:
         return {h: self.programmer.submit(h, [pod_id]) for h in hosts if h not in away}
 
     def finish_programming(self, started: dict[str, Future], pod_id: int,
-                           required: str | None = None, what: str = "") -> None:
-        """The second half of program_pod: wait for the jobs, raise as it does."""
+                           required: str | None = None, what: str = "") -> set[str]:
+        """The second half of program_pod: wait for the jobs, raise and return as it does."""
         results = self.programmer.wait(started, 3 * self.settings.flow_timeout)
+        elsewhere: set[str] = set()
         for host_id, bridges in sorted(results.items()):
             for bridge, status in bridges.items():
                 if status == OK:
                     continue
                 if status == NOT_MASTER:
-                    LOG.info("%s: %s of %s is programmed by its OpenFlow master", what,
-                             bridge, host_id)
+                    LOG.debug("%s: %s of %s is programmed by its OpenFlow master", what,
+                              bridge, host_id)
+                    elsewhere.add(host_id)
                     continue
                 if host_id != required and status in (NOT_CONNECTED, NOT_REGISTERED):
                     LOG.info("%s: %s of %s: %s; it gets the flows when it connects", what,
@@ -127,6 +154,7 @@ class Context:
                 raise unavailable(f"{bridge} of host {host_id} is not connected to the "
                                   "controller over OpenFlow; check loris-hostagent and the "
                                   "bridge's controller target there", "switch_not_connected")
+        return elsewhere
 
     def program_pod_quietly(self, pod_id: int, hosts: Iterable[str], what: str) -> None:
         """program_pod after a change that is committed whatever happens: a switch that

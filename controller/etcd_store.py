@@ -36,6 +36,7 @@ one, at most the revision of the write that made it, the same on every controlle
 from __future__ import annotations
 
 import logging
+import random
 import sqlite3
 import threading
 import time
@@ -66,6 +67,7 @@ from flows.contract import GLOBAL_POD
 LOG = logging.getLogger("loris.store")
 T = TypeVar("T")
 WRITE_ATTEMPTS = 5
+WRITE_PATIENCE = 10.0     # seconds a write(fn) keeps running fn again after conflicts
 FOLLOW_WAIT = 1.0     # seconds a transaction waits for the watch before listing again
 
 
@@ -248,16 +250,21 @@ class EtcdStore:
 
     def write(self, fn: Callable[[Tx], T]) -> T:
         """`fn(tx)` in a write transaction, run again on the fresh state when another
-        controller wrote meanwhile (StoreConflict), a few times at most."""
-        for attempt in range(WRITE_ATTEMPTS):
+        controller wrote meanwhile (StoreConflict), for up to WRITE_PATIENCE seconds (at
+        least WRITE_ATTEMPTS times): three controllers under a burst of connects conflict
+        often, and a connect's undo or a disconnect that gave up would leave a port. The
+        pauses grow and are jittered, so that writers that collided do not collide again."""
+        deadline = time.monotonic() + WRITE_PATIENCE
+        attempt = 0
+        while True:
             try:
                 with self.tx() as tx:
                     return fn(tx)
             except StoreConflict:
-                if attempt == WRITE_ATTEMPTS - 1:
+                attempt += 1
+                if attempt >= WRITE_ATTEMPTS and time.monotonic() >= deadline:
                     raise
-                time.sleep(0.005 * (attempt + 1))
-        raise AssertionError("unreachable")
+                time.sleep(random.uniform(0.5, 1.5) * min(0.005 * attempt, 0.1))
 
     @contextmanager
     def read(self) -> Iterator[Tx]:

@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controller import recovery
 from controller.context import Context
 from controller.etcd import (
     Delete,
@@ -50,6 +51,7 @@ from controller.etcd import (
     create_revision_is,
     key_absent,
 )
+from controller.installed import InstalledMarks, store_revision
 from controller.mastership import ControllerEntry, MasterKey, Role, decide, fence_deadline, role_for
 from controller.programmer import Programmer
 from controller.roles import Roles
@@ -57,6 +59,8 @@ from controller.switches import OpenFlowError, Switches
 
 LOG = logging.getLogger("loris.ha")
 DEFAULT_PREFIX = "/loris/v1-ha/"      # wiring: the store's etcd_prefix + "-ha/"
+FOLLOW_PAUSE = 0.1      # seconds between two passes over our hosts woken by writes
+SWEEP_EVERY = 10.0      # seconds between two looks for unfinished connects left over
 
 
 @dataclass(frozen=True)
@@ -81,12 +85,11 @@ def identity(settings: Any) -> Identity:
 
 
 def _store_marker(store: Any) -> object:
-    """What moves when another controller committed: the etcd store's revision (its watch
+    """What moves when a controller committed: the etcd store's last write (its watch
     keeps the mirror current), else SQLite's data_version of the writing connection (it
     moves on other connections' commits only)."""
-    if hasattr(store, "revision"):
-        return store.revision
-    return store.pragma("data_version")
+    revision = store_revision(store)
+    return store.pragma("data_version") if revision is None else revision
 
 
 def _own_address() -> str:
@@ -100,7 +103,8 @@ class HighAvailability:
     def __init__(self, client: EtcdClient, me: Identity, ttl: int, interval: float,
                  ctx: Context, switches: Switches, roles: Roles, programmer: Programmer,
                  prefix: str = DEFAULT_PREFIX,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 marks: InstalledMarks | None = None) -> None:
         self.client = client
         self.controllers_prefix = prefix + "controllers/"
         self.masters_prefix = prefix + "masters/"
@@ -113,6 +117,9 @@ class HighAvailability:
         self.roles = roles
         self.programmer = programmer
         self.monotonic = monotonic
+        self.marks = marks              # the revisions our hosts are programmed up to
+        self._full_tick = True          # wake(): a whole tick; store_moved(): follow only
+        self._next_sweep = monotonic() + SWEEP_EVERY
         self._lock = threading.Lock()
         self._lease: int | None = None
         self._valid_until = 0.0
@@ -175,6 +182,24 @@ class HighAvailability:
         LOG.info("registered in etcd as %s (lease %x, TTL %d s)", self.me.id, lease.id,
                  self.ttl)
 
+    def lease(self) -> int | None:
+        """The id of the lease we hold, while it is surely alive (not fenced)."""
+        with self._lock:
+            return self._lease if self.monotonic() < self._valid_until else None
+
+    def live_leases(self) -> set[int]:
+        """Every live lease in etcd (connect_owners.gone: is a connect's owner alive?)."""
+        return set(self.client.leases())
+
+    def register(self) -> None:
+        """Take a lease now (at start, before the REST API serves connects); on failure
+        the loop tries again."""
+        try:
+            self._register()
+        except StoreError as e:
+            self.last_error = str(e)
+            LOG.warning("registering in etcd: %s", e)
+
     def revoke(self) -> None:
         """Leave at once (a clean stop): our keys go, the others take our hosts now."""
         with self._lock:
@@ -187,15 +212,28 @@ class HighAvailability:
 
     # ---- the loop ----------------------------------------------------------------------------
     def wake(self) -> None:
+        self._full_tick = True
+        self._wake.set()
+
+    def store_moved(self) -> None:
+        """Another controller committed (the store's watch): our hosts follow at once,
+        the registry and master keys are read at the next tick as usual."""
         self._wake.set()
 
     def run_forever(self) -> None:
+        next_tick = self.monotonic()
         while True:
+            full, self._full_tick = self._full_tick or self.monotonic() >= next_tick, False
             try:
-                self.tick()
+                if full:
+                    next_tick = self.monotonic() + self.interval
+                    self.tick()
+                else:
+                    self._follow_other_writers(quick=True)
+                    time.sleep(FOLLOW_PAUSE)    # a burst of writes: one pass for several
             except Exception:
                 LOG.exception("mastership loop")
-            self._wake.wait(self.interval)
+            self._wake.wait(max(0.0, next_tick - self.monotonic()))
             self._wake.clear()
 
     def tick(self) -> None:
@@ -229,10 +267,12 @@ class HighAvailability:
                 self._mastered = {h: g for h, g in self._mastered.items() if h in here}
         self._apply_roles(here, dict(self._mastered))
 
-    def _follow_other_writers(self) -> None:
+    def _follow_other_writers(self, quick: bool = False) -> None:
         """Another controller committed to the shared store: our agents' long polls, the
         connects waiting here and the hosts we master follow (the hosts in full: the
-        programmer sends only what differs from what they hold)."""
+        programmer sends only what differs from what they hold). `quick` (woken by a
+        write, store_moved): only the hosts; the store's watch and our own commits already
+        woke the polls and connects concerned, each its own."""
         try:
             seen = _store_marker(self.ctx.store)
         except Exception as e:          # etcd away: the next tick looks again
@@ -243,10 +283,19 @@ class HighAvailability:
         first, self._data_version = self._data_version is None, seen
         if first:
             return
-        self.ctx.publish()
-        self.ctx.port_waiters.notify(self.ctx.port_waiters.keys())
+        if not quick:
+            self.ctx.publish()
+            self.ctx.port_waiters.notify(self.ctx.port_waiters.keys())
         for host in sorted(self._mastered):
-            self.programmer.submit(host, None)
+            self._program_all(host, seen)
+
+    def _program_all(self, host: str, revision: object, sync: list[str] | None = None
+                      ) -> None:
+        """Recompute `host` in full (a dump first for `sync`); once its bridges took it,
+        publish that they hold the store up to `revision` (installed.py)."""
+        job = self.programmer.submit(host, None, sync=sync or ())
+        if self.marks is not None and isinstance(revision, int):
+            self.marks.track(host, revision, job)
 
     def _connected(self) -> dict[str, dict[str, Any]]:
         """host -> {bridge: datapath} of the switches connected to us."""
@@ -284,6 +333,8 @@ class HighAvailability:
         decisions = decide(self.me.id, controllers, keys, set(here), self.fenced())
         for host in sorted(decisions.release):
             self._release(host, keys[host].generation)
+            if self.marks is not None:
+                self.marks.forget(host)
             keys.pop(host, None)
         mastered = dict(decisions.mastered)
         for host in sorted(decisions.acquire):
@@ -296,8 +347,26 @@ class HighAvailability:
                 keys[host] = MasterKey(self.me.id, result.revision)
                 LOG.info("we are now the master of host %s (generation %d)", host,
                          result.revision)
+        gone = set(self._controllers) - set(controllers)
         self._controllers, self._keys = controllers, keys
+        if gone or self.monotonic() >= self._next_sweep:
+            self._next_sweep = self.monotonic() + SWEEP_EVERY
+            self._sweep(gone)
         return mastered
+
+    def _sweep(self, gone: set[str]) -> None:
+        """Controllers left the registry (their leases ended), or a while passed: drop what
+        unfinished connects of controllers that are gone left, and those of ours whose undo
+        failed (recovery.sweep; any controller may, the store settles races)."""
+        why = (f"controller {', '.join(sorted(gone))} went away" if gone else
+               "it ended (its undo failed) or its controller went away")
+        try:
+            dropped = recovery.sweep(self.ctx, why)
+        except Exception as e:          # the next departure, or a restart, sweeps again
+            LOG.warning("dropping unfinished connects left over: %s", e)
+            return
+        if dropped:
+            LOG.info("dropped %d unfinished connects: %s", dropped, why)
 
     def _release(self, host: str, generation: int) -> None:
         key = self.masters_prefix + host
@@ -340,7 +409,7 @@ class HighAvailability:
                 if role is Role.MASTER:
                     LOG.info("%s of %s: MASTER (generation %d); reconciling it", bridge,
                              host, got)
-                    self.programmer.submit(host, None, sync=[bridge])
+                    self._program_all(host, _store_marker(self.ctx.store), [bridge])
 
     # ---- views ---------------------------------------------------------------------------------
     def view(self) -> dict:

@@ -80,6 +80,8 @@ class LorisApp(app_manager.OSKenApp):
     def start(self):
         thread = super().start()
         parts = self.parts
+        if parts.ha is not None:        # a lease first: connects record it as their owner's
+            parts.ha.register()
         recovery.recover(parts.context)
         from controller.api import make_server, tls_context
         tls = (tls_context(parts.settings.api_cert, parts.settings.api_key)
@@ -100,6 +102,8 @@ class LorisApp(app_manager.OSKenApp):
         if parts.ha is not None:        # several controllers: registry, mastership (ha.py)
             self.threads.append(hub.spawn(parts.ha.keepalive_forever))
             self.threads.append(hub.spawn(parts.ha.run_forever))
+            if parts.ha.marks is not None:
+                self.threads.append(hub.spawn(parts.ha.marks.publish_forever))
             LOG.info("controller %s: mastership through %s", parts.ha.me.id,
                      parts.settings.etcd_endpoints)
         LOG.info("Loris controller up: REST %s, OpenFlow port %d, store %s",

@@ -9,12 +9,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from controller.connect_owners import CONNECT_OWNERS_SCHEMA
 from controller.docker_rows import DOCKER_MACS_SCHEMA, DOCKER_SCHEMA
 from controller.pod_rows import POD_NAMES_MIGRATION
 from controller.safety_rows import SAFETY_SCHEMA
 from flows.contract import MAX_LOCAL_VLAN, MIN_LOCAL_VLAN
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS counters (
@@ -83,6 +84,7 @@ MIGRATIONS: dict[int, str] = {
     3: POD_NAMES_MIGRATION,     # every pod has a unique name (controller/pod_rows.py)
     4: DOCKER_SCHEMA,           # addresses reserved by Docker's IPAM (docker_rows.py)
     5: DOCKER_MACS_SCHEMA,      # the MAC each Docker address was given (docker_rows.py)
+    6: CONNECT_OWNERS_SCHEMA,   # who runs each unfinished connect (connect_owners.py)
 }
 
 

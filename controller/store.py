@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from controller.concurrency import run_blocking
+from controller.connect_owners import ConnectOwnerRows
 from controller.docker_rows import DockerRows
 from controller.errors import ApiError, unavailable
 from controller.pod_rows import PodNameRows
@@ -53,7 +54,7 @@ __all__ = ["GLOBAL_POD", "Host", "Pod", "Port", "Store", "Tx"]   # rows re-expor
 T = TypeVar("T")
 
 
-class Tx(SafetyRows, PodNameRows, DockerRows):
+class Tx(SafetyRows, PodNameRows, DockerRows, ConnectOwnerRows):
     """One open transaction. Methods raise nothing but sqlite3 errors and ApiError."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:

@@ -25,6 +25,7 @@ from controller.ha import HighAvailability
 from controller.ha import identity as ha_identity
 from controller.ha_views import ClusterView
 from controller.hosts import Hosts
+from controller.installed import InstalledMarks
 from controller.metrics import Metrics, Sources
 from controller.observe import Observe
 from controller.pods import Pods
@@ -139,11 +140,32 @@ def _high_availability(settings: Settings, ctx: Context, switches: Switches,
     roles = Roles(switches, enforced=bool(endpoints))
     switches.write_gate = roles.may_write
     me = ha_identity(settings)
+    ctx.controller_id = me.id
     ha = None
     if endpoints:
         client = etcd_client(settings, timeout=max(1.0, settings.ha_lease_ttl / 4))
+        prefix = settings.etcd_prefix.rstrip("/") + "-ha/"
         ha = HighAvailability(client, me, settings.ha_lease_ttl, settings.ha_interval, ctx,
-                              switches, roles, programmer,
-                              prefix=settings.etcd_prefix.rstrip("/") + "-ha/")
+                              switches, roles, programmer, prefix=prefix)
+        ctx.lease, ctx.live_leases = ha.lease, ha.live_leases
+        if isinstance(ctx.store, EtcdStore):    # revisions to wait for (installed.py)
+            ha.marks = ctx.installed = InstalledMarks(client, prefix, ha.lease,
+                                                      settings.flow_timeout)
+            changed = ctx.store.on_change
+
+            def moved(changes: Changes) -> None:
+                if changed is not None:
+                    changed(changes)
+                ha.store_moved()            # the masters reprogram at once
+
+            ctx.store.on_change = moved
+            committed = ctx.store.on_commit
+
+            def wrote(seconds: float) -> None:
+                if committed is not None:
+                    committed(seconds)
+                ha.store_moved()            # our own writes too (an agent's report here)
+
+            ctx.store.on_commit = wrote
     ctx.cluster = ClusterView(ctx, me, roles, ha)
     return roles, ha

@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import partial
 
 from helpers import wait_for
 
-from hostagent.client import Client
+from hostagent.client import ApiError, Client, ControllerUnreachable
 from lab import Lab
 from lab.launchers import REPO_ROOT, venv_bin
 from lab.naming import CONTROL_IP
@@ -23,6 +24,9 @@ from lab.netns import socket_in_netns
 from lab.procs import LabProcess
 
 TTL = 3                                  # the controllers' lease TTL in the tests
+# three controllers over a three-member etcd, three hosts (three_controllers)
+CLUSTER_PORTS = {"c1": (8780, 6653), "c2": (8781, 6654), "c3": (8782, 6655)}
+CLUSTER_HOSTS = ("h1", "h2", "h3")
 
 
 def url(api_port: int) -> str:
@@ -151,3 +155,62 @@ class OpenFlowProbe:
                          f'target="{self.target}"').strip()
         if uuid:
             ovs.vsctl("remove", "Bridge", "br-int", "controller", uuid)
+
+
+@contextmanager
+def three_controllers() -> Iterator[dict]:
+    """A lab of three hosts, a 3-member etcd and three controllers (CLUSTER_PORTS) on the
+    store on etcd; the agents are given all three REST URLs. Yields {"lab", "etcd", "env",
+    "procs": {controller id: process}}."""
+    with Lab(hosts=3, tunnel="vxlan", docker=False) as lab:
+        etcd = lab.start_etcd(members=3)
+        env = {"LORIS_STORE": "etcd", "LORIS_ETCD_ENDPOINTS": ",".join(etcd.endpoints)}
+        lab.controller_env = env            # where lab.agent_token_file issues the tokens
+        procs = {cid: start_controller(lab, cid, *CLUSTER_PORTS[cid], env)
+                 for cid in CLUSTER_PORTS}
+        for host in CLUSTER_HOSTS:
+            lab.start_agent(host, extra_args=["--controller", cluster_urls()])
+        yield {"lab": lab, "etcd": etcd, "env": env, "procs": procs}
+
+
+def cluster_urls(first: str = "c1") -> str:
+    """The three controllers' REST URLs, comma-separated, `first` first (as the CLI and
+    the agents take them)."""
+    order = [first, *(c for c in CLUSTER_PORTS if c != first)]
+    return ",".join(url(CLUSTER_PORTS[c][0]) for c in order)
+
+
+def settled(lab: Lab, via: str = "c1", alive: tuple[str, ...] = tuple(CLUSTER_PORTS)) -> bool:
+    """Every live controller healthy, every host mastered by one of them, both bridges of
+    every host MASTER on exactly that one and synced (not yet while a controller answers
+    503 because etcd is electing a leader)."""
+    try:
+        return _settled(lab, via, alive)
+    except (ApiError, ControllerUnreachable):
+        return False
+
+
+def _settled(lab: Lab, via: str, alive: tuple[str, ...]) -> bool:
+    reg = registry(lab, CLUSTER_PORTS[via][0])
+    if set(reg) != set(alive) or not all(c["healthy"] for c in reg.values()):
+        return False
+    masters = {h: c for c, entry in reg.items() for h in entry["masters"]}
+    if set(masters) != set(CLUSTER_HOSTS):
+        return False
+    for host in CLUSTER_HOSTS:
+        view = client(lab, CLUSTER_PORTS[masters[host]][0]).request("GET", f"/v1/hosts/{host}")
+        bridges = view["openflow"]["bridges"].values()
+        if view["openflow"]["master"] != masters[host] or not all(
+                b["synced"] and b["roles"].get(masters[host]) == "master" for b in bridges):
+            return False
+    return True
+
+
+def agents_heard(lab: Lab, via: str = "c1") -> bool:
+    """No host's agent is away for controller `via` (after an outage agents back off for up
+    to 10 s between tries, so they are heard again a little after the controllers settle)."""
+    try:
+        hosts = client(lab, CLUSTER_PORTS[via][0]).request("GET", "/v1/hosts")
+    except (ApiError, ControllerUnreachable):
+        return False
+    return all(not h["agent"]["away"] for h in hosts)

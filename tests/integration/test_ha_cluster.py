@@ -17,66 +17,36 @@ from collections.abc import Iterator
 
 import pytest
 from ha_lab import (
+    CLUSTER_HOSTS,
+    CLUSTER_PORTS,
     TTL,
     OpenFlowProbe,
+    agents_heard,
     client,
     ovs_controllers,
     registry,
+    settled,
     start_controller,
-    url,
+    three_controllers,
 )
 from helpers import ping_counts, ping_in_background, pings, wait_for
 
 from controller.etcd import EtcdClient
 from controller.ha import DEFAULT_PREFIX
-from hostagent.client import ApiError, ControllerUnreachable
 from lab import Lab
 from lab.naming import CONTROL_IP
 
 pytestmark = [pytest.mark.integration]
 
-PORTS = {"c1": (8780, 6653), "c2": (8781, 6654), "c3": (8782, 6655)}
-HOSTS = ("h1", "h2", "h3")
+PORTS = CLUSTER_PORTS
+HOSTS = CLUSTER_HOSTS
 PROBE_PORT = 6656                        # the test's own OpenFlow connection
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict]:
-    with Lab(hosts=3, tunnel="vxlan", docker=False) as lab:
-        etcd = lab.start_etcd(members=3)
-        env = {"LORIS_STORE": "etcd", "LORIS_ETCD_ENDPOINTS": ",".join(etcd.endpoints)}
-        lab.controller_env = env            # where lab.agent_token_file issues the tokens
-        procs = {cid: start_controller(lab, cid, *PORTS[cid], env) for cid in PORTS}
-        urls = ",".join(url(api) for api, _ in PORTS.values())
-        for host in HOSTS:
-            lab.start_agent(host, extra_args=["--controller", urls])
-        yield {"lab": lab, "etcd": etcd, "env": env, "procs": procs}
-
-
-def settled(lab: Lab, via: str = "c1", alive: tuple[str, ...] = tuple(PORTS)) -> bool:
-    """Every live controller healthy, every host mastered by one of them, both bridges of
-    every host MASTER on exactly that one and synced (not yet while a controller answers
-    503 because etcd is electing a leader)."""
-    try:
-        return _settled(lab, via, alive)
-    except (ApiError, ControllerUnreachable):
-        return False
-
-
-def _settled(lab: Lab, via: str, alive: tuple[str, ...]) -> bool:
-    reg = registry(lab, PORTS[via][0])
-    if set(reg) != set(alive) or not all(c["healthy"] for c in reg.values()):
-        return False
-    masters = {h: c for c, entry in reg.items() for h in entry["masters"]}
-    if set(masters) != set(HOSTS):
-        return False
-    for host in HOSTS:
-        view = client(lab, PORTS[masters[host]][0]).request("GET", f"/v1/hosts/{host}")
-        bridges = view["openflow"]["bridges"].values()
-        if view["openflow"]["master"] != masters[host] or not all(
-                b["synced"] and b["roles"].get(masters[host]) == "master" for b in bridges):
-            return False
-    return True
+    with three_controllers() as lab_and_parts:
+        yield lab_and_parts
 
 
 def test_every_host_has_one_master(cluster):
@@ -84,16 +54,6 @@ def test_every_host_has_one_master(cluster):
     wait_for(lambda: settled(lab), 90, "three healthy controllers, one master per host")
     reg = registry(lab, PORTS["c2"][0])
     print("masters:", {c: e["masters"] for c, e in reg.items()})
-
-
-def agents_heard(lab: Lab, via: str = "c1") -> bool:
-    """No host's agent is away for controller `via` (after an outage agents back off for up
-    to 10 s between tries, so they are heard again a little after the controllers settle)."""
-    try:
-        hosts = client(lab, PORTS[via][0]).request("GET", "/v1/hosts")
-    except (ApiError, ControllerUnreachable):
-        return False
-    return all(not h["agent"]["away"] for h in hosts)
 
 
 def _connect(lab: Lab, via: str, name: str, host: str, ip: str) -> tuple[int, object]:
