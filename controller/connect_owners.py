@@ -1,4 +1,4 @@
-"""Which controller owns an unfinished connect, and whether that owner is gone (schema 5).
+"""Which controller owns an unfinished connect, and whether that owner is gone (schema 6).
 
 A connect inserts its port `pending` and finishes it `active` (controller/connect.py); a
 controller killed in between leaves the row behind, and whoever notices drops it
@@ -13,7 +13,7 @@ writes, in the transaction that inserts its port, who runs it:
 NULL. The row goes with the port (ON DELETE CASCADE) or when the connect finishes.
 
 `gone` decides (pure): a pending port is left over when it has no owner row (written
-before schema 5, or by hand), when its owner is an earlier run of this controller, or when
+before schema 6, or by hand), when its owner is an earlier run of this controller, or when
 its owner's lease is no longer among etcd's live leases. Without mastership (one
 controller) every run but this one is gone, as before. `ConnectOwnerRows` is mixed into
 `store.Tx`.
@@ -56,7 +56,7 @@ def gone(owner: Owner | None, me: Owner, live_leases: Collection[int] | None,
     `running_here`: a connect of this process still runs for the port (one that ended
     without removing its port, its undo having failed, is left over too)."""
     if owner is None:
-        return True                       # no owner recorded: written before schema 5
+        return True                       # no owner recorded: written before schema 6
     if owner.run == me.run:
         return not running_here
     if owner.controller == me.controller:
