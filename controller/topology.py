@@ -28,6 +28,7 @@ from functools import lru_cache
 from controller.store import Host, Port, Tx
 from flows import HostSpec, PodSpec, PortSpec, Topology, TopologyError
 from flows.contract import MAX_OFPORT
+from flows.pipeline import FLOW_CACHE
 
 LOG = logging.getLogger("loris.topology")
 
@@ -163,7 +164,7 @@ def build(tx: Tx, pods: Iterable[int] | None = None,
             found.append(Problem("port", bad.id, bad.host_id, bad.pod_id, str(e)))
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=FLOW_CACHE)       # small: see flows/pipeline.py
 def _port_spec(*fields: object) -> PortSpec:
     """A port's spec, checked and normalised once: every job of its pod on every host
     builds it from the same row values (a connect to a pod of 50 builds 50 per host)."""
