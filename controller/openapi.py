@@ -187,7 +187,8 @@ SCHEMAS: dict = {
             "state": {"type": "string", "enum": ["pending", "wired", "active"]}})},
     }),
     "ActualReport": _obj({
-        "version": {"type": "integer", "minimum": 0},
+        # versions are the store's (SQLite INTEGER, etcd revisions): 64-bit signed
+        "version": {"type": "integer", "minimum": 0, "maximum": (1 << 63) - 1},
         "patch": _obj({"br-int": {"oneOf": [{"type": "null"}, _ofport]},
                        "br-tun": {"oneOf": [{"type": "null"}, _ofport]}}),
         "tunnels": {"type": "object", "additionalProperties": _ofport,
