@@ -73,14 +73,17 @@ class LorisLaunchers:
     def reissue_admin_token(self) -> str:
         """Issue operator admin a new token with the controller's admin command, as an
         operator locked out of the API would (the command rewrites operator.token)."""
-        argv = [venv_bin() / "python", "-m", "controller.auth", "operator", "admin",
+        return self._admin_command("operator", "admin").stdout.strip()
+
+    def _admin_command(self, *args: str):
+        """`python -m controller.auth ARGS` on the lab's store: from the control namespace
+        when the store is etcd (reached there), else here on the SQLite file."""
+        argv = [venv_bin() / "python", "-m", "controller.auth", *args,
                 "--db", self.dir / "loris.db", "--credentials", self.credentials_dir]
         env = getattr(self, "controller_env", {})
         if env.get("LORIS_STORE", "sqlite") != "sqlite":
-            r = self.run("ctl", argv, env=env)
-        else:
-            r = run(argv, cwd=REPO_ROOT)
-        return r.stdout.strip()
+            return self.run("ctl", argv, env=env)
+        return run(argv, cwd=REPO_ROOT)
 
     def agent_token_file(self, host: Host | str | int) -> Path:
         """<lab dir>/tokens/<host>.token (0600): the host's agent token, issued once by the
@@ -89,15 +92,7 @@ class LorisLaunchers:
         h = self.host(host)
         path = self.dir / "tokens" / f"{h.name}.token"
         if not path.exists():
-            argv = [venv_bin() / "python", "-m", "controller.auth", "token", h.name,
-                    "--db", self.dir / "loris.db", "--credentials", self.credentials_dir]
-            env = getattr(self, "controller_env", {})
-            if env.get("LORIS_STORE", "sqlite") != "sqlite":
-                # the controller's store (etcd) is reached from the control namespace
-                r = self.run("ctl", argv, env=env)
-            else:
-                r = run(argv, cwd=REPO_ROOT)
-            self.write_agent_token(h, r.stdout)
+            self.write_agent_token(h, self._admin_command("token", h.name).stdout)
         return path
 
     def write_agent_token(self, host: Host | str | int, token: str) -> Path:

@@ -128,3 +128,22 @@ def open_test_store(backend: str, tmp_path: Any, request: pytest.FixtureRequest,
 
     etcd = request.getfixturevalue("local_etcd")
     return EtcdStore(etcd.client(), prefix=etcd.new_prefix())
+
+
+@pytest.fixture
+def parts(store_backend: str, tmp_path: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """An in-process controller's parts (tests/inproc.py) on each backend."""
+    from inproc import build_parts
+
+    store = None if store_backend == "sqlite" else open_test_store("etcd", tmp_path, request)
+    p = build_parts(tmp_path, store=store)
+    yield p
+    p.store.close()
+
+
+@pytest.fixture
+def api(parts: Any) -> Any:
+    """A REST client of the `parts` controller, in process."""
+    from inproc import ApiClient
+
+    return ApiClient(parts)

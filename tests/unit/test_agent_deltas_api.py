@@ -4,24 +4,9 @@ not know gets the full state, and a report of a few ports changes those ports on
 
 from __future__ import annotations
 
-import pytest
-from conftest import open_test_store
-from inproc import H1, H2, ApiClient, add_port, build_parts
+from inproc import H1, H2, add_port
 
 from flows import desired_delta
-
-
-@pytest.fixture
-def parts(store_backend, tmp_path, request):
-    store = None if store_backend == "sqlite" else open_test_store("etcd", tmp_path, request)
-    p = build_parts(tmp_path, store=store)
-    yield p
-    p.store.close()
-
-
-@pytest.fixture
-def api(parts):
-    return ApiClient(parts)
 
 
 def test_a_poll_naming_a_served_state_gets_the_changes_since(api, parts):

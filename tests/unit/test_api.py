@@ -14,25 +14,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import open_test_store
-from inproc import H1, H2, POD7, ApiClient, add_port, build_parts, eventually, snapshot
+from inproc import H1, H2, POD7, add_port, eventually, snapshot
 
 from controller import openapi, recovery
 from flows.flow import Kind, cookie_of
-
-
-@pytest.fixture
-def parts(store_backend, tmp_path, request):
-    store = None if store_backend == "sqlite" else open_test_store("etcd", tmp_path, request)
-    p = build_parts(tmp_path, store=store)
-    yield p
-    p.store.close()
-
-
-@pytest.fixture
-def api(parts):
-    return ApiClient(parts)
-
 
 # ---- basics ---------------------------------------------------------------------------------
 
