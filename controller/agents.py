@@ -102,7 +102,10 @@ class AgentBoard:
             return self._last_seen.get(host_id)
 
     def away(self, host_id: str, now: float | None = None) -> float | None:
-        """Seconds the host's agent has been silent if it is away, else None."""
+        """Seconds the host's agent has been silent if it is away, else None (never while a
+        long poll of its is open here)."""
+        if self._polls.waiting(host_id) > 0:
+            return None
         return silent_for(self.last_seen(host_id), self.started,
                           time.time() if now is None else now, self.away_after)
 

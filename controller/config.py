@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
+from flows import contract
+
 DEFAULT_DB = "/var/lib/loris/loris.db"
 DEFAULT_API_LISTEN = "0.0.0.0:8780"
 DEFAULT_OPENFLOW_PORT = 6653
@@ -68,6 +70,8 @@ class Settings:
                                   "https://10.0.0.1:2379,https://10.0.0.2:2379")
     etcd_prefix: str = setting("/loris/v1/", "key prefix of this deployment's state in etcd")
     etcd_timeout: float = setting(5.0, "seconds an etcd request may take, failover included")
+    etcd_election_wait: float = setting(3.0, "seconds the store goes on trying while etcd "
+                                        "has no leader (an election) before a 503")
     etcd_ca_cert: str = setting("", "CA certificate (PEM) that etcd's server certificates "
                                 "are checked against (https endpoints)")
     etcd_cert: str = setting("", "client certificate (PEM) presented to etcd (no CN with "
@@ -183,6 +187,10 @@ def load(env: Mapping[str, str] | None = None, section: Mapping[str, object] | N
         raise ValueError(f"{env_name('agent_poll_interval')} must be above 0 and "
                          f"{env_name('agent_away_polls')} at least 2 (one late poll is no "
                          "absence)")
+    if settings.agent_away_after <= contract.AGENT_RETRY_MAX_S:
+        raise ValueError(f"{env_name('agent_poll_interval')} × {env_name('agent_away_polls')} "
+                         f"must exceed {contract.AGENT_RETRY_MAX_S:g} s, the longest an agent "
+                         "waits between tries after an outage (it would be judged away)")
     if settings.audit_max_events < 1 or settings.audit_max_days <= 0:
         raise ValueError(f"{env_name('audit_max_events')} and {env_name('audit_max_days')} "
                          "must be above 0")

@@ -69,6 +69,9 @@ class Connections:
         silent = self.ctx.board.away(host_id)
         if silent is None:
             return None
+        ask = self.ctx.heard_elsewhere_now
+        if ask is not None and ask(host_id):
+            return None
         settings = self.ctx.settings
         ago = f"{silent:.1f}" if silent < 10 else f"{silent:.0f}"
         seen = (f"was last seen {ago} s ago" if self.ctx.board.last_seen(host_id) is not None
@@ -126,13 +129,13 @@ class Connections:
     def _insert(self, req: validate.PortCreate, tried: list[int]) -> Port:
         ctx = self.ctx
         owner = ctx.connect_owner()
+        away = self.agent_away(req.host)    # outside the write: it may ask the store
 
         def insert(tx: Tx) -> Port:
             # store.write runs it again if another controller wrote meanwhile (etcd)
             if tx.host(req.host) is None:
                 raise invalid(f"host {req.host} is not registered; start loris-hostagent "
                               "on it first", "unknown_host")
-            away = self.agent_away(req.host)
             if away is not None:
                 raise away
             pod = pods.find(tx, req.pod)

@@ -60,6 +60,9 @@ class Context:
         # mastership on the store on etcd: up to which revision each host's master has
         # programmed it (controller/installed.py), for connects made elsewhere
         self.installed: Any = None
+        # several controllers: whether another one heard the host's agent lately, asked
+        # of the store now (ha.py); a connect's last look before refusing a host as away
+        self.heard_elsewhere_now: Callable[[str], bool] | None = None
         self.publish()
 
     # ---- after a commit --------------------------------------------------------------------

@@ -69,6 +69,7 @@ T = TypeVar("T")
 WRITE_ATTEMPTS = 5
 WRITE_PATIENCE = 10.0     # seconds a write(fn) keeps running fn again after conflicts
 FOLLOW_WAIT = 1.0     # seconds a transaction waits for the watch before listing again
+ELECTION_RETRY_S = 0.1   # pause between tries while etcd has no leader, or an outcome is unknown
 
 
 class StoreConflict(ApiError):
@@ -97,7 +98,8 @@ class EtcdStore:
     """The controller's state in etcd (see the module docstring)."""
 
     def __init__(self, client: EtcdClient, prefix: str = DEFAULT_PREFIX,
-                 attempts_timeout: float | None = None, follow: bool = True) -> None:
+                 attempts_timeout: float | None = None, follow: bool = True,
+                 election_wait: float = 3.0) -> None:
         self.client = client
         self.path = client.name            # what logs and errors call the store
         self.writer_id = uuid.uuid4().hex[:16]
@@ -107,6 +109,10 @@ class EtcdStore:
         # changed: {table: {primary key as text parts}} (wiring.py wakes waiters with it)
         self.on_change: Callable[[Changes], None] | None = None
         self._unknown_for = attempts_timeout if attempts_timeout else 3 * client.timeout
+        # A member killed or cut off: the others elect a leader within a few election
+        # timeouts, and a call meanwhile finds none. It tries again that long before the
+        # 503; without quorum, calls still fail within seconds, naming the store.
+        self._election_wait = election_wait
         self._lock = threading.RLock()
         self._caught_up = threading.Condition(self._lock)    # the watch applied a batch
         self._read_lock = threading.Lock()
@@ -158,10 +164,17 @@ class EtcdStore:
     def _sync(self) -> None:
         """Bring the mirror up to the last write in etcd: one range of meta/commit; if it
         moved, wait a moment for the watch to bring it, else list the prefix again."""
-        try:
-            result = self.client.range(self.layout.key(META_COMMIT))
-        except StoreError as e:
-            raise self._unavailable(e) from None
+        deadline = time.monotonic() + self._election_wait
+        while True:
+            try:
+                result = self.client.range(self.layout.key(META_COMMIT))
+                break
+            except StoreUnavailable as e:
+                if time.monotonic() >= deadline:
+                    raise self._unavailable(e) from None
+                time.sleep(ELECTION_RETRY_S)
+            except StoreError as e:
+                raise self._unavailable(e) from None
         meta_rev = result.kvs[0].mod_revision if result.kvs else 0
         if meta_rev == self.mirror.meta_rev:
             self.mirror.revision = max(self.mirror.revision, result.revision)
@@ -300,17 +313,20 @@ class EtcdStore:
         if self._schema_to_write is not None:
             ops.append(Put(layout.key(META_SCHEMA), str(self._schema_to_write)))
         ops += [Put(meta, txid), Put(mine, txid)]
-        deadline = time.monotonic() + self._unknown_for
+        started = time.monotonic()
         unknown: OutcomeUnknown | None = None
         while True:
             try:
                 result = self.client.txn(compares, ops, [Get(meta), Get(mine)])
             except StoreUnavailable as e:     # OutcomeUnknown included
                 unknown = e if isinstance(e, OutcomeUnknown) else unknown
-                if unknown is None or time.monotonic() >= deadline:
+                # not applied: safe to send again while an election may be under way;
+                # unknown: the compares make sending it again safe
+                patience = self._election_wait if unknown is None else self._unknown_for
+                if time.monotonic() - started >= patience:
                     self.mirror.meta_rev = -1     # reload before the next transaction
                     raise self._unavailable(e, unknown is not None) from None
-                time.sleep(0.1)
+                time.sleep(ELECTION_RETRY_S)
                 continue
             except RequestFailed as e:
                 raise self._unavailable(e) from None

@@ -36,7 +36,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -309,7 +309,24 @@ class HighAvailability:
                 out.setdefault(owner[0], {})[owner[1]] = dp
         return out
 
-    def _read(self) -> tuple[dict[str, ControllerEntry], dict[str, MasterKey]]:
+    def heard_elsewhere_now(self, host_id: str) -> bool:
+        """Whether another controller's registry entry, read now, lists the host's agent as
+        heard lately. A connect's last look before refusing a host as away: the loop's
+        view is up to two intervals old, more after a store outage, when agents have just
+        moved to other controllers."""
+        try:
+            controllers = self._read_controllers()
+        except StoreError:
+            return False
+        self._note_agents_elsewhere(controllers.values())
+        return any(host_id in e.agents for e in controllers.values() if e.id != self.me.id)
+
+    def _note_agents_elsewhere(self, entries: Iterable[ControllerEntry]) -> None:
+        for entry in entries:   # agents polling another controller are alive
+            if entry.id != self.me.id and entry.agents:
+                self.ctx.board.heard_elsewhere(entry.agents)
+
+    def _read_controllers(self) -> dict[str, ControllerEntry]:
         controllers: dict[str, ControllerEntry] = {}
         for kv in self.client.range(self.controllers_prefix, prefix=True).kvs:
             try:
@@ -318,15 +335,17 @@ class HighAvailability:
                 LOG.warning("unreadable registry entry %s", kv.key)
                 continue
             controllers[entry.id] = entry
+        return controllers
+
+    def _read(self) -> tuple[dict[str, ControllerEntry], dict[str, MasterKey]]:
+        controllers = self._read_controllers()
         keys = {kv.key[len(self.masters_prefix):]: MasterKey(kv.text, kv.create_revision)
                 for kv in self.client.range(self.masters_prefix, prefix=True).kvs}
         return controllers, keys
 
     def _arbitrate(self, here: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
         controllers, keys = self._read()
-        for cid, entry in controllers.items():   # agents polling another controller are alive
-            if cid != self.me.id and entry.agents:
-                self.ctx.board.heard_elsewhere(entry.agents)
+        self._note_agents_elsewhere(controllers.values())
         self._publish(here)
         with self._lock:
             lease = self._lease

@@ -18,7 +18,8 @@ from controller.store import Store
 def open_store(settings: Settings) -> Store | EtcdStore:
     if settings.store == "sqlite":
         return Store(settings.db)
-    return EtcdStore(etcd_client(settings), prefix=settings.etcd_prefix)
+    return EtcdStore(etcd_client(settings), prefix=settings.etcd_prefix,
+                     election_wait=settings.etcd_election_wait)
 
 
 def etcd_client(settings: Settings, timeout: float | None = None) -> EtcdClient:

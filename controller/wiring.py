@@ -148,6 +148,7 @@ def _high_availability(settings: Settings, ctx: Context, switches: Switches,
         ha = HighAvailability(client, me, settings.ha_lease_ttl, settings.ha_interval, ctx,
                               switches, roles, programmer, prefix=prefix)
         ctx.lease, ctx.live_leases = ha.lease, ha.live_leases
+        ctx.heard_elsewhere_now = ha.heard_elsewhere_now
         if isinstance(ctx.store, EtcdStore):    # revisions to wait for (installed.py)
             ha.marks = ctx.installed = InstalledMarks(client, prefix, ha.lease,
                                                       settings.flow_timeout)

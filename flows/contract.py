@@ -25,7 +25,7 @@ __all__ = [
     "container_port_temp_name", "port_id_of_host_port", "TUNNEL_TYPES", "TUNNEL_OVERHEAD",
     "container_mtu", "dhcp_server", "LORIS_MARK", "PORT_ALIAS_PREFIX", "EXT_PORT_ID",
     "EXT_CONTAINER", "EXT_CONTAINER_ID", "EXT_POD", "EXT_PEER", "EXT_IFNAME",
-    "EXT_ATTACHED_MAC", "DEFAULT_OPENFLOW_PORT", "DEFAULT_API_PORT",
+    "EXT_ATTACHED_MAC", "DEFAULT_OPENFLOW_PORT", "DEFAULT_API_PORT", "AGENT_RETRY_MAX_S",
 ]
 
 
@@ -219,6 +219,10 @@ EXT_PEER = "loris-peer"           # external_ids of a tunnel port: the peer host
 
 DEFAULT_OPENFLOW_PORT = 6653
 DEFAULT_API_PORT = 8780
+# An agent that cannot get through to a controller (refused, 503) tries again at least this
+# often: the controller judges an agent away after `agent_away_polls` poll intervals of
+# silence, which must be longer, or an agent back from an outage would be refused as away.
+AGENT_RETRY_MAX_S = 2.0
 
 # ---- addresses as text (the REST API's formats) --------------------------------------------
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"

@@ -42,6 +42,7 @@ import weakref
 from collections import namedtuple
 from collections.abc import Sequence
 
+from flows import contract
 from hostagent.transport import (
     Connection,
     SocketFactory,
@@ -435,9 +436,11 @@ def _api_error(reply: Reply) -> ApiError:
     return ApiError(reply.status, "http_error", f"controller answered {reply.status}: {text}")
 
 
-def backoff_wait(stop: threading.Event, attempt: int, cap: float = 10.0) -> None:
+def backoff_wait(stop: threading.Event, attempt: int,
+                 cap: float = contract.AGENT_RETRY_MAX_S) -> None:
     """Exponential backoff with full jitter (so a fleet of agents does not reconnect in step),
-    interruptible by `stop`."""
+    interruptible by `stop`; never longer than `cap` (contract.AGENT_RETRY_MAX_S: the
+    controller must hear a live agent within its away window)."""
     import random  # the agent's; not the CLI's start-up
 
     stop.wait(random.uniform(0.2, max(0.2, min(cap, 0.5 * 2**attempt))))

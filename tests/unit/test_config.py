@@ -32,7 +32,8 @@ def test_every_configurable_setting_has_its_env_name_and_file_option():
                      "audit_max_events", "audit_max_days",
                      "metrics_listen",
                      # the store's backend (docs/ha.md)
-                     "store", "etcd_endpoints", "etcd_prefix", "etcd_timeout", "etcd_ca_cert",
+                     "store", "etcd_endpoints", "etcd_prefix", "etcd_timeout", "etcd_election_wait",
+                     "etcd_ca_cert",
                      "etcd_cert", "etcd_key", "etcd_user", "etcd_password_file",
                      # several controllers (docs/ha.md)
                      "controller_id", "advertise_api", "advertise_openflow",

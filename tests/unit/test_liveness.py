@@ -50,6 +50,18 @@ def test_an_agent_heard_by_another_controller_is_not_away_here():
     assert board.heard_here() == ["h2"]   # only its own sightings go into its registry entry
 
 
+def test_an_agent_whose_long_poll_is_open_here_is_never_away():
+    board = AgentBoard(away_after=0.05)
+    board.publish({"h1": 1})
+    poll = threading.Thread(target=board.wait, args=("h1", 1, 5.0))
+    poll.start()
+    eventually(lambda: board.polling("h1"), "h1's long poll to be open")
+    assert board.away("h1", now=board.started + 60) is None     # silent long ago, polling now
+    board.publish({"h1": 2})                                     # the poll returns
+    poll.join(5)
+    assert board.away("h1", now=board.started + 60) is not None
+
+
 def test_an_agent_back_from_away_is_announced_once():
     back = []
     board = AgentBoard(away_after=0.05, on_back=lambda host, silent: back.append(host))
@@ -69,7 +81,9 @@ def test_the_away_settings_are_checked():
     assert s.agent_away_after == 6.0
     assert config.load(env={}).agent_away_after == 4.0
     for env in ({"LORIS_AGENT_POLL_INTERVAL": "0"}, {"LORIS_AGENT_AWAY_POLLS": "1"},
-                {"LORIS_AUDIT_MAX_EVENTS": "0"}):
+                {"LORIS_AUDIT_MAX_EVENTS": "0"},
+                # away within the agents' retry period: a live agent back from an outage
+                {"LORIS_AGENT_POLL_INTERVAL": "0.5", "LORIS_AGENT_AWAY_POLLS": "4"}):
         with pytest.raises(ValueError):
             config.load(env=env)
 
@@ -109,8 +123,9 @@ class PollingAgent(threading.Thread):
 
 @pytest.fixture
 def parts(tmp_path):
-    # polls held 0.1 s, away after 1 s; a wire timeout no test waits for
-    p = build_parts(tmp_path, agent_poll_interval=0.1, agent_away_polls=10, wire_timeout=60.0)
+    # polls held 0.1 s, away after 2.5 s (more than an agent's longest retry pause, as the
+    # controller requires); a wire timeout no test waits for
+    p = build_parts(tmp_path, agent_poll_interval=0.1, agent_away_polls=25, wire_timeout=60.0)
     yield p
     p.store.close()
 
@@ -152,6 +167,23 @@ def test_a_connect_to_a_host_whose_agent_is_away_is_refused_at_once(api, parts):
                                           "ip": "198.18.136.6/24", "pod": 8},
                     status=503, code="agent_away")
     assert msg.startswith("the agent of host h2 was last seen ") and " s ago " in msg
+    # several controllers: one that heard h2's agent lately (the registry, read now)
+    # heard there once: the connect gets past its first look (a port row) and waits for
+    # the wiring; asked again while waiting, nobody heard the agent: it fails as away
+    asked = []
+    parts.context.heard_elsewhere_now = lambda host: not asked.append(host) and len(asked) == 1
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            connect = pool.submit(api.call, "POST", "/v1/ports", {
+                "host": "h2", "container": "web9", "ip": "198.18.136.6/24", "pod": 8})
+            eventually(lambda: api.ok("GET", "/v1/ports?container=web9") or connect.done(),
+                       "the port row of the connect")
+            status, body = connect.result(timeout=30)
+        assert status == 503 and body["error"]["code"] == "agent_away", body
+        assert asked[0] == "h2" and len(asked) >= 2, asked
+        assert snapshot(parts)[1:] == before[1:]
+    finally:
+        parts.context.heard_elsewhere_now = None
 
 
 def test_a_waiting_connect_fails_when_its_agent_goes_away(api, parts):
