@@ -104,7 +104,7 @@ class StateCollector:
 
     def collect(self) -> Iterator[Any]:
         s = self.s
-        with s.store.read() as tx:
+        with s.store.read(current=False) as tx:
             hosts, pods, ports = tx.hosts(), tx.pods(), tx.ports()
             counts = tx.pod_port_counts()
         yield _gauge("loris_hosts", "Registered hosts by state: synced (the agent applied "
