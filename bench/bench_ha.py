@@ -264,8 +264,13 @@ def connect_part(result: Result, labs: dict[str, HaLab], trials: int) -> None:
     for _ in range(trials):
         for probe in probes.values():
             probe.once()
-    result.details["mean_phase_s"] = {key: mean_phases(timings0[key], ll.timings())
+    timings1 = {key: ll.timings() for key, ll in labs.items()}
+    result.details["mean_phase_s"] = {key: mean_phases(timings0[key], timings1[key])
                                       for key, ll in labs.items()}
+    # etcd round trips of the store per connect (its disconnect included)
+    result.details["store_requests_per_connect"] = {
+        key: (timings1[key].get("store_requests", 0.0)
+              - timings0[key].get("store_requests", 0.0)) / trials for key in labs}
     result.details["controller_cpu_s"] = {
         key: {c: ll.cpu(c) - cpu0[key][c] for c in ll.ids} for key, ll in labs.items()}
     result.details["samples_s"] = {key: [{"call": a, "reply": b} for a, b in p.samples]
