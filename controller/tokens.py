@@ -104,7 +104,7 @@ class TokenBook:
         return Found(row, has_own)
 
     def current(self, kind: str, name: str) -> Credential | None:
-        with self.store.read() as tx:
+        with self.store.read(current=False) as tx:
             return tx.credential(kind, name)
 
     def credentials(self) -> list[Credential]:
