@@ -1,6 +1,6 @@
 """Several controllers on etcd (issue #13, docs/ha.md): what they cost and how they fail over.
 
-    python -m bench ha [--size smoke|full]
+    python -m bench ha [--size smoke|full] [--parts connect,footprint,failover,scale]
 
 Four parts, each against a baseline measured in the same run:
 
@@ -213,38 +213,66 @@ def _bridges_master(ll: HaLab, host: str, master: str) -> bool:
                                  for b in bridges)
 
 
+PARTS = ("connect", "footprint", "failover", "scale")
+
+
 def run(size: str = "full", session=None) -> Result:
     cfg = SIZES[size]
     result = Result("ha", size)
+    parts = set(PARTS if session is None or session.parts is None else session.parts)
+    unknown = parts - set(PARTS)
+    if unknown:
+        raise ValueError(f"ha has no part {', '.join(sorted(unknown))}; its parts: "
+                         f"{', '.join(PARTS)}")
     labs = {"sqlite": HaLab(cfg["hosts"]),
             "etcd1": HaLab(cfg["hosts"], 1, "etcd", 1),
             "etcd3": HaLab(cfg["hosts"], 3, "etcd", 3)}
+    if "connect" not in parts:
+        labs = {k: ll for k, ll in labs.items()
+                if k == "etcd3" or (k == "sqlite" and "footprint" in parts)}
+        if not parts & {"footprint", "failover"}:
+            labs = {}
     started: list[HaLab] = []
     try:
         for key, ll in labs.items():
             t0 = time.monotonic()
             started.append(ll.up())
             result.details.setdefault("lab_up_s", {})[key] = time.monotonic() - t0
-        probes = {key: ConnectProbe(ll) for key, ll in labs.items()}
-        cpu0 = {key: {c: ll.cpu(c) for c in ll.ids} for key, ll in labs.items()}
-        timings0 = {key: ll.timings() for key, ll in labs.items()}
-        for _ in range(cfg["trials"]):
-            for probe in probes.values():
-                probe.once()
-        result.details["mean_phase_s"] = {key: mean_phases(timings0[key], ll.timings())
-                                          for key, ll in labs.items()}
-        result.details["controller_cpu_s"] = {
-            key: {c: ll.cpu(c) - cpu0[key][c] for c in ll.ids} for key, ll in labs.items()}
-        result.details["samples_s"] = {key: [{"call": a, "reply": b} for a, b in p.samples]
-                                       for key, p in probes.items()}
-        connect_figures(result, probes)
-        footprint_figures(result, labs["sqlite"], labs["etcd3"], cfg["ports"])
+        if "connect" in parts:
+            connect_part(result, labs, cfg["trials"])
+        if "footprint" in parts:
+            footprint_figures(result, labs["sqlite"], labs["etcd3"], cfg["ports"])
         for key in ("sqlite", "etcd1"):
-            started.remove(labs[key])
-            labs[key].down()
-        failover(result, labs["etcd3"])
+            if key in labs:
+                started.remove(labs[key])
+                labs[key].down()
+        if "failover" in parts:
+            failover(result, labs["etcd3"])
     finally:
         for ll in started:
             ll.down()
-    ha_scale.run(result, cfg["scale_hosts"], cfg["scale_trials"])
+    if "scale" in parts:
+        ha_scale.run(result, cfg["scale_hosts"], cfg["scale_trials"])
     return result
+
+
+def connect_part(result: Result, labs: dict[str, HaLab], trials: int) -> None:
+    """Connect latency in the three labs side by side, one connect in each per round."""
+    probes = {key: ConnectProbe(ll) for key, ll in labs.items()}
+    cpu0 = {key: {c: ll.cpu(c) for c in ll.ids} for key, ll in labs.items()}
+    timings0 = {key: ll.timings() for key, ll in labs.items()}
+    for _ in range(trials):
+        for probe in probes.values():
+            probe.once()
+    timings1 = {key: ll.timings() for key, ll in labs.items()}
+    result.details["mean_phase_s"] = {key: mean_phases(timings0[key], timings1[key])
+                                      for key, ll in labs.items()}
+    # etcd round trips of the store per connect (its disconnect included)
+    result.details["store_requests_per_connect"] = {
+        key: (timings1[key].get("store_requests", 0.0)
+              - timings0[key].get("store_requests", 0.0)) / trials for key in labs}
+    result.details["controller_cpu_s"] = {
+        key: {c: ll.cpu(c) - cpu0[key][c] for c in ll.ids} for key, ll in labs.items()}
+    result.details["samples_s"] = {key: [{"call": a, "reply": b} for a, b in p.samples]
+                                   for key, p in probes.items()}
+    connect_figures(result, probes)

@@ -30,6 +30,7 @@ PORTS = {"c1": (API_PORT, OPENFLOW_PORT), "c2": (API_PORT + 1, OPENFLOW_PORT + 1
 METRIC_LINE = re.compile(
     r'^loris_(?:connect|store_commit)_duration_seconds_(?P<kind>sum|count)'
     r'(?:\{phase="(?P<phase>\w+)"\})? (?P<value>\S+)$', re.M)
+STORE_REQUESTS = re.compile(r"^loris_store_requests_total (\S+)$", re.M)
 LEASE_TTL = 5.0               # the controllers' default (controller/config.py ha_lease_ttl)
 
 
@@ -151,6 +152,8 @@ class HaLab(LorisLab):
                 name = m.group("phase") or "commit"
                 key = f"{name}_{'s' if m.group('kind') == 'sum' else 'n'}"
                 out[key] = out.get(key, 0.0) + float(m.group("value"))
+            for m in STORE_REQUESTS.finditer(text if status == 200 else ""):
+                out["store_requests"] = out.get("store_requests", 0.0) + float(m.group(1))
         return out
 
     def master_of(self, host: str, via: str) -> str | None:

@@ -43,12 +43,14 @@ class Session:
     """What benchmarks of one run share: the bulk lab, built on first use."""
 
     def __init__(self, size: str, ports: Sequence[int] | None = None,
-                 trials: int | None = None) -> None:
+                 trials: int | None = None, parts: Sequence[str] | None = None) -> None:
         self.size = size
         self._bulk = None
         # overrides of a benchmark's sizes (`--ports`, `--trials`); those that take them say so
         self.ports = tuple(ports) if ports else None
         self.trials = trials
+        # `--parts`: the parts of a benchmark made of several (ha's); None: all of them
+        self.parts = frozenset(parts) if parts else None
 
     def bulk_lab(self, hosts: int | None = None):
         from bench.loris import LorisLab
@@ -67,7 +69,8 @@ class Session:
 
 def run_benchmarks(names: Sequence[str], size: str, out: Path | None = None,
                    echo: bool = True, ports: Sequence[int] | None = None,
-                   trials: int | None = None) -> tuple[list[Result], Path]:
+                   trials: int | None = None,
+                   parts: Sequence[str] | None = None) -> tuple[list[Result], Path]:
     known = {**BENCHMARKS, **BY_NAME_ONLY}
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -77,7 +80,7 @@ def run_benchmarks(names: Sequence[str], size: str, out: Path | None = None,
         raise ValueError(f"size must be one of {sorted(BULK_HOSTS)}, got {size!r}")
     order = [n for n in known if n in names]
     before = conditions()
-    session = Session(size, ports, trials)
+    session = Session(size, ports, trials, parts)
     results: list[Result] = []
     try:
         for name in order:
@@ -138,13 +141,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "a quicker run)")
     parser.add_argument("--trials", type=int, metavar="N",
                         help="connects per way and network size for vs-ovn (default 50 full)")
+    parser.add_argument("--parts", type=lambda t: [p for p in t.split(",") if p],
+                        metavar="P,P,...",
+                        help="only these parts of a benchmark made of several (ha: connect, "
+                             "footprint, failover, scale)")
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     args = parser.parse_args(argv)
     # SIGTERM ends the run like Ctrl-C: the labs are torn down on the way out
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         results, _ = run_benchmarks(args.names or list(BENCHMARKS), args.size, args.out,
-                                    ports=args.ports, trials=args.trials)
+                                    ports=args.ports, trials=args.trials, parts=args.parts)
     except ValueError as e:
         parser.error(str(e))
     if args.markdown:

@@ -44,7 +44,7 @@ class AgentProtocol:
         credentials are revoked meanwhile ends with 401 (`still_valid`). With `have`, the
         digest of the state the agent holds, the changes since that state if known."""
         ctx = self.ctx
-        with ctx.store.read() as tx:
+        with ctx.store.read(current=False) as tx:
             ctx.host_or_404(tx, host_id)
         if since is not None and wait > 0:
             ctx.board.wait(host_id, since, min(wait, ctx.settings.long_poll_max,
@@ -55,7 +55,7 @@ class AgentProtocol:
                                    f"`loris token {host_id}`")
         else:
             ctx.board.seen(host_id)
-        with ctx.store.read() as tx:
+        with ctx.store.read(current=False) as tx:
             host = ctx.host_or_404(tx, host_id)
             peers = [{"id": h.id, "tunnel_ip": h.tunnel_ip} for h in tx.hosts()
                      if h.id != host_id]

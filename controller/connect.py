@@ -98,7 +98,7 @@ class Connections:
             # The other hosts of the pod get its flows while the agent wires the port: they
             # do not depend on its ofport (controller/topology.py). The port's own host
             # gets them once the ofport is known.
-            with ctx.store.read() as tx:
+            with ctx.store.read(current=False) as tx:
                 others = ctx.pod_hosts(tx, port.pod_id) - {port.host_id}
             alongside = ctx.start_programming(port.pod_id, others, port.host_id, what)
             self._wait_wired(port)
@@ -114,7 +114,7 @@ class Connections:
             if port.dhcp:
                 self._wait_leased(port)
                 phases.done("lease")
-            with ctx.store.read() as tx:
+            with ctx.store.read(current=False) as tx:
                 final = tx.port(port.id)
             if final is None:
                 raise _deleted(port)
@@ -178,7 +178,7 @@ class Connections:
         found: list[Port | None] = [None]
 
         def reported() -> bool:
-            with self.ctx.store.read() as tx:
+            with self.ctx.store.read(current=False) as tx:
                 found[0] = row = tx.port(port.id)
             return row is None or done(row)
 

@@ -70,7 +70,7 @@ class Context:
         """After a commit: refresh the datapath table, wake the long polls of the hosts whose
         desired version changed. Serialised, so the last publish shows the latest state."""
         with self._publish_lock:
-            with self.store.read() as tx:
+            with self.store.read(current=False) as tx:
                 hosts = tx.hosts()
             self._dpids = MappingProxyType(
                 {h.dpid(b): (h.id, b) for h in hosts for b in contract.BRIDGES})
@@ -171,7 +171,7 @@ class Context:
         """Recompute every host in full; with `wait`, until their switches confirmed (a
         failure is logged: the state change is committed and a switch that missed it is
         reconciled when it reconnects)."""
-        with self.store.read() as tx:
+        with self.store.read(current=False) as tx:
             hosts = [h.id for h in tx.hosts()]
         if not wait:
             for h in hosts:

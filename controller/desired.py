@@ -56,7 +56,7 @@ class Desired:
     def _topology(self, all_pods: bool) -> Any:
         if self._topo is None or (all_pods and not self._all_pods):
             found: list[topology.Problem] = []
-            with self.store.read() as tx, collector_paused():
+            with self.store.read(current=False) as tx, collector_paused():
                 pods = self.pods | set(tx.local_vlans(self.host_id)) if all_pods else self.pods
                 self._topo, _ = topology.build(tx, pods=pods, problems=found,
                                                for_host=self.host_id)

@@ -22,11 +22,16 @@ says so; it can never be applied twice, since both copies compare the same revis
 
 A watch of the prefix (its own thread) applies every other controller's writes to the
 mirror as they happen and hands the changed rows to `on_change` (the controller wakes its
-long polls and connects with them). Every `tx()` and `read()` first reads `meta/commit`
-(one linearizable range): if it moved past the mirror, it waits for the watch (up to
-FOLLOW_WAIT), else lists the prefix again. So a read sees every write acknowledged before
-it, from any controller. One lock serialises the transactions of this process, as in the
-SQLite store.
+long polls and connects with them). A current `read()` (REST views) and a `tx()` first
+read `meta/commit` (one linearizable range): if it moved past the mirror, they wait for the
+watch (up to FOLLOW_WAIT), else list the prefix again. So such a read sees every write
+acknowledged before it, from any controller. The controller's own steps, which a change of
+the store wakes anyway, read with `current=False`: the mirror as the watch keeps it, with no
+round trip while the watch is up; and `write(fn)` runs `fn` on that mirror first, since the
+commit's compare catches a mirror behind etcd (a conflict, run again current), and confirms
+on the current state a refusal `fn` made there. A connect then costs about one round trip per
+commit instead of one per step. One lock serialises the transactions of this process, as in
+the SQLite store.
 
 Versions: `next_version()` takes max(counter + 1, etcd revision the mirror is at + 1), so
 the desired-state version agents see comes from the store's revision: above every earlier
@@ -225,12 +230,14 @@ class EtcdStore:
     # ----- transactions ----------------------------------------------------------------
 
     @contextmanager
-    def tx(self) -> Iterator[Tx]:
+    def tx(self, current: bool = True) -> Iterator[Tx]:
         """A write transaction: one etcd transaction when the block ends (nothing if it
         raises, or changed nothing). StoreConflict (503) when another controller wrote
-        meanwhile; `write(fn)` retries that by itself."""
+        meanwhile; `write(fn)` retries that by itself. `current=False`: on the mirror as
+        the watch keeps it, without first asking etcd where it is (write() does so)."""
         with self._lock:
-            self._sync()
+            if current or not self.watching:
+                self._sync()
             c = self.mirror.conn
             c.execute("BEGIN")
             self._tx_open = True
@@ -269,25 +276,50 @@ class EtcdStore:
         pauses grow and are jittered, so that writers that collided do not collide again."""
         deadline = time.monotonic() + WRITE_PATIENCE
         attempt = 0
+        # The first try runs on the mirror the watch keeps current (no round trip before
+        # the commit, whose compare catches a mirror behind etcd); a refusal it leads to
+        # is confirmed on the current state, so nobody is refused for a stale mirror.
+        current = False
         while True:
+            refusal: list[Exception] = []
             try:
-                with self.tx() as tx:
-                    return fn(tx)
+                with self.tx(current) as tx:
+                    try:
+                        return fn(tx)
+                    except (ApiError, sqlite3.IntegrityError) as e:
+                        refusal.append(e)
+                        raise
             except StoreConflict:
+                current = True
                 attempt += 1
                 if attempt >= WRITE_ATTEMPTS and time.monotonic() >= deadline:
                     raise
                 time.sleep(random.uniform(0.5, 1.5) * min(0.005 * attempt, 0.1))
+            except (ApiError, sqlite3.IntegrityError):
+                if current or not refusal:
+                    raise
+                current = True
 
     @contextmanager
-    def read(self) -> Iterator[Tx]:
+    def read(self, current: bool = True) -> Iterator[Tx]:
         """A read-only transaction over the last write acknowledged by etcd; it never waits
         for a write transaction (while this process writes, it sees the mirror as that
-        write found it, which is never older than the last write of this process)."""
-        # The lock is held by a write transaction (do not wait for it) or, briefly, by the
-        # watch applying a batch (wait: the batch may be the write this read must see).
-        got = self._lock.acquire(blocking=False) or (
-            not self._tx_open and self._lock.acquire(timeout=FOLLOW_WAIT))
+        write found it, which is never older than the last write of this process).
+
+        `current=False`, for the controller's own steps that a change of the store wakes
+        anyway (a connect waiting for its port's report, the programmer, long polls,
+        authentication): while the watch is connected, the mirror as it stands, without the
+        round trip to etcd; it holds every write of this process, and those of the other
+        controllers up to the watch's delay (milliseconds). With the watch down, the same
+        as a current read."""
+        if not current and self.watching:
+            got = False
+        else:
+            # The lock is held by a write transaction (do not wait for it) or, briefly, by
+            # the watch applying a batch (wait: the batch may be the write this read must
+            # see).
+            got = self._lock.acquire(blocking=False) or (
+                not self._tx_open and self._lock.acquire(timeout=FOLLOW_WAIT))
         if got:
             try:
                 if not self.mirror.conn.in_transaction:    # not inside this thread's tx()
@@ -301,6 +333,12 @@ class EtcdStore:
                 yield EtcdTx(reader, self.mirror.revision)
             finally:
                 reader.execute("ROLLBACK")
+
+    @property
+    def watching(self) -> bool:
+        """Whether the watch's stream is up, bringing other controllers' writes."""
+        watcher = self._watcher
+        return self._follower is not None and watcher is not None and watcher.connected
 
     def _commit(self, plan: Plan) -> int:
         """Send the transaction, again after an unknown outcome; its revision."""

@@ -104,7 +104,7 @@ class StateCollector:
 
     def collect(self) -> Iterator[Any]:
         s = self.s
-        with s.store.read() as tx:
+        with s.store.read(current=False) as tx:
             hosts, pods, ports = tx.hosts(), tx.pods(), tx.ports()
             counts = tx.pod_port_counts()
         yield _gauge("loris_hosts", "Registered hosts by state: synced (the agent applied "
@@ -143,6 +143,10 @@ class StateCollector:
                        {(t,): replies.get(t, 0) for t in ("offer", "ack", "nak")})
         yield _counter("loris_dhcp_rate_limited", "DHCP packets dropped by the per-port rate "
                        "limit", [], {(): s.dhcp_rate_limited()})
+        client = getattr(s.store, "client", None)      # the store on etcd; 0 on SQLite
+        yield _counter("loris_store_requests", "Requests the store sent to etcd (each a "
+                       "round trip; watches not counted)", [],
+                       {(): client.calls if client is not None else 0})
         yield from _agent_metrics(s.board.agent_stats())
 
 

@@ -229,7 +229,7 @@ class Programmer:
         batch = _Batch.of(jobs)
         for dpid in batch.clear:
             self._clear(host_id, dpid)
-        with self.store.read() as tx:
+        with self.store.read(current=False) as tx:
             host = tx.host(host_id)
         if host is None:
             return {b: NOT_REGISTERED for b in BRIDGES}

@@ -368,8 +368,9 @@ class Store:
             self._conn.execute("PRAGMA busy_timeout = 0")
 
     @contextmanager
-    def tx(self) -> Iterator[Tx]:
-        """A write transaction: commits when the block ends, rolls back if it raises."""
+    def tx(self, current: bool = True) -> Iterator[Tx]:
+        """A write transaction: commits when the block ends, rolls back if it raises.
+        (`current`: EtcdStore.tx's; one process's file is always current.)"""
         with self._lock:
             self._begin()
             changes = self._conn.total_changes
@@ -398,9 +399,10 @@ class Store:
             return fn(tx)
 
     @contextmanager
-    def read(self) -> Iterator[Tx]:
+    def read(self, current: bool = True) -> Iterator[Tx]:
         """A read-only transaction over the last committed state; writing in it raises
-        sqlite3.OperationalError. It never waits for a write transaction."""
+        sqlite3.OperationalError. It never waits for a write transaction. (`current`:
+        EtcdStore.read's; one process's file is always current.)"""
         if self._reader is None:
             with self.tx() as tx:
                 yield tx

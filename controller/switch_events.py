@@ -42,7 +42,7 @@ class SwitchEvents:
         parsed = parse_cookie(cookie)
         if parsed is None or parsed[0] != Kind.PORT:
             return None
-        with self.ctx.store.read() as tx:
+        with self.ctx.store.read(current=False) as tx:
             port = tx.port(parsed[1])
             if port is None or not port.dhcp or port.ofport != in_port:
                 return None

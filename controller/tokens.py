@@ -98,13 +98,13 @@ class TokenBook:
 
     def find(self, token: str, kind: str | None = None, name: str | None = None) -> Found:
         """The row of `token`; with kind/name also whether (kind, name) has a row at all."""
-        with self.store.read() as tx:
+        with self.store.read(current=False) as tx:
             row = tx.credential_by_hash(token_sha256(token))
             has_own = bool(kind and name and tx.credential(kind, name) is not None)
         return Found(row, has_own)
 
     def current(self, kind: str, name: str) -> Credential | None:
-        with self.store.read() as tx:
+        with self.store.read(current=False) as tx:
             return tx.credential(kind, name)
 
     def credentials(self) -> list[Credential]:
@@ -122,9 +122,9 @@ class TokenBook:
         self.store.write(lambda tx: tx.put_credential(OPERATOR, ADMIN, digest))
 
     def revoked_hosts(self) -> frozenset[str]:
-        with self.store.read() as tx:
+        with self.store.read(current=False) as tx:
             return frozenset(c.name for c in tx.credentials(AGENT) if c.revoked)
 
     def switch_certs(self) -> dict[str, str]:
-        with self.store.read() as tx:
+        with self.store.read(current=False) as tx:
             return tx.switch_certs()

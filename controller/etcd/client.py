@@ -103,6 +103,7 @@ class EtcdClient:
         self._token: str | None = None
         self._token_lock = threading.Lock()
         self.name = f"etcd store ({', '.join(urls)})"
+        self.calls = 0          # calls made (not watches): what a step costs in round trips
 
     # ----- key-value -----------------------------------------------------------------
 
@@ -241,6 +242,7 @@ class EtcdClient:
              only: str | None = None, revision: int | None = None) -> Json:
         """POST `body` to `path` on the members in turn (or `only` that one), as a write
         or a read (see the module docstring); the answer's JSON."""
+        self.calls += 1
         deadline = time.monotonic() + (timeout or self.timeout)
         attempts: list[tuple[str, str]] = []
         order = [only] if only else self.endpoints.order(time.monotonic())

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
+from inproc import eventually
 
 from controller.errors import ApiError
 from controller.etcd import EtcdClient, OutcomeUnknown
@@ -55,6 +56,66 @@ def test_a_write_on_one_controller_is_read_on_the_other(controllers):
         port = _port(tx, "web1", "198.18.128.5/24", "02:00:00:00:00:05")
     with a.read() as tx:
         assert tx.port(port.id).container == "web1"
+
+
+def test_a_read_that_need_not_be_current_asks_etcd_only_when_the_watch_is_down(
+        controllers, local_etcd, prefix):
+    """read(current=False): this process's writes at once, the others' once the watch
+    brought them, and no round trip to etcd while the watch is up; with no watch, a
+    current read."""
+    a, b = controllers
+    eventually(lambda: a.watching, "a's watch to be up")
+    with a.tx() as tx:
+        own = _port(tx, "web1", "198.18.128.5/24", "02:00:00:00:00:05")
+    before = a.client.calls
+    with a.read(current=False) as tx:
+        assert tx.port(own.id).container == "web1"          # its own write, at once
+    assert a.client.calls == before                         # etcd not asked
+    with b.tx() as tx:
+        theirs = _port(tx, "web2", "198.18.128.6/24", "02:00:00:00:00:06")
+
+    def seen() -> bool:
+        with a.read(current=False) as tx:
+            return tx.port(theirs.id) is not None
+    eventually(seen, "the other controller's write through a's watch")
+    assert a.client.calls == before
+    with a.read() as tx:                                    # a current read asks etcd
+        assert tx.port(theirs.id) is not None
+    assert a.client.calls == before + 1
+    unwatched = EtcdStore(local_etcd.client(), prefix=prefix, follow=False)
+    try:
+        with b.tx() as tx:
+            third = _port(tx, "web3", "198.18.128.7/24", "02:00:00:00:00:07")
+        with unwatched.read(current=False) as tx:           # no watch: it asks etcd
+            assert tx.port(third.id) is not None
+    finally:
+        unwatched.close()
+
+
+def test_write_refuses_only_on_the_current_state(controllers):
+    """write(fn) first runs fn on the mirror the watch keeps (no round trip before the
+    commit); when fn refuses there, it runs again after asking etcd where it stands, and
+    the refusal stands only then."""
+    a, _b = controllers
+    eventually(lambda: a.watching, "a's watch to be up")
+    calls_at_each_run = []
+
+    def refuse(tx) -> None:
+        calls_at_each_run.append(a.client.calls)
+        raise ApiError(409, "taken", "address taken")
+
+    with pytest.raises(ApiError, match="address taken"):
+        a.write(refuse)
+    first, second = calls_at_each_run
+    assert second > first         # the second run after a read of where etcd stands
+
+    def add(tx):
+        calls_at_each_run.append(a.client.calls)
+        return _port(tx, "web9", "198.18.128.9/24", "02:00:00:00:00:09")
+
+    before = a.client.calls
+    a.write(add)
+    assert calls_at_each_run[-1] == before and a.client.calls == before + 1   # the commit
 
 
 def test_a_transaction_on_a_stale_mirror_conflicts_and_write_retries_it(controllers):
@@ -379,8 +440,8 @@ class WrittenBetween(EtcdStore):
     meanwhile: Callable[[], None] | None = None
 
     @contextmanager
-    def tx(self) -> Iterator[Tx]:
-        with super().tx() as tx:
+    def tx(self, current: bool = True) -> Iterator[Tx]:
+        with super().tx(current) as tx:
             yield tx
             if self.meanwhile is not None:
                 run, self.meanwhile = self.meanwhile, None

@@ -147,7 +147,8 @@ def test_the_reference_documents_every_metric_the_controller_serves(parts, creds
     assert documented == served
 
 
-COUNTERS = {"loris_rest_requests", "loris_connects", "loris_openflow_errors",
+COUNTERS = {"loris_rest_requests", "loris_store_requests", "loris_connects",
+            "loris_openflow_errors",
             "loris_dhcp_replies", "loris_dhcp_rate_limited", "loris_agent_passes",
             "loris_agent_pass_seconds", "loris_agent_wiring_errors"}
 
