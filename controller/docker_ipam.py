@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import webob
@@ -109,51 +110,59 @@ class DockerIpam:
 
     def reserve(self, host_id: str, pod_id: int,
                 requested: ipaddress.IPv4Address | None) -> dict:
-        with self.ctx.store.tx() as tx:
-            if tx.host(host_id) is None:
-                raise invalid(f"host {host_id} is not registered; start loris-hostagent on "
-                              "it first", "unknown_host")
-            pod = tx.pod(pod_id)
-            if pod is None:
-                raise not_found(f"pod {pod_id} does not exist", "pod_not_found")
-            net = pod.network
-            if net is None:
-                raise invalid(f"pod {pod_id} has no subnet, so Docker cannot take addresses "
-                              "from it; create the pod with a subnet", "no_subnet")
-            self._drop_stale(tx, host_id)
-            if requested is None:
-                iface = ipam.address(tx, pod, None)
-            else:
-                iface = ipaddress.IPv4Interface(f"{requested}/{net.prefixlen}")
-                held = tx.reservation(pod_id, int(requested))
-                if held is not None and held[0] == host_id:
-                    return {"pod": pod_id, "ip": held[1], "host": host_id}   # asked again
-                if requested in (net.network_address, net.broadcast_address):
-                    raise invalid(f"ip {requested} is the network or broadcast address of "
-                                  f"pod {pod_id}'s subnet {net}", "ip_reserved")
-                clash = tx.port_by_addr(pod_id, requested)
-                if clash is not None:
-                    holder = tx.docker_names().get(clash.id, clash.container)
-                    raise conflict(f"IP {requested} already used by container {holder} on "
-                                   f"host {clash.host_id} in pod {pod_id}; pick another --ip",
-                                   "ip_in_use")
-                iface = ipam.address(tx, pod, iface)
-            tx.reserve_addr(pod_id, int(iface.ip), str(iface), host_id)
-            return {"pod": pod_id, "ip": str(iface), "host": host_id}
+        # store.write: run again on the fresh state if another controller wrote meanwhile
+        return self.ctx.store.write(partial(self._reserve, host_id, pod_id, requested))
+
+    def _reserve(self, host_id: str, pod_id: int, requested: ipaddress.IPv4Address | None,
+                 tx: Tx) -> dict:
+        if tx.host(host_id) is None:
+            raise invalid(f"host {host_id} is not registered; start loris-hostagent on "
+                          "it first", "unknown_host")
+        pod = tx.pod(pod_id)
+        if pod is None:
+            raise not_found(f"pod {pod_id} does not exist", "pod_not_found")
+        net = pod.network
+        if net is None:
+            raise invalid(f"pod {pod_id} has no subnet, so Docker cannot take addresses "
+                          "from it; create the pod with a subnet", "no_subnet")
+        self._drop_stale(tx, host_id)
+        if requested is None:
+            iface = ipam.address(tx, pod, None)
+        else:
+            iface = ipaddress.IPv4Interface(f"{requested}/{net.prefixlen}")
+            held = tx.reservation(pod_id, int(requested))
+            if held is not None and held[0] == host_id:
+                return {"pod": pod_id, "ip": held[1], "host": host_id}   # asked again
+            if requested in (net.network_address, net.broadcast_address):
+                raise invalid(f"ip {requested} is the network or broadcast address of "
+                              f"pod {pod_id}'s subnet {net}", "ip_reserved")
+            clash = tx.port_by_addr(pod_id, requested)
+            if clash is not None:
+                holder = tx.docker_names().get(clash.id, clash.container)
+                raise conflict(f"IP {requested} already used by container {holder} on "
+                               f"host {clash.host_id} in pod {pod_id}; pick another --ip",
+                               "ip_in_use")
+            iface = ipam.address(tx, pod, iface)
+        tx.reserve_addr(pod_id, int(iface.ip), str(iface), host_id)
+        return {"pod": pod_id, "ip": str(iface), "host": host_id}
 
     def release(self, host_id: str, pod_id: int, address: ipaddress.IPv4Address) -> None:
-        with self.ctx.store.tx() as tx:
+        def release(tx: Tx) -> None:
             held = tx.reservation(pod_id, int(address))
             if held is not None and held[0] == host_id:
                 tx.unreserve_addr(pod_id, int(address))
 
+        self.ctx.store.write(release)
+
     def name_port(self, host_id: str, port_id: int, container: str) -> None:
-        with self.ctx.store.tx() as tx:
+        def name(tx: Tx) -> None:
             port = tx.port(port_id)
             if port is None or port.host_id != host_id:
                 raise not_found(f"port {port_id} does not exist on host {host_id}",
                                 "port_not_found")
             tx.set_docker_name(port_id, container)
+
+        self.ctx.store.write(name)
 
     @staticmethod
     def _drop_stale(tx: Tx, host_id: str) -> None:
