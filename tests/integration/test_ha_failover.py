@@ -2,10 +2,9 @@
 (ha_lab.three_controllers), clients given all three controllers as the CLI is.
 
 1. kill -9 the OpenFlow master of h1 during a 20 ms ping between containers on h1 and h2
-   and a burst of 100 concurrent connects spread over the three controllers: no ping is
-   lost from a second before the kill until the new master has reconciled h1 (the losses
-   of the whole run are printed: on a loaded 2-core machine a few were lost during the
-   burst, away from the kill); every acknowledged connect is in the store, wired on its
+   and a burst of 100 concurrent connects into their pod spread over the three
+   controllers (the containers on h3: see the test): no ping is lost, from before the
+   burst until every connect has ended; every acknowledged connect is in the store, wired on its
    host's br-int with its ofport, has its flows on every host of its pod and answers a
    ping; every refused one leaves nothing (no row, no veth, no OVS port); one whose
    controller was killed before it answered (the client cannot know the outcome: the
@@ -159,9 +158,6 @@ def wait_clean(lab: Lab, via: str, outcomes: tuple[dict[str, str], ...], timeout
     assert not found, "\n".join(found[:30] + [f"{n}: {results[n]}" for n in named[:10]])
 
 
-@pytest.mark.xfail(strict=False, reason="issue 13, open: under a burst of 100 concurrent "
-                   "connects the controllers judge the agents away (503 agent_away) and few "
-                   "or no connects are acknowledged, even on a quiet machine (docs/ha.md)")
 def test_master_killed_under_ping_and_a_burst_of_connects(cluster):
     lab, etcd, procs = cluster["lab"], cluster["etcd"], cluster["procs"]
     a = lab.add_container("h1", "a", kind="netns")
@@ -169,7 +165,12 @@ def test_master_killed_under_ping_and_a_burst_of_connects(cluster):
     assert connect(lab, "c1", a.name, "h1", f"{NET}.11/24")[0] == 201
     assert connect(lab, "c2", b.name, "h2", f"{NET}.12/24")[0] == 201
     wait_for(lambda: pings(lab, "a", f"{NET}.12", count=1, wait=1), 30, "a pings b")
-    burst = {f"x{i}": (CLUSTER_HOSTS[i % 3], f"{NET}.{20 + i}/24", list(CLUSTER_PORTS)[i % 3])
+    # The burst's containers are on h3, off the ping's path: adding a port to a userspace
+    # (netdev) datapath drops a packet in flight now and then, with or without Loris
+    # (measured: 7 of 260 pings every 20 ms lost while 60 veths were added by ovs-vsctl
+    # alone), and the lab has no kernel datapath. h1 and h2 still get every new member's
+    # flows (a and b are in the pod), through the failover.
+    burst = {f"x{i}": ("h3", f"{NET}.{20 + i}/24", list(CLUSTER_PORTS)[i % 3])
              for i in range(BURST)}
     for name, (host, _, _) in burst.items():
         lab.add_container(host, name, kind="netns")
@@ -230,7 +231,7 @@ def test_master_killed_under_ping_and_a_burst_of_connects(cluster):
           f"left nothing); pings {received}/{sent}, {len(around_kill)} lost from 1 s before "
           f"the kill to {TTL + 5} s after, {len(lost)} in all (icmp_seq {lost[:10]})")
     assert not unanswered, f"acknowledged but not answering: {unanswered}"
-    assert sent > 100 and not around_kill, f"lost icmp_seq {around_kill} around the kill"
+    assert sent > 100 and not lost, f"lost icmp_seq {lost} ({len(around_kill)} around the kill)"
     assert takeover <= TTL + 1, f"takeover after {takeover:.2f} s"
     revive(cluster)
     for name, (_, _, via) in burst.items():          # the soak starts from the anchors
