@@ -44,8 +44,7 @@ class AgentProtocol:
         credentials are revoked meanwhile ends with 401 (`still_valid`). With `have`, the
         digest of the state the agent holds, the changes since that state if known."""
         ctx = self.ctx
-        with ctx.store.read(current=False) as tx:
-            ctx.host_or_404(tx, host_id)
+        current = not self._known(host_id)
         if since is not None and wait > 0:
             ctx.board.wait(host_id, since, min(wait, ctx.settings.long_poll_max,
                                                ctx.settings.agent_poll_interval), still_valid)
@@ -55,7 +54,7 @@ class AgentProtocol:
                                    f"`loris token {host_id}`")
         else:
             ctx.board.seen(host_id)
-        with ctx.store.read(current=False) as tx:
+        with ctx.store.read(current=current) as tx:
             host = ctx.host_or_404(tx, host_id)
             peers = [{"id": h.id, "tunnel_ip": h.tunnel_ip} for h in tx.hosts()
                      if h.id != host_id]
@@ -65,6 +64,18 @@ class AgentProtocol:
             version = host.desired_version
             about = {"id": host.id, "tunnel_ip": host.tunnel_ip, "tunnel_type": host.tunnel_type}
         return self.served.answer(host_id, version, about, peers, ports, have)
+
+    def _known(self, host_id: str) -> bool:
+        """Whether the host is registered, seen in the mirror the watch keeps; if not there,
+        in the current state (registered a moment ago through another controller), else
+        404."""
+        ctx = self.ctx
+        with ctx.store.read(current=False) as tx:
+            if tx.host(host_id) is not None:
+                return True
+        with ctx.store.read() as tx:
+            ctx.host_or_404(tx, host_id)
+        return False
 
     def report_actual(self, host_id: str, report: validate.ActualReport) -> None:
         ctx = self.ctx

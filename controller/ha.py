@@ -61,6 +61,7 @@ LOG = logging.getLogger("loris.ha")
 DEFAULT_PREFIX = "/loris/v1-ha/"      # wiring: the store's etcd_prefix + "-ha/"
 FOLLOW_PAUSE = 0.1      # seconds between two passes over our hosts woken by writes
 SWEEP_EVERY = 10.0      # seconds between two looks for unfinished connects left over
+KEEPALIVE_RETRY_S = 0.05  # pause before trying a failed lease keep-alive again (another member)
 
 
 @dataclass(frozen=True)
@@ -145,18 +146,25 @@ class HighAvailability:
                                     fence_deadline(sent, self.ttl, self.margin))
 
     def keepalive_forever(self) -> None:
+        pause = self.ttl / 3
         while True:
-            time.sleep(self.ttl / 3)
+            time.sleep(pause)
             try:
-                self.keepalive()
+                # After a failure, again at once: the member that failed rests (the
+                # client's endpoints), so the next try goes to another; waiting the usual
+                # third of the TTL after a member's timeout would fence a healthy controller
+                # whenever the one member it talked to hangs.
+                pause = self.ttl / 3 if self.keepalive() else KEEPALIVE_RETRY_S
             except Exception:
                 LOG.exception("the etcd lease keep-alive failed")
+                pause = self.ttl / 3
 
-    def keepalive(self) -> None:
+    def keepalive(self) -> bool:
+        """Renew our lease; whether etcd confirmed it (or there is none to renew)."""
         with self._lock:
             lease = self._lease
         if lease is None:
-            return
+            return True
         sent = self.monotonic()
         try:
             self.client.keepalive(lease)
@@ -166,12 +174,13 @@ class HighAvailability:
             with self._lock:
                 self._lease, self._valid_until = None, 0.0
             self._wake.set()
-            return
+            return True
         except StoreError as e:
             LOG.warning("etcd lease keep-alive: %s (we stop programming switches %.1f s "
                         "after the last one that worked)", e, self.ttl - self.margin)
-            return
+            return False
         self._confirmed(sent)
+        return True
 
     def _register(self) -> None:
         sent = self.monotonic()
