@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from controller import validate
@@ -44,7 +45,9 @@ class AgentProtocol:
         credentials are revoked meanwhile ends with 401 (`still_valid`). With `have`, the
         digest of the state the agent holds, the changes since that state if known."""
         ctx = self.ctx
-        current = not self._known(host_id)
+        # an unknown host is answered at once, not after the wait
+        if ctx.store.read_confirmed(lambda tx: tx.host(host_id)) is None:
+            raise ctx.host_missing(host_id)
         if since is not None and wait > 0:
             ctx.board.wait(host_id, since, min(wait, ctx.settings.long_poll_max,
                                                ctx.settings.agent_poll_interval), still_valid)
@@ -54,28 +57,10 @@ class AgentProtocol:
                                    f"`loris token {host_id}`")
         else:
             ctx.board.seen(host_id)
-        with ctx.store.read(current=current) as tx:
-            host = ctx.host_or_404(tx, host_id)
-            peers = [{"id": h.id, "tunnel_ip": h.tunnel_ip} for h in tx.hosts()
-                     if h.id != host_id]
-            ports = [{"id": p.id, "container": p.container, "pod": p.pod_id, "mac": p.mac,
-                      "ip": p.ip, "dhcp": p.dhcp, "state": p.state}
-                     for p in tx.ports(host_id=host_id)]
-            version = host.desired_version
-            about = {"id": host.id, "tunnel_ip": host.tunnel_ip, "tunnel_type": host.tunnel_type}
-        return self.served.answer(host_id, version, about, peers, ports, have)
-
-    def _known(self, host_id: str) -> bool:
-        """Whether the host is registered, seen in the mirror the watch keeps; if not there,
-        in the current state (registered a moment ago through another controller), else
-        404."""
-        ctx = self.ctx
-        with ctx.store.read(current=False) as tx:
-            if tx.host(host_id) is not None:
-                return True
-        with ctx.store.read() as tx:
-            ctx.host_or_404(tx, host_id)
-        return False
+        state = ctx.store.read_confirmed(partial(_desired_state, host_id))
+        if state is None:
+            raise ctx.host_missing(host_id)
+        return self.served.answer(host_id, *state, have)
 
     def report_actual(self, host_id: str, report: validate.ActualReport) -> None:
         ctx = self.ctx
@@ -131,6 +116,20 @@ class AgentProtocol:
         ctx.ports_changed(changed)
         for h, sections in targets.items():
             ctx.programmer.submit(h, sections)
+
+
+def _desired_state(host_id: str, tx: Tx) -> tuple[int, dict, list[dict], list[dict]] | None:
+    """(version, the host, its peers, its ports) as the long poll answers them; None if the
+    host is not registered."""
+    host = tx.host(host_id)
+    if host is None:
+        return None
+    peers = [{"id": h.id, "tunnel_ip": h.tunnel_ip} for h in tx.hosts() if h.id != host_id]
+    ports = [{"id": p.id, "container": p.container, "pod": p.pod_id, "mac": p.mac,
+              "ip": p.ip, "dhcp": p.dhcp, "state": p.state}
+             for p in tx.ports(host_id=host_id)]
+    about = {"id": host.id, "tunnel_ip": host.tunnel_ip, "tunnel_type": host.tunnel_type}
+    return host.desired_version, about, peers, ports
 
 
 def _reported_rows(tx: Tx, host_id: str, reported: Mapping[int, object]) -> list[Port]:

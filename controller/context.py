@@ -102,9 +102,13 @@ class Context:
     def host_or_404(tx: Tx, host_id: str) -> Host:
         host = tx.host(host_id)
         if host is None:
-            raise not_found(f"host {host_id} is not registered (start loris-hostagent on it)",
-                            "host_not_found")
+            raise Context.host_missing(host_id)
         return host
+
+    @staticmethod
+    def host_missing(host_id: str) -> ApiError:
+        return not_found(f"host {host_id} is not registered (start loris-hostagent on it)",
+                         "host_not_found")
 
     @staticmethod
     def pod_hosts(tx: Tx, pod_id: int) -> set[str]:

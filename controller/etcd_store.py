@@ -77,6 +77,10 @@ FOLLOW_WAIT = 1.0     # seconds a transaction waits for the watch before listing
 ELECTION_RETRY_S = 0.1   # pause between tries while etcd has no leader, or an outcome is unknown
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
 class StoreConflict(ApiError):
     """Another controller wrote between this transaction's start and its commit."""
 
@@ -281,13 +285,13 @@ class EtcdStore:
         # is confirmed on the current state, so nobody is refused for a stale mirror.
         current = False
         while True:
-            refusal: list[Exception] = []
+            fn_refused = False          # not the commit's own errors (a 503 after waiting)
             try:
                 with self.tx(current) as tx:
                     try:
                         return fn(tx)
-                    except (ApiError, sqlite3.IntegrityError) as e:
-                        refusal.append(e)
+                    except (ApiError, sqlite3.IntegrityError):
+                        fn_refused = True
                         raise
             except StoreConflict:
                 current = True
@@ -296,7 +300,7 @@ class EtcdStore:
                     raise
                 time.sleep(random.uniform(0.5, 1.5) * min(0.005 * attempt, 0.1))
             except (ApiError, sqlite3.IntegrityError):
-                if current or not refusal:
+                if current or not fn_refused:
                     raise
                 current = True
 
@@ -333,6 +337,19 @@ class EtcdStore:
                 yield EtcdTx(reader, self.mirror.revision)
             finally:
                 reader.execute("ROLLBACK")
+
+    def read_confirmed(self, fn: Callable[[Tx], T],
+                       missing: Callable[[T], bool] = _is_none) -> T:
+        """`fn(tx)` on the state as this controller holds it (`read(current=False)`); when
+        what it found is `missing` (default: None), again on the current state, so that a
+        row written through another controller a moment ago is found: a 404 or a 401 is
+        never the watch's delay."""
+        with self.read(current=False) as tx:
+            found = fn(tx)
+        if not missing(found):
+            return found
+        with self.read() as tx:
+            return fn(tx)
 
     @property
     def watching(self) -> bool:

@@ -292,7 +292,7 @@ PATHS: dict = {
                            "the version the agent has; returns at once if it differs"),
                     _query("wait", {"type": "number", "minimum": 0, "maximum": 60},
                            "seconds to wait for a newer version (default 0)"),
-                    _query("have", {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                    _query("have", _text(contract.STATE_DIGEST),
                            "the digest of the state the agent holds: the answer is a delta "
                            "from it when the controller knows it")],
                 "responses": {"200": _resp("desired state", _ref("Desired")),

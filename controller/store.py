@@ -414,6 +414,12 @@ class Store:
             finally:
                 self._reader.execute("ROLLBACK")
 
+    def read_confirmed(self, fn: Callable[[Tx], T],
+                       missing: Callable[[T], bool] | None = None) -> T:
+        """EtcdStore.read_confirmed's: `fn(tx)` in one read (one file is always current)."""
+        with self.read() as tx:
+            return fn(tx)
+
     def pragma(self, name: str) -> Any:
         """The value of a PRAGMA on the writing connection, e.g. pragma("journal_mode")."""
         if not name.isidentifier():

@@ -99,14 +99,12 @@ class TokenBook:
     def find(self, token: str, kind: str | None = None, name: str | None = None) -> Found:
         """The row of `token`; with kind/name also whether (kind, name) has a row at all."""
         digest = token_sha256(token)
-        with self.store.read(current=False) as tx:      # the mirror the watch keeps...
-            row = tx.credential_by_hash(digest)
-            has_own = bool(kind and name and tx.credential(kind, name) is not None)
-        if row is None:     # ...but a token issued through another controller a moment ago
-            with self.store.read() as tx:
-                row = tx.credential_by_hash(digest)
-                has_own = bool(kind and name and tx.credential(kind, name) is not None)
-        return Found(row, has_own)
+
+        def look(tx: Tx) -> Found:
+            return Found(tx.credential_by_hash(digest),
+                         bool(kind and name and tx.credential(kind, name) is not None))
+
+        return self.store.read_confirmed(look, missing=lambda f: f.credential is None)
 
     def current(self, kind: str, name: str) -> Credential | None:
         with self.store.read(current=False) as tx:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from controller import openapi, schema
 from controller.errors import bad_request, invalid
+from flows import contract
 from flows.contract import BRIDGES, GLOBAL_POD, MAX_POD_ID, MAX_PORT_ID, POD_NAME
 
 DHCP = "dhcp"
@@ -302,10 +303,10 @@ def bool_param(text: str, name: str) -> bool:
 
 
 def digest_param(value: str, name: str) -> str:
-    """A desired state's digest (flows/desired_delta.py): 32 lowercase hex digits."""
-    if len(value) != 32 or not all(c in "0123456789abcdef" for c in value):
+    """A desired state's digest (flows/desired_delta.py, contract.STATE_DIGEST)."""
+    if not contract.STATE_DIGEST.matches(value):
         raise bad_request(f"{name} {value[:40]!r} must be a desired state's digest "
-                          "(32 lowercase hex digits, as the last answer's 'digest')")
+                          f"({contract.STATE_DIGEST.hint})")
     return value
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "container_mtu", "dhcp_server", "LORIS_MARK", "PORT_ALIAS_PREFIX", "EXT_PORT_ID",
     "EXT_CONTAINER", "EXT_CONTAINER_ID", "EXT_POD", "EXT_PEER", "EXT_IFNAME",
     "EXT_ATTACHED_MAC", "DEFAULT_OPENFLOW_PORT", "DEFAULT_API_PORT", "AGENT_RETRY_MAX_S",
+    "STATE_DIGEST", "STATE_DIGEST_HEX",
 ]
 
 
@@ -85,6 +86,12 @@ OPERATOR_NAME = Pattern(
 CERT_SHA256 = Pattern(
     "certificate fingerprint", r"[0-9a-f]{64}",
     "a certificate fingerprint is the SHA-256 of its DER bytes as 64 lowercase hex digits")
+# a desired state's digest (flows/desired_delta.py): the agent's `have`, the answer's `digest`
+STATE_DIGEST_HEX = 32
+STATE_DIGEST = Pattern(
+    "desired state digest", rf"[0-9a-f]{{{STATE_DIGEST_HEX}}}",
+    f"a desired state's digest is {STATE_DIGEST_HEX} lowercase hex digits, as the last "
+    "answer's 'digest'")
 AUDIT_OBJECT = Pattern(
     "object", r"[a-z]+(?::[\x21-\x7e]{1,200})?",
     "an object of the audit trail is KIND:ID (e.g. port:12, host:h2, pod:7, operator:alice) "

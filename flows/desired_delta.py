@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from threading import Lock
 from typing import Any
 
+from flows.contract import STATE_DIGEST_HEX
+
 KEPT_STATES = 4      # states remembered per host: the agent is at most a version or two behind
 
 
@@ -35,7 +37,7 @@ def digest(host: Mapping[str, Any], peers: Iterable[Mapping[str, Any]],
     body = {"host": host, "peers": sorted(peers, key=lambda p: str(p["id"])),
             "ports": sorted(ports, key=lambda p: int(p["id"]))}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return hashlib.sha256(text.encode()).hexdigest()[:STATE_DIGEST_HEX]
 
 
 def state_digest(state: Mapping[str, Any]) -> str:
