@@ -121,7 +121,7 @@ class Context:
         or if a connected switch rejected them. Hosts whose switches are not connected are
         skipped: they are reconciled in full when they connect. Hosts other than `required`
         whose agent is away (agents.py) get the flows in the background, unwaited for: they
-        may be unreachable, and are reconciled in full when their agent is back. Returns
+        may be unreachable, and are recomputed in full when their agent is back. Returns
         the hosts whose OpenFlow master is another controller (mastership on)."""
         return self.finish_programming(self.start_programming(pod_id, hosts, required, what),
                                        pod_id, required, what)

@@ -187,6 +187,7 @@ class LorisApp(app_manager.OSKenApp):
         return False
 
     @set_ev_cls([ofp_event.EventOFPBarrierReply, ofp_event.EventOFPFlowStatsReply,
+                 ofp_event.EventOFPAggregateStatsReply,
                  ofp_event.EventONFBundleCtrlMsg, ofp_event.EventOFPRoleReply],
                 MAIN_DISPATCHER)
     def _reply(self, ev) -> None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, NamedTuple
 
-from flows import Flow, diff
+from flows import LORIS_COOKIE, LORIS_COOKIE_MASK, Flow, diff
 from flows.diff import install_order
 
 Section = int | None
@@ -52,6 +52,26 @@ class Dumped(NamedTuple):
     @property
     def identity(self) -> tuple[int, int, int]:
         return self[:3]
+
+
+# os-ken parses every message a switch streams to it before it yields to the hub (it yields
+# once per 2,048 messages): a dump of 20,000 flows in one request held the controller for
+# 5-8 s (~0.3 ms a flow), long enough for every agent's long poll to go unanswered. A dump is
+# asked for in parts of about this many flows, each a request of its own: the hub runs other
+# work between them.
+DUMP_PART_FLOWS = 1024
+
+
+def dump_parts(flows: int, per_part: int = DUMP_PART_FLOWS) -> list[tuple[int, int]]:
+    """(cookie, cookie mask) of each flow-stats request that together dump the Loris flows
+    of a bridge holding `flows` of them, about `per_part` each. The parts split on the low
+    bits of the cookie's digest (a crc32: evenly spread), so they are disjoint and cover
+    every Loris cookie."""
+    bits = 0
+    while flows > per_part << bits:
+        bits += 1
+    low = (1 << bits) - 1
+    return [(LORIS_COOKIE | part, LORIS_COOKIE_MASK | low) for part in range(1 << bits)]
 
 
 def dumped_order(flow: Dumped) -> tuple[int, int, int]:

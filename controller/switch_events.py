@@ -24,14 +24,19 @@ class SwitchEvents:
         self.ctx = ctx
 
     def connected(self, dpid: int) -> None:
-        """A datapath reached MAIN: reconcile its flows (in the host's worker)."""
+        """A datapath reached MAIN: reconcile its flows (in the host's worker). No dump is
+        forced: a shadow is trusted only on the connection it was built on, so the first
+        job to reach this connection reconciles it from a dump, whichever job that is (a
+        host's other bridge's, which programs a bridge that connected meanwhile, often is);
+        forcing one here dumped a bridge again right after it was reconciled (20,000 flows:
+        seconds of the controller's CPU)."""
         found = self.ctx.dpid_owner(dpid)
         if found is None:
             LOG.warning("datapath %#018x connected but no registered host owns it; it gets "
                         "flows once its agent registers", dpid)
             return
-        host_id, bridge = found
-        self.ctx.programmer.submit(host_id, None, sync=[bridge])
+        host_id, _bridge = found
+        self.ctx.programmer.submit(host_id, None)
 
     def disconnected(self, dpid: int) -> None:
         self.ctx.programmer.forget(dpid)

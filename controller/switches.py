@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from controller.planner import Dumped
+from controller.planner import Dumped, dump_parts
 from flows import LORIS_COOKIE, LORIS_COOKIE_MASK
 
 LOG = logging.getLogger("loris.switches")
@@ -275,12 +275,20 @@ class Switches:
         self.request(dp, dp.ofproto_parser.OFPBarrierRequest(dp), timeout)
 
     def dump_loris_flows(self, dp: Any) -> list[Dumped]:
-        """Every flow whose cookie carries the Loris marker."""
+        """Every flow whose cookie carries the Loris marker: counted first, then dumped in
+        parts (planner.dump_parts) so that parsing a large dump does not hold the hub."""
         ofp, parser = dp.ofproto, dp.ofproto_parser
-        req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                         LORIS_COOKIE, LORIS_COOKIE_MASK, parser.OFPMatch())
-        return [Dumped(stat.cookie, stat.table_id, stat.priority, stat.match)
-                for rep in self.request(dp, req) for stat in rep.body]
+        count = parser.OFPAggregateStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY,
+                                                ofp.OFPG_ANY, LORIS_COOKIE, LORIS_COOKIE_MASK,
+                                                parser.OFPMatch())
+        flows = sum(rep.body.flow_count for rep in self.request(dp, count))
+        out: list[Dumped] = []
+        for cookie, mask in dump_parts(flows):
+            req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                             cookie, mask, parser.OFPMatch())
+            out.extend(Dumped(stat.cookie, stat.table_id, stat.priority, stat.match)
+                       for rep in self.request(dp, req) for stat in rep.body)
+        return out
 
     def flow_stats(self, dp: Any, cookie: int = 0, cookie_mask: int = 0) -> list:
         """The flows (os-ken `OFPFlowStats`, counters included) whose cookie matches under

@@ -38,17 +38,20 @@ from controller.switch_events import SwitchEvents
 from controller.switch_guard import SwitchGuard
 from controller.switches import Switches
 from controller.tokens import TokenBook
-from flows import BRIDGES
 
 LOG = logging.getLogger("loris.service")
 
 
 def _agent_back(programmer: Programmer, host_id: str, silent: float) -> None:
-    """An agent away for `silent` seconds is back: reconcile its host's switches from a
-    dump (the pods' flows other connects sent them meanwhile may not have arrived)."""
-    LOG.info("the agent of host %s is back after %.0f s away: reconciling its switches",
+    """An agent away for `silent` seconds is back: recompute its host's switches in full
+    (the pods' flows other connects sent them meanwhile were not waited for). Not from a
+    dump: a bridge whose job failed meanwhile has lost its shadow and is dumped anyway, one
+    that reconnected is reconciled on connecting, and the others' shadows are what they
+    hold. (A forced dump of a large bridge kept the controller busy for seconds, long
+    enough to find the agent away again: a loop.)"""
+    LOG.info("the agent of host %s is back after %.0f s away: recomputing its switches",
              host_id, silent)
-    programmer.submit(host_id, None, sync=BRIDGES)
+    programmer.submit(host_id, None)
 
 
 def _changed_elsewhere(ctx: Context, changes: Changes) -> None:

@@ -13,7 +13,7 @@ What it does, as OVS does:
   committed without it* (OVS's habit, which is why `Switches.bundle` checks the add errors
   before COMMIT and DISCARDs); a connection that goes away discards its open bundles;
 - flow-stats requests filtered by cookie/mask, answered in several parts (match and
-  instructions as the switch holds them; counters zero).
+  instructions as the switch holds them; counters zero), and aggregate requests (the count);
 
 Roles (several controllers, controller/roles.py), as OVS does: a connection starts EQUAL;
 ROLE_REQUEST MASTER or SLAVE with a generation id older than the one the bridge holds is
@@ -170,6 +170,7 @@ class FakeSwitch:
         self.fail_sends = 0
         self.lose_replies: list[str] = []
         self.commits = 0
+        self.flow_stats_requests = 0
         self.protected: set[tuple[Key, int, bytes]] = set()   # must never vanish
         self.violations: list[str] = []
         self._lock = threading.RLock()
@@ -307,12 +308,17 @@ class FakeSwitch:
 
     def _flow_stats(self, conn: FakeDatapath, buf: bytes, xid: int) -> None:
         kind, _flags = _MULTIPART_REQUEST.unpack_from(buf, 8)
-        assert kind == ofp.OFPMP_FLOW, kind
+        assert kind in (ofp.OFPMP_FLOW, ofp.OFPMP_AGGREGATE), kind
         table, _port, _group, cookie, mask = _FLOW_STATS_REQUEST.unpack_from(buf, 16)
+        chosen = [(k, e) for k, e in sorted(self.table.entries.items(), key=lambda ke: str(ke[0]))
+                  if e.cookie & mask == cookie & mask and table in (ofp.OFPTT_ALL, k[0])]
+        if kind == ofp.OFPMP_AGGREGATE:
+            rep = parser.OFPAggregateStatsReply(conn)
+            rep.body, rep.flags = parser.OFPAggregateStats(0, 0, len(chosen)), 0
+            return self._reply(conn, "aggregate", rep, xid)
+        self.flow_stats_requests += 1
         stats = [parser.OFPFlowStats(k[0], 0, 0, k[1], 0, 0, 0, e.cookie, 0, 0, e.match,
-                                     instructions_of(e.instructions))
-                 for k, e in sorted(self.table.entries.items(), key=lambda ke: str(ke[0]))
-                 if e.cookie & mask == cookie & mask and table in (ofp.OFPTT_ALL, k[0])]
+                                     instructions_of(e.instructions)) for k, e in chosen]
         parts = [stats[i:i + STATS_PER_PART] for i in range(0, len(stats), STATS_PER_PART)]
         for n, part in enumerate(parts or [[]]):
             rep = parser.OFPFlowStatsReply(conn)

@@ -47,6 +47,7 @@ PROBE_APP = textwrap.dedent('''
             hub.spawn(self.run, ev.datapath)
 
         @set_ev_cls([ofp_event.EventOFPBarrierReply, ofp_event.EventOFPFlowStatsReply,
+                     ofp_event.EventOFPAggregateStatsReply,
                      ofp_event.EventONFBundleCtrlMsg], MAIN_DISPATCHER)
         def reply(self, ev):
             self.switches.reply(ev.msg)

@@ -14,7 +14,7 @@ from controller import planner
 from controller.planner import Dumped, Step
 from controller.programmer import NOT_CONNECTED, NOT_REGISTERED, OK
 from controller.switches import FULL_MASK, OpenFlowError, serialized
-from flows import Kind, diff, to_flowmod
+from flows import LORIS_COOKIE, LORIS_COOKIE_MASK, Kind, diff, to_flowmod
 from flows.diff import install_order, remove_order
 from flows.flow import goto, make_flow, output
 
@@ -173,6 +173,34 @@ def test_switches_read_a_dump_in_several_parts():
     assert len(got) == len(sw.loris_flows()) > 120
     assert {(d.cookie, d.table, d.priority) for d in got} >= {
         (f.cookie, f.table, f.priority) for f in flows}
+
+
+def test_a_dump_is_asked_for_in_parts_that_cover_every_loris_cookie_once():
+    assert planner.dump_parts(0) == planner.dump_parts(1024) == [(LORIS_COOKIE,
+                                                                   LORIS_COOKIE_MASK)]
+    parts = planner.dump_parts(20_000)
+    assert len(parts) == 32                       # 20,000 / 32 = 625 flows a part
+    assert planner.dump_parts(1025) == planner.dump_parts(2048) != planner.dump_parts(2049)
+    for cookie in (LORIS_COOKIE, LORIS_COOKIE | 0x0FFF_FFFF, make_flow(
+            10, 100, {"eth_dst": "02:00:00:00:00:01"}, [output(1)], Kind.POD, 7).cookie):
+        assert sum(cookie & mask == c & mask for c, mask in parts) == 1
+    assert not [1 for c, mask in parts if 0x1234 & mask == c & mask]     # a foreign cookie
+
+
+def test_a_large_dump_is_read_in_several_requests_and_complete():
+    rig = Rig()
+    rig.add_hosts(1)
+    rig.run()
+    dpid = next(iter(rig.bridges))
+    sw, dp = rig.bridges[dpid], rig.switches.datapath(dpid)
+    flows = [flow(10, 100, obj=n, eth_dst=f"02:00:00:00:{n >> 8:02x}:{n & 255:02x}")
+             for n in range(2 * planner.DUMP_PART_FLOWS)]
+    rig.switches.bundle(dp, [(to_flowmod(f, dp), str(f)) for f in flows])
+    sw.flow_stats_requests = 0
+    got = rig.switches.dump_loris_flows(dp)
+    assert sw.flow_stats_requests == 4            # 2,048 flows and the base pipeline's
+    assert sorted(d.identity for d in got) == sorted(
+        (e.cookie, k[0], k[1]) for k, e in sw.table.entries.items())
 
 
 def test_flow_mod_decoding_round_trips():
