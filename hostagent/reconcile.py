@@ -353,21 +353,21 @@ class Reconciler:
             # re-added (in its own transaction) with its ofport pinned.
             self.db.del_ports(contract.INTEGRATION_BRIDGE, [iface.name])
         log.info("wiring port %s into %s (%s)", port_id, container.name, container.netns)
-        ifname = netdev.create_port(port_id, container.netns, self.container_ifname,
-                                    port["mac"], ip, mtu)  # fmt: skip
+        side = netdev.create_port(port_id, container.netns, self.container_ifname,
+                                  port["mac"], ip, mtu)  # fmt: skip
         host_name = contract.host_port_name(port_id)
         index = netdev.ifindex(host_name)
         if index is not None:
             self.links.made(host_name, index)
         pause_point("veth_created")
         try:
-            self._attach(port, container, ifname, pinned=pinned)
+            self._attach(port, container, side.ifname, pinned=pinned)
         except Exception:
             self._drop_local(port_id, self.port_interfaces(self.db.snapshot()).get(port_id))
             raise
         pause_point("ovs_attached")
-        side = netdev.inspect_port(port_id, container.netns, port["mac"])
-        if side is None:
+        # A namespace that went away (its container died) took both ends of the veth along
+        if not netdev.link_exists(host_name):
             self._drop_local(port_id, self.port_interfaces(self.db.snapshot()).get(port_id))
             raise PortError("wiring_failed",
                             f"container {container.name} lost its namespace while being wired")
