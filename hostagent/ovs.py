@@ -8,8 +8,6 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from flows import contract
-
 
 class OvsError(RuntimeError):
     """ovs-vsctl failed; the message carries its stderr."""
@@ -57,22 +55,6 @@ class Snapshot:
 
     def on_bridge(self, bridge: str) -> list[Interface]:
         return [i for i in self.interfaces.values() if i.bridge == bridge]
-
-
-def free_ofport(snap: Snapshot, bridge: str, avoid: Iterable[int] = ()) -> int:
-    """An OpenFlow port number for a new port on `bridge`, for its `ofport_request`: past
-    every number its interfaces have or asked for and those in `avoid` (ports removed a
-    moment ago), as OVS's own choice would be; the lowest free one once past the range."""
-    taken = {n for i in snap.on_bridge(bridge) for n in (i.ofport, i.ofport_request)
-             if n is not None and 0 < n <= contract.MAX_OFPORT}
-    taken.update(avoid)
-    above = max(taken, default=0) + 1
-    if above <= contract.MAX_OFPORT:
-        return above
-    free = next((n for n in range(1, contract.MAX_OFPORT + 1) if n not in taken), None)
-    if free is None:
-        raise OvsError(f"{bridge} has no free OpenFlow port number left")
-    return free
 
 
 @dataclass(frozen=True)

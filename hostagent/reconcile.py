@@ -25,7 +25,7 @@ from hostagent.containers import (
 from hostagent.docker_driver import is_endpoint_ref
 from hostagent.faults import pause_point
 from hostagent.links import LinkIndex
-from hostagent.ovs import Interface, Ovs, OvsError, Snapshot, VsctlDb, free_ofport
+from hostagent.ovs import Interface, Ovs, OvsError, Snapshot, VsctlDb
 
 if TYPE_CHECKING:
     from hostagent.ovsdb import OvsdbReplica
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_UNDERLAY_MTU = 1500
 FULL_CHECK_S = 300.0  # how often every container is looked into even if nothing changed
-RELEASED_OFPORT_S = 60.0  # a removed port's ofport is not given again for this long (as OVS)
 
 
 def _settled(result: dict | None, port: dict) -> bool:
@@ -94,9 +93,6 @@ class Reconciler:
         # each desired port's result in the last pass that looked at it (port id -> report):
         # a pass that looks at a few ports reports the others as they were
         self._results: dict[int, dict] = {}
-        # ofport -> when its container port was removed: not given to a new port for
-        # RELEASED_OFPORT_S (flows naming it may still be on their way out)
-        self._released: dict[int, float] = {}
 
     def use(self, db: OvsdbReplica | None = None, links: LinkIndex | None = None) -> None:
         """Read and write OVS through `db` (a replica kept by a monitor) and read the host's
@@ -231,7 +227,7 @@ class Reconciler:
         stale = sorted(set(have) - wanted)
         if stale:
             log.info("removing ports not desired here: %s", stale)
-            self._unplug([have[p] for p in stale])
+            self.db.del_ports(contract.INTEGRATION_BRIDGE, [have[p].name for p in stale])
         for name in self.links.loris_veths():
             port_id = contract.port_id_of_host_port(name)
             if port_id is None or port_id not in wanted:
@@ -339,23 +335,8 @@ class Reconciler:
 
     def _drop_local(self, port_id: int, iface: Interface | None) -> None:
         if iface is not None:
-            self._unplug([iface])
+            self.db.del_ports(contract.INTEGRATION_BRIDGE, [iface.name])
         self._delete_veth(contract.host_port_name(port_id))
-
-    def _unplug(self, ifaces: list[Interface]) -> None:
-        """Remove container ports from br-int, remembering their numbers as just freed."""
-        now = time.monotonic()
-        self._released.update((i.ofport, now) for i in ifaces if i.ofport)
-        self.db.del_ports(contract.INTEGRATION_BRIDGE, [i.name for i in ifaces])
-
-    def _new_ofport(self) -> int:
-        """The ofport a new container port asks for in the transaction that adds it: chosen
-        here rather than by OVS and pinned afterwards, which took a second transaction and
-        a second reconfiguration of ovs-vswitchd while the controller programmed the port."""
-        now = time.monotonic()
-        self._released = {n: t for n, t in self._released.items()
-                          if now - t < RELEASED_OFPORT_S}
-        return free_ofport(self.db.snapshot(), contract.INTEGRATION_BRIDGE, self._released)
 
     def _delete_veth(self, name: str) -> None:
         netdev.delete_link(name)
@@ -405,14 +386,13 @@ class Reconciler:
             contract.EXT_ATTACHED_MAC: port["mac"].lower(),
             contract.EXT_IFNAME: ifname,
         }
-        # One transaction, its ofport asked for: pinned, so that a re-wire (container
-        # restart) keeps it and the flows that match on it stay right. The ofport comes
-        # back with the replica's update.
+        # one transaction; the ofport comes back with the replica's update
         got = self.db.add_port(contract.INTEGRATION_BRIDGE, name, dict([contract.LORIS_MARK]),
-                               ids, ofport_request=pinned or self._new_ofport())
+                               ids, ofport_request=pinned)
         if got is None or not got.ofport:
             raise PortError("ovs_error", f"OVS could not attach {name}: "
                                          f"{(got.error if got else None) or 'no ofport'}")
-        if got.ofport_request != got.ofport:
-            # OVS gave another number (the one asked for was taken meanwhile): pin that one
+        if not got.ofport_request:
+            # Pin the number OVS chose, so a re-wire (container restart) keeps it and the
+            # flows that match on it stay right.
             self.db.set_ofport_request(name, got.ofport)

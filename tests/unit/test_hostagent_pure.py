@@ -11,7 +11,7 @@ from hostagent.cli.commands import mesh_state
 from hostagent.cli.common import CliError, check_ip_argument, parse_pod
 from hostagent.client import controller_url
 from hostagent.netdev import next_ifname
-from hostagent.ovs import Interface, OvsError, Snapshot, _decode, free_ofport, kv
+from hostagent.ovs import _decode, kv
 from hostagent.tables import ago, table
 
 
@@ -113,22 +113,3 @@ def test_table_and_ago():
     assert text.splitlines() == ["ID  NAME", "1   web", "22  -", "3   yes"]
     assert ago(None) == "never" and ago(0.2) == "now" and ago(5) == "5s ago"
     assert ago(600) == "10m ago" and ago(36000) == "10h ago"
-
-
-def test_a_new_port_asks_for_the_number_past_every_used_and_just_freed_one():
-    def snap(*numbers: tuple[int | None, int | None], bridge: str = "br-int") -> Snapshot:
-        s = Snapshot()
-        for k, (ofport, request) in enumerate(numbers):
-            s.interfaces[f"i{k}"] = Interface(f"i{k}", "", ofport, request, {}, {}, None, bridge)
-        return s
-
-    local, patch = (65534, None), (1, 1)
-    assert free_ofport(snap(local, patch), "br-int") == 2        # LOCAL does not count
-    assert free_ofport(snap(local, patch, (2, 2), (None, 9)), "br-int") == 10   # asked for
-    assert free_ofport(snap(local, patch, (2, 2)), "br-int", avoid={3, 4}) == 5
-    assert free_ofport(snap(local, patch, (7, 7), bridge="br-tun"), "br-int") == 1
-    top = contract.MAX_OFPORT
-    assert free_ofport(snap(patch, (top, top)), "br-int", avoid={2}) == 3      # wraps
-    full = snap(*[(n, n) for n in range(1, top + 1)])
-    with pytest.raises(OvsError, match="no free OpenFlow port number"):
-        free_ofport(full, "br-int")
