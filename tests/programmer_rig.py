@@ -88,8 +88,8 @@ class Rig:
 
     def _connected(self, dp: FakeDatapath) -> None:
         self.switches.connected(dp)
-        host_id, bridge = self.owner[dp.id]
-        self.programmer.submit(host_id, None, sync=[bridge])
+        host_id, _bridge = self.owner[dp.id]
+        self.programmer.submit(host_id, None)        # as controller/switch_events.py does
 
     def _disconnected(self, dp: FakeDatapath) -> None:
         if self.switches.disconnected(dp):
