@@ -212,23 +212,23 @@ def _make_veth(port_id: int, host_name: str, netns_fd: int, netns_path: str, ifn
                mac: str, mtu: int) -> str:
     """The veth pair, up and marked on this side; its container end named `ifname`, or the
     next free ethN when the container has that name already. Returns the container name."""
+    def add(name: str) -> None:
+        with _step(f"creating veth {host_name}"), ipr_in() as ipr:
+            ipr.link("add", ifname=host_name, kind="veth", mtu=mtu,
+                     peer={"ifname": name, "net_ns_fd": netns_fd, "address": mac, "mtu": mtu})
+
     final = ifname
-    for attempt in range(2):
-        try:
-            with _step(f"creating veth {host_name}"), ipr_in() as ipr:
-                ipr.link("add", ifname=host_name, kind="veth", mtu=mtu,
-                         peer={"ifname": final, "net_ns_fd": netns_fd, "address": mac,
-                               "mtu": mtu})
-                break
-        except NetdevError as e:
-            # EEXIST: the name is taken in the container (this side's was just deleted)
-            if attempt or not isinstance(e.__cause__, NetlinkError) or \
-                    e.__cause__.code != errno.EEXIST:
-                raise
-            with _step("listing the container's interfaces"):
-                taken = in_netns(netns_path, lambda ns: {link.get("IFLA_IFNAME")
-                                                         for link in ns.get_links()})
-            final = next_ifname(ifname, taken)
+    try:
+        add(final)
+    except NetdevError as e:
+        # EEXIST: the name is taken in the container (this side's was just deleted)
+        if not isinstance(e.__cause__, NetlinkError) or e.__cause__.code != errno.EEXIST:
+            raise
+        with _step("listing the container's interfaces"):
+            taken = in_netns(netns_path, lambda ns: {link.get("IFLA_IFNAME")
+                                                     for link in ns.get_links()})
+        final = next_ifname(ifname, taken)
+        add(final)
     with _step(f"bringing {host_name} up"), ipr_in() as ipr:
         alias = f"{contract.PORT_ALIAS_PREFIX}{port_id}"  # how cleanup knows it's ours
         ipr.link("set", index=ipr.link_lookup(ifname=host_name)[0], ifalias=alias,

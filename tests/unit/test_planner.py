@@ -147,12 +147,17 @@ def test_fake_commits_a_bundle_without_its_rejected_add_as_ovs_does():
     assert [kind for kind, _ in events] == ["reply", "error", "reply"]
 
 
-def test_switches_discard_a_bundle_with_a_rejected_add():
+def one_bridge() -> tuple[Rig, FakeSwitch, FakeDatapath]:
+    """A programmed rig of one host, and one of its bridges with its connection."""
     rig = Rig()
     rig.add_hosts(1)
     rig.run()
     dpid = next(iter(rig.bridges))
-    sw, dp = rig.bridges[dpid], rig.switches.datapath(dpid)
+    return rig, rig.bridges[dpid], rig.switches.datapath(dpid)
+
+
+def test_switches_discard_a_bundle_with_a_rejected_add():
+    rig, sw, dp = one_bridge()
     before = sw.loris_flows()
     sw.reject = lambda mod: mod.cookie == C.cookie
     with pytest.raises(OpenFlowError, match=r"rejected 1 of 2 flow-mods: OFPET_FLOW_MOD_FAILED/"
@@ -162,11 +167,7 @@ def test_switches_discard_a_bundle_with_a_rejected_add():
 
 
 def test_switches_read_a_dump_in_several_parts():
-    rig = Rig()
-    rig.add_hosts(1)
-    rig.run()
-    dpid = next(iter(rig.bridges))
-    sw, dp = rig.bridges[dpid], rig.switches.datapath(dpid)
+    rig, sw, dp = one_bridge()
     flows = [flow(10, 100, obj=n, eth_dst=f"02:00:00:00:01:{n:02x}") for n in range(120)]
     rig.switches.bundle(dp, [(to_flowmod(f, dp), str(f)) for f in flows])
     sw.add_foreign(20, 1, 0x1234, eth_dst="02:de:ad:00:00:02")
@@ -189,11 +190,7 @@ def test_a_dump_is_asked_for_in_parts_that_cover_every_loris_cookie_once():
 
 
 def test_a_large_dump_is_read_in_several_requests_and_complete():
-    rig = Rig()
-    rig.add_hosts(1)
-    rig.run()
-    dpid = next(iter(rig.bridges))
-    sw, dp = rig.bridges[dpid], rig.switches.datapath(dpid)
+    rig, sw, dp = one_bridge()
     flows = [flow(10, 100, obj=n, eth_dst=f"02:00:00:00:{n >> 8:02x}:{n & 255:02x}")
              for n in range(2 * planner.DUMP_PART_FLOWS)]
     rig.switches.bundle(dp, [(to_flowmod(f, dp), str(f)) for f in flows])
