@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -88,13 +89,16 @@ class AgentProtocol:
                     "ofport": rep.ofport, "mtu": rep.mtu, "lease": rep.lease,
                     "error_code": rep.error[0] if rep.error else None,
                     "error_message": rep.error[1] if rep.error else None}
-                if rep.ofport is not None and port.state == "pending":
-                    values["state"] = "wired"
+                if rep.ofport is not None:
+                    values["planned_ofport"] = None     # the number is known now
+                    if port.state == "pending":
+                        values["state"] = "wired"
                 current = {k: getattr(port, k) for k in values}
                 if values != current:
                     tx.update_port(port.id, **values)
                     changed.append(port.id)
-                    if rep.ofport != port.ofport:
+                    # a port wired with the number its connect chose changes no flow
+                    if replace(port, **values).switch_ofport != port.switch_ofport:
                         pods.add(port.pod_id)
                     if rep.error and rep.error != (port.error_code, port.error_message):
                         LOG.warning("host %s reports port %d (%s): %s: %s", host_id, port.id,
@@ -126,7 +130,7 @@ def _desired_state(host_id: str, tx: Tx) -> tuple[int, dict, list[dict], list[di
         return None
     peers = [{"id": h.id, "tunnel_ip": h.tunnel_ip} for h in tx.hosts() if h.id != host_id]
     ports = [{"id": p.id, "container": p.container, "pod": p.pod_id, "mac": p.mac,
-              "ip": p.ip, "dhcp": p.dhcp, "state": p.state}
+              "ip": p.ip, "dhcp": p.dhcp, "state": p.state, "ofport": p.switch_ofport}
              for p in tx.ports(host_id=host_id)]
     about = {"id": host.id, "tunnel_ip": host.tunnel_ip, "tunnel_type": host.tunnel_type}
     return host.desired_version, about, peers, ports

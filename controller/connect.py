@@ -1,9 +1,10 @@
 """Connecting a container to a pod (POST /v1/ports) and disconnecting it (DELETE).
 
 Connect is the long one (docs/design.md), a saga of steps each undone on failure:
-insert the port `pending` (IPAM chooses its address and MAC; the host's agent is told),
-install the pod's flows on its other hosts while waiting for the agent to report the port's
-ofport, then on the port's host (all barrier-confirmed), mark it `active` (a static port
+insert the port `pending` (IPAM chooses its address and MAC, planned_ofports.py its ofport;
+the host's agent is told), install the pod's flows on every host of the pod while waiting
+for the agent to report the port's ofport (all barrier-confirmed; the port's own host once
+more if OVS gave it another number), mark it `active` (a static port
 without a new desired version: it changes nothing on the host), wait for a DHCP port's
 lease, return. Any failure removes the row again (and a pod a connect created that no
 connect filled: the store's `implicit_pods`), bumps the host's version so the agent removes
@@ -95,16 +96,24 @@ class Connections:
         LOG.info("%s: port %d %s %s", what, port.id, port.ip, port.mac)
         phases = _Phases(ctx.metrics)
         try:
-            # The other hosts of the pod get its flows while the agent wires the port: they
-            # do not depend on its ofport (controller/topology.py). The port's own host
-            # gets them once the ofport is known.
+            # Every host of the pod gets its flows while the agent wires the port: the
+            # others do not depend on its ofport (controller/topology.py), and its own host
+            # uses the number chosen at insert (controller/planned_ofports.py). Without
+            # one, or when OVS gave another, the own host is programmed once it is known.
             with ctx.store.read(current=False) as tx:
-                others = ctx.pod_hosts(tx, port.pod_id) - {port.host_id}
-            alongside = ctx.start_programming(port.pod_id, others, port.host_id, what)
-            self._wait_wired(port)
+                hosts = ctx.pod_hosts(tx, port.pod_id) | {port.host_id}
+            if port.planned_ofport is None:
+                hosts.discard(port.host_id)
+            alongside = ctx.start_programming(port.pod_id, hosts, port.host_id, what)
+            wired = self._wait_wired(port)
             wired_at = store_revision(ctx.store)        # the store on etcd
             phases.done("wiring")
-            elsewhere = ctx.program_pod(port.pod_id, {port.host_id}, port.host_id, what)
+            elsewhere: set[str] = set()
+            if wired.ofport != port.planned_ofport:
+                LOG.info("%s: port %d has ofport %s, not the planned %s: programming %s "
+                         "again", what, port.id, wired.ofport, port.planned_ofport,
+                         port.host_id)
+                elsewhere = ctx.program_pod(port.pod_id, {port.host_id}, port.host_id, what)
             elsewhere |= ctx.finish_programming(alongside, port.pod_id, port.host_id, what)
             self._wait_masters(port, elsewhere, wired_at, what)
             phases.done("programming")
@@ -157,7 +166,7 @@ class Connections:
                 raise conflict(f"host {req.host} has no free local VLAN (4094 pods there)",
                                "no_local_vlan")
             port = tx.insert_port(req.host, req.container, pod.id, mac, iface,
-                                  req.ip is None)
+                                  req.ip is None, tx.plan_ofport(req.host))
             tx.claim_connect(port.id, owner)   # recovery drops it only once we are gone
             # running here before it commits: a sweep of ours never takes it for left over
             ctx.connects_running.add(port.id)
@@ -194,7 +203,7 @@ class Connections:
             raise _deleted(port)
         return found[0]
 
-    def _wait_wired(self, port: Port) -> None:
+    def _wait_wired(self, port: Port) -> Port:
         timeout = self.ctx.settings.wire_timeout
         row = self._wait_for(port, lambda p: p.ofport is not None or p.error_code is not None,
                              timeout)
@@ -208,6 +217,7 @@ class Connections:
             raise ApiError(422, row.error_code or "wiring_failed",
                            f"host {port.host_id} could not wire container {port.container}: "
                            f"{row.error_message}")
+        return row
 
     def _wait_masters(self, port: Port, hosts: set[str], revision: int | None,
                       what: str) -> None:

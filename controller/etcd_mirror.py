@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from controller.etcd import Compare, Delete, Event, Put, RangeResult, key_absent
 from controller.etcd_layout import META_COMMIT, Layout, Row, decode_row, encode_row
-from controller.rows import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+from controller.rows import create_schema
 
 # changes seen in the watch: table -> primary keys (as text) of its rows that changed
 Changes = dict[str, set[tuple[str, ...]]]
@@ -48,11 +48,7 @@ class Mirror:
         c.execute("PRAGMA journal_mode = WAL")
         c.execute("PRAGMA synchronous = OFF")        # a cache: etcd is the truth
         c.execute("PRAGMA foreign_keys = ON")
-        for statement in filter(str.strip, SCHEMA.split(";")):
-            c.execute(statement)
-        for step in range(1, SCHEMA_VERSION + 1):
-            for statement in filter(str.strip, MIGRATIONS.get(step, "").split(";")):
-                c.execute(statement)
+        create_schema(c)
         self.layout = Layout.from_schema(c, prefix)
         self._install_triggers()
         self.reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)

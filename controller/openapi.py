@@ -184,7 +184,10 @@ SCHEMAS: dict = {
         "ports": {"type": "array", "items": _obj({
             "id": _ref("PortId"), "container": {"type": "string"}, "pod": _ref("PodId"),
             "mac": _ref("Mac"), "ip": {"type": "string"}, "dhcp": {"type": "boolean"},
-            "state": {"type": "string", "enum": ["pending", "wired", "active"]}})},
+            "state": {"type": "string", "enum": ["pending", "wired", "active"]},
+            "ofport": {"oneOf": [{"type": "null"}, _ofport], "description":
+                       "the number the port's OVS interface asks for (ofport_request), "
+                       "chosen by the controller at connect; null: OVS chooses"}})},
     }),
     "ActualReport": _obj({
         # versions are the store's (SQLite INTEGER, etcd revisions): 64-bit signed

@@ -7,15 +7,18 @@ signed, so a dpid is stored as the signed number with the same bits.
 from __future__ import annotations
 
 import ipaddress
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from controller import planned_ofports
 from controller.connect_owners import CONNECT_OWNERS_SCHEMA
 from controller.docker_rows import DOCKER_MACS_SCHEMA, DOCKER_SCHEMA
 from controller.pod_rows import POD_NAMES_MIGRATION
 from controller.safety_rows import SAFETY_SCHEMA
 from flows.contract import MAX_LOCAL_VLAN, MIN_LOCAL_VLAN
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS counters (
@@ -77,15 +80,31 @@ CREATE TABLE IF NOT EXISTS local_vlans (
 );
 """
 
-# Upgrades: the statements that take a database of schema version N-1 to N. A new database
-# runs SCHEMA and then every step (each is idempotent: CREATE ... IF NOT EXISTS).
-MIGRATIONS: dict[int, str] = {
+# Upgrades: what takes a database of schema version N-1 to N, SQL statements or a function
+# of the connection. A new database runs SCHEMA and then every step (each is idempotent:
+# CREATE ... IF NOT EXISTS, a column added only where it is missing).
+MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {
     2: SAFETY_SCHEMA,       # credentials, switch certificates, implicit pods, audit trail
     3: POD_NAMES_MIGRATION,     # every pod has a unique name (controller/pod_rows.py)
     4: DOCKER_SCHEMA,           # addresses reserved by Docker's IPAM (docker_rows.py)
     5: DOCKER_MACS_SCHEMA,      # the MAC each Docker address was given (docker_rows.py)
     6: CONNECT_OWNERS_SCHEMA,   # who runs each unfinished connect (connect_owners.py)
+    7: planned_ofports.migrate,     # the ofport a connect chose (planned_ofports.py)
 }
+
+
+def create_schema(conn: sqlite3.Connection, from_version: int = 0) -> None:
+    """Run SCHEMA, then the upgrade steps after `from_version`, on `conn` (inside the
+    caller's transaction: no executescript, which would commit)."""
+    for statement in filter(str.strip, SCHEMA.split(";")):
+        conn.execute(statement)
+    for step in range(from_version + 1, SCHEMA_VERSION + 1):
+        upgrade = MIGRATIONS.get(step, "")
+        if callable(upgrade):
+            upgrade(conn)
+            continue
+        for statement in filter(str.strip, upgrade.split(";")):
+            conn.execute(statement)
 
 
 @dataclass(frozen=True)
@@ -133,14 +152,23 @@ class Port:
     error_code: str | None
     error_message: str | None
     created_at: float
+    planned_ofport: int | None = None       # chosen at connect, until reported (schema 7)
 
     @property
     def address(self) -> str:
         return self.ip.split("/", 1)[0]
 
+    @property
+    def switch_ofport(self) -> int | None:
+        """The number its host's flows use: the one its agent reported, else the one its
+        connect chose (controller/planned_ofports.py) while its wiring has not failed."""
+        if self.ofport is not None:
+            return self.ofport
+        return self.planned_ofport if self.error_code is None else None
+
 
 PORT_COLUMNS = ("id, host_id, container, pod_id, mac, ip, dhcp, state, ofport, mtu, lease, "
-                "error_code, error_message, created_at")
+                "error_code, error_message, created_at, planned_ofport")
 HOST_COLUMNS = ("id, tunnel_ip, tunnel_type, dpid_int, dpid_tun, int_patch_ofport, "
                 "tun_patch_ofport, desired_version, actual_version, registered_at")
 

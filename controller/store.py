@@ -25,16 +25,16 @@ from controller.concurrency import run_blocking
 from controller.connect_owners import ConnectOwnerRows
 from controller.docker_rows import DockerRows
 from controller.errors import ApiError, unavailable
+from controller.planned_ofports import PlannedOfportRows
 from controller.pod_rows import PodNameRows
 from controller.rows import (
     HOST_COLUMNS,
-    MIGRATIONS,
     PORT_COLUMNS,
-    SCHEMA,
     SCHEMA_VERSION,
     Host,
     Pod,
     Port,
+    create_schema,
     dpid_to_db,
     host_row,
     port_row,
@@ -54,7 +54,7 @@ __all__ = ["GLOBAL_POD", "Host", "Pod", "Port", "Store", "Tx"]   # rows re-expor
 T = TypeVar("T")
 
 
-class Tx(SafetyRows, PodNameRows, DockerRows, ConnectOwnerRows):
+class Tx(SafetyRows, PodNameRows, DockerRows, ConnectOwnerRows, PlannedOfportRows):
     """One open transaction. Methods raise nothing but sqlite3 errors and ApiError."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -182,9 +182,11 @@ class Tx(SafetyRows, PodNameRows, DockerRows, ConnectOwnerRows):
         return [port_row(r) for r in self._all(sql + " ORDER BY id", args)]
 
     def ofport_clashes(self, pods: Iterable[int] | None = None) -> list[Port]:
-        """Ports that share their host and ofport with another port, by id: normally none
-        (an agent's inconsistent report). With `pods`, only the clashes involving a port of
-        those pods. Found by SQLite through an index, so finding none costs no rows."""
+        """Ports that share their host and ofport (`Port.switch_ofport`) with another port,
+        by id: normally none (an agent's inconsistent report). With `pods`, only the clashes
+        involving a port of those pods. Found by SQLite through indexes, so finding none
+        costs no rows."""
+        planned = self.planned_ofport_clashes()
         involved = ("SELECT p.host_id, p.ofport FROM ports p WHERE p.ofport IS NOT NULL "
                     "AND EXISTS (SELECT 1 FROM ports q WHERE q.host_id = p.host_id "
                     "AND q.ofport = p.ofport AND q.id != p.id)")
@@ -192,9 +194,16 @@ class Tx(SafetyRows, PodNameRows, DockerRows, ConnectOwnerRows):
         if pods is not None:
             args = sorted(set(pods))
             involved += f" AND p.pod_id IN ({', '.join('?' * len(args))})"
-        return [port_row(r) for r in self._all(
+        found = {p.id: p for p in map(port_row, self._all(
             f"SELECT {PORT_COLUMNS} FROM ports WHERE ofport IS NOT NULL AND "
-            f"(host_id, ofport) IN ({involved}) ORDER BY id", args)]
+            f"(host_id, ofport) IN ({involved})", args))}
+        if planned:
+            rows = [self.port(i) for i in planned]
+            clashing = {(p.host_id, p.switch_ofport) for p in rows if p is not None and
+                        (pods is None or p.pod_id in args)}
+            found.update((p.id, p) for p in rows
+                         if p is not None and (p.host_id, p.switch_ofport) in clashing)
+        return [found[i] for i in sorted(found)]
 
     def port(self, port_id: int) -> Port | None:
         row = self._one(f"SELECT {PORT_COLUMNS} FROM ports WHERE id = ?", (port_id,))
@@ -222,11 +231,13 @@ class Tx(SafetyRows, PodNameRows, DockerRows, ConnectOwnerRows):
         return {r[0] for r in self._all("SELECT addr FROM ports WHERE pod_id = ?", (pod_id,))}
 
     def insert_port(self, host_id: str, container: str, pod_id: int, mac: str,
-                    iface: ipaddress.IPv4Interface, dhcp: bool) -> Port:
+                    iface: ipaddress.IPv4Interface, dhcp: bool,
+                    planned_ofport: int | None = None) -> Port:
         cur = self._c.execute(
             "INSERT INTO ports (host_id, container, pod_id, mac, ip, addr, dhcp, state, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-            (host_id, container, pod_id, mac, str(iface), int(iface.ip), int(dhcp), time.time()))
+            "created_at, planned_ofport) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (host_id, container, pod_id, mac, str(iface), int(iface.ip), int(dhcp), time.time(),
+             planned_ofport))
         if cur.lastrowid > MAX_PORT_ID:
             raise unavailable(f"port ids are exhausted (> {MAX_PORT_ID}); the store needs "
                               "maintenance", "port_ids_exhausted")
@@ -236,7 +247,7 @@ class Tx(SafetyRows, PodNameRows, DockerRows, ConnectOwnerRows):
         self._c.execute("DELETE FROM ports WHERE id = ?", (port_id,))
 
     _PORT_UPDATABLE = frozenset({"state", "ofport", "mtu", "lease", "error_code",
-                                 "error_message"})
+                                 "error_message", "planned_ofport"})
 
     def update_port(self, port_id: int, **values: object) -> None:
         bad = set(values) - self._PORT_UPDATABLE
@@ -333,12 +344,7 @@ class Store:
             if version > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} has schema {version}, newer than this "
                                    f"controller's {SCHEMA_VERSION}; upgrade the controller")
-            # executescript() would COMMIT; run the statements inside this transaction
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                self._conn.execute(statement)
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in filter(str.strip, MIGRATIONS.get(step, "").split(";")):
-                    self._conn.execute(statement)
+            create_schema(self._conn, version)
             self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._conn.execute("INSERT OR IGNORE INTO counters (name, value) "
                                "VALUES ('version', 0)")

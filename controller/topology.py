@@ -9,12 +9,14 @@ A host's flows depend only on the hosts and on the pods present on that host (th
 on every host), so a programming job reads just those pods: one connect costs the same in
 a network of 10 ports as in one of 10,000 (bench/bench_incremental.py).
 
-Built for one host (`for_host`, as the programmer does), the topology also holds the ports
-being connected on OTHER hosts, before their agent reported their ofport: what `for_host`
-has for them (the ARP answer, the unicast rule towards their host, the flood list) does
-not depend on that number, so a connect installs it while the port is being wired
-(controller/connect.py). They get a stand-in ofport no port of theirs uses, which appears
-in no flow of `for_host`.
+A port being connected has the ofport its connect chose (`Port.switch_ofport`,
+controller/planned_ofports.py) before its agent reported it, so every host, its own
+included, is programmed while the agent wires it (controller/connect.py). A port being
+connected without a planned number (its host's patch port was not known yet) is left out
+of its own host's flows until it is reported; built for another host (`for_host`, as the
+programmer does), the topology holds it with a stand-in ofport no port of its host uses:
+what `for_host` has for it (the ARP answer, the unicast rule towards its host, the flood
+list) does not depend on that number, which appears in no flow of `for_host`.
 """
 
 from __future__ import annotations
@@ -120,7 +122,8 @@ def build(tx: Tx, pods: Iterable[int] | None = None,
     standin = _stand_ins(port_rows, for_host, hosts)
 
     def ofport_of(port: Port) -> int | None:
-        return port.ofport if port.ofport is not None else standin.get(port.id)
+        n = port.switch_ofport
+        return n if n is not None else standin.get(port.id)
 
     def usable(port: Port) -> bool:
         host = hosts.get(port.host_id)
@@ -135,7 +138,7 @@ def build(tx: Tx, pods: Iterable[int] | None = None,
     owner: dict[tuple[str, int], int] = {}
     for port in clashes:
         if usable(port) and fits(port):
-            owner.setdefault((port.host_id, port.ofport), port.id)
+            owner.setdefault((port.host_id, port.switch_ofport), port.id)
     ports: dict[int, PortSpec] = {}
     for port in port_rows:
         if not usable(port) or port.pod_id not in pods_ok:
@@ -143,9 +146,10 @@ def build(tx: Tx, pods: Iterable[int] | None = None,
         if port.id in standin:
             if not fits(port):
                 continue
-        elif owner.get((port.host_id, port.ofport), port.id) != port.id or not fits(port):
-            found.append(_port_problem(port, f"ofport {port.ofport} clashes with another port "
-                                             "or the pod has no local VLAN on the host"))
+        elif owner.get((port.host_id, port.switch_ofport), port.id) != port.id or \
+                not fits(port):
+            found.append(_port_problem(port, f"ofport {port.switch_ofport} clashes with another "
+                                             "port or the pod has no local VLAN on the host"))
             continue
         try:
             ports[port.id] = _port_spec(port.id, port.pod_id, port.host_id, ofport_of(port),
@@ -174,16 +178,16 @@ def _port_spec(*fields: object) -> PortSpec:
 def _stand_ins(ports: list[Port], for_host: str | None,
                hosts: dict[str, Host]) -> dict[int, int]:
     """Port id -> stand-in ofport for the ports of other hosts than `for_host` that are
-    being connected (pending, no ofport and no error yet): from the top of the range down,
-    skipping what the host's other ports and patch port use."""
+    being connected (pending, no ofport, planned or reported, and no error yet): from the
+    top of the range down, skipping what the host's other ports and patch port use."""
     if for_host is None:
         return {}
     waiting = [p for p in ports if p.host_id != for_host and p.state == "pending"
-               and p.ofport is None and p.error_code is None]
+               and p.switch_ofport is None and p.error_code is None]
     out: dict[int, int] = {}
     for host_id in {p.host_id for p in waiting}:
         host = hosts.get(host_id)
-        used = {p.ofport for p in ports if p.host_id == host_id and p.ofport is not None}
+        used = {p.switch_ofport for p in ports if p.host_id == host_id}
         used.add(host.int_patch_ofport if host else None)
         free = (n for n in range(MAX_OFPORT, 0, -1) if n not in used)
         for p in sorted((p for p in waiting if p.host_id == host_id), key=lambda p: p.id):

@@ -386,13 +386,16 @@ class Reconciler:
             contract.EXT_ATTACHED_MAC: port["mac"].lower(),
             contract.EXT_IFNAME: ifname,
         }
-        # one transaction; the ofport comes back with the replica's update
+        # one transaction; the ofport comes back with the replica's update. The number asked
+        # for: the one it had (a re-wire keeps the flows that match on it right), else the
+        # one the controller chose (its flows may be on the switch already)
         got = self.db.add_port(contract.INTEGRATION_BRIDGE, name, dict([contract.LORIS_MARK]),
-                               ids, ofport_request=pinned)
+                               ids, ofport_request=pinned or port.get("ofport"))
         if got is None or not got.ofport:
             raise PortError("ovs_error", f"OVS could not attach {name}: "
                                          f"{(got.error if got else None) or 'no ofport'}")
-        if not got.ofport_request:
-            # Pin the number OVS chose, so a re-wire (container restart) keeps it and the
-            # flows that match on it stay right.
+        if got.ofport_request != got.ofport:
+            # Pin the number OVS chose (none was asked for, or another interface held it),
+            # so a re-wire (container restart) keeps it and the flows that match on it stay
+            # right.
             self.db.set_ofport_request(name, got.ofport)

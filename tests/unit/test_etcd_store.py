@@ -16,7 +16,7 @@ from controller.errors import ApiError
 from controller.etcd import EtcdClient, OutcomeUnknown
 from controller.etcd_layout import Layout
 from controller.etcd_store import EtcdStore, StoreConflict
-from controller.rows import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+from controller.rows import create_schema
 
 
 def _port(tx, container: str, ip: str, mac: str, pod: int = 0):
@@ -297,9 +297,7 @@ def test_safety_tables_are_shared_by_the_controllers(controllers):
 
 def test_the_layout_covers_every_table_of_the_schema():
     conn = sqlite3.connect(":memory:")
-    conn.executescript(SCHEMA)
-    for step in range(1, SCHEMA_VERSION + 1):
-        conn.executescript(MIGRATIONS.get(step, ""))
+    create_schema(conn)
     layout = Layout.from_schema(conn, "/x/")
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
                                          "AND name NOT LIKE 'sqlite_%'")}
