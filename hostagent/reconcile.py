@@ -317,7 +317,7 @@ class Reconciler:
                 self.lease_pending = True
             elif lease is None and port.get("state") == "active":
                 try:
-                    lease = dhcp.obtain_lease(container.netns, side.ifname)
+                    lease = dhcp.obtain_lease(container.netns, side.ifname, port["mac"])
                     side.ipv4.append(lease)
                 except dhcp.DhcpError as e:
                     out["error"] = {"code": "dhcp_failed", "message": f"{container.name}: {e}"}
