@@ -110,9 +110,10 @@ class Connections:
             phases.done("wiring")
             elsewhere: set[str] = set()
             if wired.ofport != port.planned_ofport:
-                LOG.info("%s: port %d has ofport %s, not the planned %s: programming %s "
-                         "again", what, port.id, wired.ofport, port.planned_ofport,
-                         port.host_id)
+                if port.planned_ofport is not None:
+                    LOG.info("%s: OVS gave port %d ofport %s, not the planned %s: "
+                             "programming %s again", what, port.id, wired.ofport,
+                             port.planned_ofport, port.host_id)
                 elsewhere = ctx.program_pod(port.pod_id, {port.host_id}, port.host_id, what)
             elsewhere |= ctx.finish_programming(alongside, port.pod_id, port.host_id, what)
             self._wait_masters(port, elsewhere, wired_at, what)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import signal
+import sqlite3
 import time
 from functools import partial
 
@@ -36,8 +37,9 @@ STATIC = {"a": ("h1", "198.18.135.5/24"), "b": ("h2", "198.18.135.6/24"),
 @pytest.fixture(scope="module")
 def lab(make_cluster):
     lab = make_cluster(hosts=3, docker=False)
-    for name in ("a", "b", "c", "d", "e", "f", "g"):
-        host = {"d": "h3", "e": "h2", "f": "h1", "g": "h2"}.get(name) or STATIC[name][0]
+    for name in ("a", "b", "c", "d", "e", "f", "g", "h"):
+        host = {"d": "h3", "e": "h2", "f": "h1", "g": "h2", "h": "h1"}.get(name) or \
+            STATIC[name][0]
         lab.add_container(host, name, kind="netns")
     return lab
 
@@ -145,6 +147,35 @@ def test_switch_rejecting_flows_fails_the_connect_atomically_and_shows_why(lab):
     status, port = connect(lab, "g", "198.18.135.8/24", 7)
     assert status == 201, port
     assert pings(lab, "g", "198.18.135.5")
+
+
+def test_a_planned_ofport_ovs_cannot_give_is_replaced_by_the_one_it_gave(lab):
+    """The controller chooses a port's ofport when it inserts the port and programs the
+    port's own host with it while the agent wires (controller/planned_ofports.py). Here an
+    interface that is not Loris's holds the next number of h1: OVS gives the port another,
+    the connect programs h1 again with that one, and no flow is left on the held number."""
+    store = f"file:{lab.dir / 'loris.db'}?mode=ro"
+    with sqlite3.connect(store, uri=True) as db:
+        last = db.execute("SELECT value FROM counters WHERE name = 'ofport:h1'").fetchone()[0]
+    held = last + 1
+    ovs = lab.ovs("h1")
+    ovs.vsctl("add-port", "br-int", "squatter", "--", "set", "Interface", "squatter",
+              "type=internal", f"ofport_request={held}")
+    try:
+        assert ovs.vsctl("get", "Interface", "squatter", "ofport").strip() == str(held)
+        status, port = connect(lab, "h", "198.18.135.10/24", 7)
+        assert status == 201, port
+        assert port["ofport"] not in (None, held)
+        assert f"OVS gave port {port['id']} ofport {port['ofport']}, not the planned {held}" \
+            in lab.processes["controller"].log_text()
+        assert pings(lab, "h", "198.18.135.6")                      # b, on h2
+        flows = loris_flows(lab, "h1", "br-int")
+        assert any(f"in_port={port['ofport']}" in f or f"in_port=\"lp{port['id']}\"" in f
+                   for f in flows)
+        assert not any(re.search(rf"(in_port|output:){held}\b", f) for f in flows), flows
+    finally:
+        ovs.vsctl("--if-exists", "del-port", "br-int", "squatter")
+    assert lab.api("DELETE", f"/v1/ports/{port['id']}")[0] == 204
 
 
 def test_reconnect_reconciles_stale_and_missing_flows_but_not_foreign_ones(lab):
