@@ -77,6 +77,8 @@ class OvsdbReplica:
         os.set_blocking(self._wake_r, False)
         self._snap: tuple[int, Snapshot] | None = None   # (IDL seqno, snapshot of then)
         self._rows: dict[str, dict] = {t: {} for t in COLUMNS}  # uuid -> converted row
+        # Interface uuid -> (converted row, its bridge, the row with its bridge set)
+        self._placed: dict = {}
         self._dirty: set = set()          # (table, uuid) changed since last converted
         self._pending: list = []          # transactions sent, waiting for their reply
         self._synced = False
@@ -182,9 +184,21 @@ class OvsdbReplica:
             for p in port_uuids:
                 for i in ports.get(p, ("", []))[1]:
                     iface_bridge[i] = name
+        placed = self._placed
+        for gone in [u for u in placed if u not in ifaces]:
+            del placed[gone]
         for u, i in ifaces.items():
             bridge = iface_bridge.get(u)
-            snap.interfaces[i.name] = i if bridge is None else dataclasses.replace(i, bridge=bridge)
+            if bridge is None:
+                snap.interfaces[i.name] = i
+                continue
+            # an interface that neither changed nor moved keeps the copy made for it: a
+            # copy per interface per change made the agent's CPU per connect grow with the
+            # ports of its host (docs/benchmarks.md)
+            done = placed.get(u)
+            if done is None or done[0] is not i or done[1] != bridge:
+                done = placed[u] = (i, bridge, dataclasses.replace(i, bridge=bridge))
+            snap.interfaces[i.name] = done[2]
         snap.controllers = {c["_uuid"]: c for c in ctrls.values()}
         return snap
 
@@ -255,15 +269,17 @@ class OvsdbReplica:
                 iface.options = options
 
         self._transact(build, f"adding port {name} to {bridge}")
-        got: list[Interface | None] = [None]
 
         def numbered() -> bool:
-            got[0] = i = self._interface_locked(name)
+            # checked at every change of the database while waiting: the row alone, not a
+            # snapshot of every bridge and interface
+            i = next((i for i in self._converted("Interface").values() if i.name == name),
+                     None)
             return i is not None and (i.ofport is not None or bool(i.error))
 
         if not self._wait(numbered, self.timeout):
             raise OvsError(f"ovs-vswitchd gave {name} no ofport within {self.timeout:g} s")
-        return got[0]
+        return self.interface(name)
 
     def set_ofport_request(self, name: str, ofport: int) -> None:
         def build(txn, tables) -> None:
@@ -335,12 +351,25 @@ class _Idl(ovs.db.idl.Idl):
 
 
 def _bridge(b) -> tuple:
-    return (b.name, dict(b.external_ids), [p.uuid for p in b.ports],
+    return (b.name, dict(b.external_ids), _referenced(b, "ports"),
             [str(c.uuid) for c in b.controller])
 
 
 def _port(p) -> tuple:
-    return (p.name, [i.uuid for i in p.interfaces])
+    return (p.name, _referenced(p, "interfaces"))
+
+
+def _referenced(row, column: str) -> list:
+    """The uuids of the rows a set-of-references column of `row` holds in the database.
+    `row.<column>` gives the rows, sorted, after converting the whole set to the IDL's
+    datum and back (ovs.db.idl's `Row.__getattr__`): 4.6 ms for the ports of a br-int of 333,
+    at every change of the bridge (docs/benchmarks.md). The committed datum (`Row._data`,
+    the IDL's copy of what the database holds) has the uuids as they are."""
+    committed = getattr(row, "_data", None)
+    datum = committed.get(column) if isinstance(committed, dict) else None
+    if datum is None:          # a row of a transaction not committed yet
+        return [r.uuid for r in getattr(row, column)]
+    return datum.as_list()
 
 
 def _controller(c) -> dict:
