@@ -8,13 +8,12 @@ import ipaddress
 import sqlite3
 
 import pytest
+from store_rig import flow_objects, pod_flows, three_hosts
 
 from controller import planned_ofports, topology
 from controller.rows import SCHEMA_VERSION
 from controller.store import Store
-from flows import host_flows
 from flows.contract import MAX_OFPORT
-from flows.flow import parse_cookie
 
 PATCH = 1
 
@@ -40,12 +39,7 @@ def test_the_patch_port_and_numbers_in_use_are_skipped():
 def store(tmp_path):
     s = Store(str(tmp_path / "loris.db"))
     with s.tx() as tx:
-        for i, h in enumerate(("h1", "h2", "h3"), start=1):
-            tx.insert_host(h, f"198.18.0.{10 + i}", "vxlan", i, 100 + i)
-            tx.set_patch(h, PATCH, 1)
-        for h in ("h1", "h2", "h3"):
-            tx.set_tunnels(h, {p: 2 + j for j, p in
-                               enumerate(x for x in ("h1", "h2", "h3") if x != h)})
+        three_hosts(tx, PATCH)
         tx.insert_pod(7, None, None)
     yield s
     s.close()
@@ -120,29 +114,18 @@ def test_an_older_store_gets_the_column_and_a_second_run_changes_nothing(tmp_pat
 
 # ---- in the flows ------------------------------------------------------------------------
 
-def _objects(flows) -> set[int]:
-    return {parse_cookie(f.cookie)[1] for bridges in flows.values()
-            for fs in bridges.values() for f in fs}
-
-
-def _flows(store: Store, host: str):
-    with store.read() as tx:
-        topo, _ = topology.build(tx, pods=[7], for_host=host)
-    return host_flows(topo, host, pods=[7])
-
-
 def test_a_planned_port_is_in_its_own_hosts_flows_before_it_is_wired(store):
     old, _ = _connect(store, "h1", 1)
     _wired(store, old, 2)
     new, planned = _connect(store, "h2", 2)
     assert planned == 2
-    before = {h: _flows(store, h) for h in ("h1", "h2", "h3")}
-    assert new in _objects(before["h2"]) and new in _objects(before["h1"])
+    before = {h: pod_flows(store, h, 7) for h in ("h1", "h2", "h3")}
+    assert new in flow_objects(before["h2"]) and new in flow_objects(before["h1"])
     with store.read() as tx:
         topo, _ = topology.build(tx, pods=[7], for_host="h2")
     assert topo.ports[new].ofport == planned
     _wired(store, new, planned)                      # wired with the number chosen
-    assert {h: _flows(store, h) for h in ("h1", "h2", "h3")} == before
+    assert {h: pod_flows(store, h, 7) for h in ("h1", "h2", "h3")} == before
 
 
 def test_a_planned_port_whose_wiring_failed_leaves_its_hosts_flows(store):
@@ -150,7 +133,7 @@ def test_a_planned_port_whose_wiring_failed_leaves_its_hosts_flows(store):
     with store.tx() as tx:
         tx.update_port(new, error_code="container_not_found", error_message="gone")
     for h in ("h1", "h2", "h3"):
-        assert new not in _objects(_flows(store, h))
+        assert new not in flow_objects(pod_flows(store, h, 7))
 
 
 def test_a_planned_number_another_port_got_from_ovs_is_a_clash_not_a_shared_port(store):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from store_rig import three_hosts
 
 from controller import topology
 from controller.store import Store
@@ -16,12 +17,7 @@ from flows import host_flows
 def store(tmp_path):
     s = Store(str(tmp_path / "loris.db"))
     with s.tx() as tx:
-        for i, h in enumerate(("h1", "h2", "h3"), start=1):
-            tx.insert_host(h, f"198.18.0.{10 + i}", "vxlan", i, 100 + i)
-            tx.set_patch(h, 1, 1)
-        for h in ("h1", "h2", "h3"):
-            tx.set_tunnels(h, {p: 2 + j for j, p in enumerate(x for x in ("h1", "h2", "h3")
-                                                               if x != h)})
+        three_hosts(tx)
         tx.insert_pod(7, None, None)
         tx.insert_pod(8, None, "198.18.136.0/24")
         tx.insert_pod(9, None, None)

@@ -8,23 +8,17 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from store_rig import flow_objects, pod_flows, three_hosts
 
 from controller import topology
 from controller.store import Store
-from flows import host_flows
-from flows.flow import parse_cookie
 
 
 @pytest.fixture
 def store(tmp_path):
     s = Store(str(tmp_path / "loris.db"))
     with s.tx() as tx:
-        for i, h in enumerate(("h1", "h2", "h3"), start=1):
-            tx.insert_host(h, f"198.18.0.{10 + i}", "vxlan", i, 100 + i)
-            tx.set_patch(h, 1, 1)
-        for h in ("h1", "h2", "h3"):
-            tx.set_tunnels(h, {p: 2 + j for j, p in enumerate(x for x in ("h1", "h2", "h3")
-                                                               if x != h)})
+        three_hosts(tx)
         tx.insert_pod(7, None, None)
         for n, host in enumerate(("h1", "h2"), start=1):
             tx.ensure_local_vlan(host, 7)
@@ -42,29 +36,18 @@ def _connect_pending(store: Store, host: str) -> int:
                               ipaddress.IPv4Interface("198.18.135.33/24"), False).id
 
 
-def _objects(flows) -> set[int]:
-    return {parse_cookie(f.cookie)[1] for bridges in flows.values()
-            for fs in bridges.values() for f in fs}
-
-
-def _flows(store: Store, host: str):
-    with store.read() as tx:
-        topo, _ = topology.build(tx, pods=[7], for_host=host)
-    return host_flows(topo, host, pods=[7])
-
-
 def test_a_port_being_wired_is_in_the_other_hosts_flows_only(store):
     new = _connect_pending(store, "h3")     # h3 joins the pod with this port
-    assert new in _objects(_flows(store, "h1")) and new in _objects(_flows(store, "h2"))
-    assert new not in _objects(_flows(store, "h3"))
+    assert all(new in flow_objects(pod_flows(store, h, 7)) for h in ("h1", "h2"))
+    assert new not in flow_objects(pod_flows(store, "h3", 7))
     with store.read() as tx:                # without for_host: only ports with an ofport
         whole, _ = topology.build(tx)
     assert new not in whole.ports
-    before = {h: _flows(store, h) for h in ("h1", "h2")}
+    before = {h: pod_flows(store, h, 7) for h in ("h1", "h2")}
     with store.tx() as tx:                  # the agent reports it
         tx.update_port(new, ofport=10, state="wired")
-    assert {h: _flows(store, h) for h in ("h1", "h2")} == before
-    assert new in _objects(_flows(store, "h3"))
+    assert {h: pod_flows(store, h, 7) for h in ("h1", "h2")} == before
+    assert new in flow_objects(pod_flows(store, "h3", 7))
 
 
 def test_a_port_whose_wiring_failed_is_in_no_flows(store):
@@ -72,7 +55,7 @@ def test_a_port_whose_wiring_failed_is_in_no_flows(store):
     with store.tx() as tx:
         tx.update_port(new, error_code="container_not_found", error_message="gone")
     for h in ("h1", "h2", "h3"):
-        assert new not in _objects(_flows(store, h))
+        assert new not in flow_objects(pod_flows(store, h, 7))
 
 
 def test_stand_in_ofports_never_clash_with_the_hosts_ports(store):
