@@ -89,17 +89,13 @@ class PlannedOfportRows:
                 "INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)", (name, chosen))
         return chosen
 
-    def planned_ofport_clashes(self) -> list[int]:
-        """Ids of the ports whose number (reported, or planned while not reported) another
-        port of their host also has, where at least one of the two is planned: normally
-        none (OVS gave a port another number than the one it asked for, equal to a planned
-        one). Few rows are planned at any time: read through their partial index."""
-        return [r[0] for r in self._all(  # type: ignore[attr-defined]
-            "SELECT DISTINCT q.id FROM ports p JOIN ports q ON q.host_id = p.host_id "
+    def planned_ofport_clashes(self) -> list[tuple[int, int]]:
+        """(planned port, other port) id pairs of one host where the other port's number
+        (reported, or planned while not reported) is the planned one: normally none (OVS
+        gave a port another number than the one it asked for, equal to a planned one). Few
+        rows are planned at any time: read through their partial index."""
+        return self._all(  # type: ignore[attr-defined]
+            "SELECT p.id, q.id FROM ports p JOIN ports q ON q.host_id = p.host_id "
             "AND q.id != p.id AND (q.ofport = p.planned_ofport OR "
             "(q.ofport IS NULL AND q.planned_ofport = p.planned_ofport)) "
-            "WHERE p.planned_ofport IS NOT NULL AND p.ofport IS NULL "
-            "UNION SELECT p.id FROM ports p WHERE p.planned_ofport IS NOT NULL "
-            "AND p.ofport IS NULL AND EXISTS (SELECT 1 FROM ports q WHERE "
-            "q.host_id = p.host_id AND q.id != p.id AND (q.ofport = p.planned_ofport OR "
-            "(q.ofport IS NULL AND q.planned_ofport = p.planned_ofport)))")]
+            "WHERE p.planned_ofport IS NOT NULL AND p.ofport IS NULL")

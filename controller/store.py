@@ -197,12 +197,10 @@ class Tx(SafetyRows, PodNameRows, DockerRows, ConnectOwnerRows, PlannedOfportRow
         found = {p.id: p for p in map(port_row, self._all(
             f"SELECT {PORT_COLUMNS} FROM ports WHERE ofport IS NOT NULL AND "
             f"(host_id, ofport) IN ({involved})", args))}
-        if planned:
-            rows = [self.port(i) for i in planned]
-            clashing = {(p.host_id, p.switch_ofport) for p in rows if p is not None and
-                        (pods is None or p.pod_id in args)}
-            found.update((p.id, p) for p in rows
-                         if p is not None and (p.host_id, p.switch_ofport) in clashing)
+        for pair in planned:
+            rows = [self.port(i) for i in pair]
+            if pods is None or any(p.pod_id in args for p in rows):
+                found.update((p.id, p) for p in rows)
         return [found[i] for i in sorted(found)]
 
     def port(self, port_id: int) -> Port | None:
