@@ -40,6 +40,7 @@ from lab import Lab
 from lab.command import LabError, run
 from lab.naming import CONTROL_IP, random_mac
 from lab.ovs import ovs_env, wait_for_unix_socket
+from lab.procs import LabProcess
 
 BRIDGE = "br-ovn"
 ENCAPS = ("vxlan", "geneve")
@@ -136,34 +137,55 @@ class OvnLab:
             "-vconsole:off", "--no-chdir"], netns=host, env={**ovs_env(host), "OVN_RUNDIR": str(r)})
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        """Every host registered as a chassis and meshed: a tunnel port to every peer."""
+        """Every host registered as a chassis and meshed: a tunnel port to every peer.
+
+        A host still short of tunnels halfway through gets one forced recompute of its
+        ovn-controller (`inc-engine/recompute`, what ovn-kubernetes does on a failed
+        readiness check). Seen once in CI: one ovn-controller of two never made its tunnel
+        in 60 s, although both chassis were registered."""
         want = len(self.lab.hosts)
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        kicked: list[str] = []
         while True:
+            dead = [h.name for h in self.lab.hosts if not self._controller(h).alive]
+            if dead:
+                raise LabError(f"OVN lab {self.lab.prefix}: ovn-controller exited on {dead}; "
+                               f"{self.log_tails()}")
             chassis = self.sbctl("--bare", "--columns=name", "list", "Chassis").split()
-            tunnels = [len([p for p in self.lab.ovs(h).vsctl("list-ports", BRIDGE).split()
-                            if p.startswith("ovn-")]) for h in self.lab.hosts]
-            if len(chassis) == want and all(t == want - 1 for t in tunnels):
+            tunnels = {h.name: len([p for p in self.lab.ovs(h).vsctl("list-ports", BRIDGE).split()
+                                    if p.startswith("ovn-")]) for h in self.lab.hosts}
+            if len(chassis) == want and all(t == want - 1 for t in tunnels.values()):
                 self.nbctl("--wait=hv", "sync", timeout=timeout)
                 return
-            if time.monotonic() > deadline:
+            waited = time.monotonic() - start
+            if waited > timeout:
                 raise LabError(f"OVN lab {self.lab.prefix} not ready after {timeout:g} s: "
-                               f"chassis {chassis}, tunnel ports per host {tunnels}; "
-                               f"{self.log_tails()}")
+                               f"chassis {chassis}, tunnel ports per host {tunnels}, "
+                               f"recompute forced on {kicked or 'none'}; {self.log_tails()}")
+            if waited > timeout / 2 and not kicked and len(chassis) == want:
+                kicked = [name for name, t in tunnels.items() if t != want - 1]
+                for name in kicked:
+                    self.appctl(name, "inc-engine/recompute")
             time.sleep(0.1)
 
     def log_tails(self, lines: int = 15) -> str:
-        """The last lines of ovn-northd's and the first host's ovn-controller's logs
-        (its own, and its output)."""
+        """The last lines of ovn-northd's log and of every host's ovn-controller (its own
+        log, and its output), with the southbound chassis and encapsulations."""
+        paths = [self.dir / "ovn-northd.log"]
+        for h in self.lab.hosts:
+            paths += [self.lab.dir / "logs" / f"{h.name}-ovn-controller.log",
+                      h.rundir / "ovn-controller.log"]
         out = []
-        h1 = self.lab.hosts[0]
-        for path in (self.dir / "ovn-northd.log", self.lab.dir / "logs" /
-                     f"{h1.name}-ovn-controller.log", h1.rundir / "ovn-controller.log"):
+        for path in paths:
             try:
                 tail = path.read_text(errors="replace").splitlines()[-lines:]
             except FileNotFoundError:
                 tail = ["(no log)"]
             out.append(f"--- {path}\n" + "\n".join(tail))
+        try:
+            out.append("--- southbound\n" + self.sbctl("show", timeout=5))
+        except LabError as e:
+            out.append(f"--- southbound: {e}")
         return "\n".join(out)
 
     # ---- tools --------------------------------------------------------------------------
@@ -178,8 +200,18 @@ class OvnLab:
         return run(["ovn-sbctl", f"--db=unix:{self.dir}/ovnsb_db.sock",
                     f"--timeout={int(timeout)}", *args], timeout=timeout + 5).stdout
 
+    def appctl(self, host: Any, *args: str) -> str:
+        """`ovn-appctl` to the host's ovn-controller (its control socket is in the host's
+        run directory)."""
+        h = self.lab.host(host)
+        return run(["ovn-appctl", "-t", f"{h.rundir}/ovn-controller.{self.controller_pid(h)}.ctl",
+                    *args], timeout=10).stdout
+
+    def _controller(self, host: Any) -> LabProcess:
+        return self.lab.processes[f"{self.lab.host(host).name}-ovn-controller"]
+
     def controller_pid(self, host: Any) -> int:
-        return self.lab.processes[f"{self.lab.host(host).name}-ovn-controller"].pid
+        return self._controller(host).pid
 
     def controller_cpu(self, host: Any) -> float:
         return cpu_seconds(self.controller_pid(host))
