@@ -2,9 +2,9 @@
 
 Start-up (docs/benchmarks.md; tests/unit/test_cli_imports.py): argparse makes a parser per
 command and looks up a translation of each of its messages in the locale directories, which
-costs more than the rest of the parsing. So every command is declared (its name and help,
-all that `loris --help` and the error for an unknown command show) but only the one being
-run is defined (`Commands`). The commands that act on this host (`init`, `cleanup`: OVS,
+costs more than the rest of the parsing. So only the command being run gets a parser
+(`Commands`); `loris --help`, `loris -h COMMAND` and an unknown command get every one, for
+the list of commands they show. The commands that act on this host (`init`, `cleanup`: OVS,
 netlink, the agent's lock) and the `pki` ones are imported only when they run (`_command`):
 a command that only talks to the controller loads neither `subprocess` nor OVS's modules."""
 
@@ -32,21 +32,21 @@ DESCRIPTION = ("`loris`: prepare a host and manage container networking through 
 
 
 class Commands:
-    """The sub-commands of `loris`, as they are added: each is declared; its arguments and
-    function are defined only when it is `only`, or when `only` is None (all of them)."""
+    """The sub-commands of `loris`, as they are added: a command gets its parser (arguments
+    and function) only when it is `only`, or when `only` is None (all of them)."""
 
     def __init__(self, sub: argparse._SubParsersAction, only: str | None = None) -> None:
         self._sub = sub
         self.only = only
+        self.defined = 0
 
     def add(self, name: str, help: str,
             define: Callable[[argparse.ArgumentParser], object], **options: Any) -> None:
         """`loris NAME`: `help` for `loris --help`; `define(parser)` adds its arguments and
         function; `options` (parents, usage) are argparse's."""
-        if self.only is not None and name != self.only:
-            self._sub.add_parser(name, help=help, add_help=False)
-        else:
+        if self.only is None or name == self.only:
             define(self._sub.add_parser(name, help=help, **options))
+            self.defined += 1
 
 
 def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
@@ -60,9 +60,9 @@ def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def command_word(argv: list[str]) -> str | None:
-    """The command `argv` runs (its first word that is not an option: `loris` itself takes
-    no option but -h), or None."""
-    return next((a for a in argv if not a.startswith("-")), None)
+    """The command `argv` runs: its first word, unless that is an option (`loris` itself
+    takes none but -h, whose help lists every command), else None."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
 
 
 def _common_options() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -85,8 +85,8 @@ def _common_options() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The whole command line, with only the command `only` defined (None: every command;
-    see the module docstring)."""
+    """The command line, with only the command `only` (None, or a word that is no command:
+    every command; see the module docstring)."""
     common, ovs_opts = _common_options()
     p = argparse.ArgumentParser(prog="loris", description=DESCRIPTION)
     cmds = Commands(p.add_subparsers(dest="command", required=True, metavar="COMMAND"), only)
@@ -114,6 +114,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     # ---- several controllers: controllers (ha_commands.py) -----------------------------
     ha_commands.add_parsers(cmds, common)
     cmds.add("pki", "make certificates for TLS (CA, controller, hosts)", _pki)
+    if not cmds.defined:
+        return build_parser(None)
     return p
 
 
