@@ -19,7 +19,6 @@ ovs.py): they happen once, not per connect.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
@@ -28,6 +27,7 @@ import time
 import warnings
 
 from hostagent.ovs import Interface, OvsError, Snapshot
+from hostagent.ovsdb_view import TABLES, ReplicaView
 
 # ovs.poller looks for eventlet to use its green select if it is monkey-patched; the agent
 # never is, and importing eventlet costs seconds on a loaded host (it warns, too). Unless
@@ -58,6 +58,7 @@ COLUMNS = {
                   "error"],
     "Controller": ["target", "is_connected", "role"],
 }
+assert tuple(COLUMNS) == TABLES, "the view (hostagent/ovsdb_view.py) reads these tables"
 
 
 def _one(value: object) -> object:
@@ -75,11 +76,9 @@ class OvsdbReplica:
         self._idl: ovs.db.idl.Idl | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
-        self._snap: tuple[int, Snapshot] | None = None   # (IDL seqno, snapshot of then)
-        self._rows: dict[str, dict] = {t: {} for t in COLUMNS}  # uuid -> converted row
-        # Interface uuid -> (converted row, its bridge, the row with its bridge set)
-        self._placed: dict = {}
-        self._dirty: set = set()          # (table, uuid) changed since last converted
+        self._view = ReplicaView()
+        self._dirty: set = set()          # (table, uuid) changed since the view took them
+        self._refetched = True            # the IDL fetched the whole database anew
         self._pending: list = []          # transactions sent, waiting for their reply
         self._synced = False
         self.change_seqno = 0
@@ -128,6 +127,11 @@ class OvsdbReplica:
         with self._cond:
             idl = self._idl
             seqno = idl.change_seqno
+            # A run that starts outside the monitoring state may take a new copy of the
+            # whole database (after a reconnect), whose rows gone meanwhile are not
+            # notified as deleted: the view is then rebuilt from every row.
+            if idl.state != idl.IDL_S_MONITORING:
+                self._refetched = True
             idl.run()
             if idl.change_seqno != seqno:
                 self.change_seqno = idl.change_seqno
@@ -163,60 +167,30 @@ class OvsdbReplica:
     def snapshot(self) -> Snapshot:
         """What OVS holds, from memory (the same shape as `Ovs.snapshot()`)."""
         with self._cond:
-            return self._snapshot_cached()
+            return self._current().snapshot()
 
-    def _snapshot_cached(self) -> Snapshot:
-        seqno = self._idl.change_seqno
-        if self._snap is None or self._snap[0] != seqno:
-            self._snap = (seqno, self._snapshot_locked())
-        return self._snap[1]
-
-    def _snapshot_locked(self) -> Snapshot:
-        """Assembled from rows converted once per change (reading an IDL row's columns
-        costs far more than the dicts here)."""
-        bridges, ports = self._converted("Bridge"), self._converted("Port")
-        ifaces, ctrls = self._converted("Interface"), self._converted("Controller")
-        self._dirty.clear()
-        snap = Snapshot()
-        iface_bridge: dict = {}
-        for name, external_ids, port_uuids, controllers in bridges.values():
-            snap.bridges[name] = {"external_ids": external_ids, "controller": controllers}
-            for p in port_uuids:
-                for i in ports.get(p, ("", []))[1]:
-                    iface_bridge[i] = name
-        placed = self._placed
-        for gone in [u for u in placed if u not in ifaces]:
-            del placed[gone]
-        for u, i in ifaces.items():
-            bridge = iface_bridge.get(u)
-            if bridge is None:
-                snap.interfaces[i.name] = i
-                continue
-            # an interface that neither changed nor moved keeps the copy made for it: a
-            # copy per interface per change made the agent's CPU per connect grow with the
-            # ports of its host (docs/benchmarks.md)
-            done = placed.get(u)
-            if done is None or done[0] is not i or done[1] != bridge:
-                done = placed[u] = (i, bridge, dataclasses.replace(i, bridge=bridge))
-            snap.interfaces[i.name] = done[2]
-        snap.controllers = {c["_uuid"]: c for c in ctrls.values()}
-        return snap
-
-    def _converted(self, table: str) -> dict:
-        rows, cache = self._idl.tables[table].rows, self._rows[table]
-        for gone in [u for u in cache if u not in rows]:
-            del cache[gone]
-        for u, row in rows.items():
-            if u not in cache or (table, u) in self._dirty:
-                cache[u] = _CONVERT[table](row)
-        return cache
+    def _current(self) -> ReplicaView:
+        """The view with the rows changed since it was last read (lock held). Only those
+        rows are converted again (reading an IDL row's columns costs far more than the
+        view's dicts)."""
+        tables = self._idl.tables
+        if self._refetched:
+            self._refetched = False
+            self._view.clear()
+            self._dirty = {(t, u) for t in TABLES for u in tables[t].rows}
+        if self._dirty:
+            changes = []
+            for table, uuid in self._dirty:
+                row = tables[table].rows.get(uuid)
+                changes.append((table, uuid, None if row is None else _CONVERT[table](row)))
+            self._dirty = set()
+            self._view.update(changes)
+        return self._view
 
     def _find(self, table: str, name: str):
         """The IDL row named `name` (lock held, before the transaction inserts anything)."""
-        for u, row in self._converted(table).items():
-            if (row.name if isinstance(row, Interface) else row[0]) == name:
-                return self._idl.tables[table].rows[u]
-        return None
+        uuid = self._current().uuid_named(table, name)
+        return None if uuid is None else self._idl.tables[table].rows.get(uuid)
 
     def _changed(self, table: str, row_uuid) -> None:
         """The IDL's notification of a row created, updated or deleted (IDL thread, lock
@@ -228,13 +202,13 @@ class OvsdbReplica:
             return self._interface_locked(name)
 
     def _interface_locked(self, name: str) -> Interface | None:
-        return self._snapshot_cached().interfaces.get(name)
+        return self._current().interface(name)
 
     # ---- writes -----------------------------------------------------------------------
     def wait_until(self, predicate, timeout: float) -> bool:
         """Wait until `predicate(snapshot)` holds (after a write made by `ovs-vsctl`, whose
         update reaches the replica a moment later)."""
-        return self._wait(lambda: predicate(self._snapshot_cached()), timeout)
+        return self._wait(lambda: predicate(self._current().snapshot()), timeout)
 
     def add_port(self, bridge: str, name: str, port_ids: dict[str, str],
                  iface_ids: dict[str, str], ofport_request: int | None = None,
@@ -271,10 +245,7 @@ class OvsdbReplica:
         self._transact(build, f"adding port {name} to {bridge}")
 
         def numbered() -> bool:
-            # checked at every change of the database while waiting: the row alone, not a
-            # snapshot of every bridge and interface
-            i = next((i for i in self._converted("Interface").values() if i.name == name),
-                     None)
+            i = self._interface_locked(name)
             return i is not None and (i.ofport is not None or bool(i.error))
 
         if not self._wait(numbered, self.timeout):
@@ -295,9 +266,10 @@ class OvsdbReplica:
             br = self._find("Bridge", bridge)
             if br is None:
                 return
-            for port_uuid in self._converted("Bridge")[br.uuid][2]:
+            view = self._current()
+            for port_uuid in view.rows["Bridge"][br.uuid][2]:
                 port = tables["Port"].rows.get(port_uuid)
-                if port is not None and self._rows["Port"][port_uuid][0] in names:
+                if port is not None and view.rows["Port"][port_uuid][0] in names:
                     br.delvalue("ports", port_uuid)
                     port.delete()
 

@@ -1,6 +1,7 @@
 """The agent's in-memory replica of the OVS database (hostagent/ovsdb.py) holds what
 `ovs-vsctl` reads (hostagent/ovs.py), bridge membership included, through ports added,
-moved and removed: against a real ovsdb-server of its own (no ovs-vswitchd: nothing is
+moved and removed, and through a restart of the database server with ports removed while
+the replica was away: against a real ovsdb-server of its own (no ovs-vswitchd: nothing is
 numbered, which neither side needs here)."""
 
 from __future__ import annotations
@@ -17,25 +18,50 @@ from hostagent.ovsdb import OvsdbReplica
 pytestmark = [pytest.mark.integration]
 
 
-@pytest.fixture
-def ovsdb(tmp_path):
-    db, sock = tmp_path / "conf.db", tmp_path / "db.sock"
-    subprocess.run(["ovsdb-tool", "create", str(db),
-                    "/usr/share/openvswitch/vswitch.ovsschema"], check=True)
-    server = subprocess.Popen(["ovsdb-server", str(db), f"--remote=punix:{sock}",
-                               f"--unixctl={tmp_path / 'ctl'}", "--no-chdir"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+class Server:
+    """An ovsdb-server of the test's own, which can be restarted on the same database."""
+
+    def __init__(self, tmp_path) -> None:
+        self.db, self.sock, self.ctl = (tmp_path / "conf.db", tmp_path / "db.sock",
+                                        tmp_path / "ctl")
+        subprocess.run(["ovsdb-tool", "create", str(self.db),
+                        "/usr/share/openvswitch/vswitch.ovsschema"], check=True)
+        self.process: subprocess.Popen | None = None
+        self.ovs = Ovs(db=f"unix:{self.sock}")
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["ovsdb-server", str(self.db), f"--remote=punix:{self.sock}",
+             f"--unixctl={self.ctl}", "--no-chdir"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while not sock.exists():
+        while not self.sock.exists():
             assert time.monotonic() < deadline, "ovsdb-server did not start"
             time.sleep(0.02)
-        ovs = Ovs(db=f"unix:{sock}")
-        ovs.vsctl([["init"]], wait=False)
-        yield ovs
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        deadline = time.monotonic() + 10
+        while self.sock.exists():          # removed by ovsdb-server on its way out
+            assert time.monotonic() < deadline, "ovsdb-server left its socket"
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = Server(tmp_path)
+    server.start()
+    try:
+        server.ovs.vsctl([["init"]], wait=False)
+        yield server
     finally:
-        server.terminate()
-        server.wait(10)
+        server.stop()
+
+
+@pytest.fixture
+def ovsdb(server):
+    return server.ovs
 
 
 def _same(replica: OvsdbReplica, ovs: Ovs) -> bool:
@@ -70,5 +96,29 @@ def test_the_replica_follows_ports_added_moved_and_removed(ovsdb):
         replica.del_ports("br-int", ["lp10", "lp11"])
         assert replica.wait_until(lambda s: "lp10" not in s.interfaces, 10)
         assert _same(replica, ovsdb)
+    finally:
+        stop.set()
+
+
+def test_the_replica_forgets_ports_removed_while_it_was_away(server):
+    """A restarted server has no history to send the changes since the replica's last copy:
+    the replica takes the whole database again, and the ports removed meanwhile are never
+    reported as deleted."""
+    ovsdb, stop = server.ovs, threading.Event()
+    replica = OvsdbReplica(ovsdb.db_target)
+    replica.start(stop)
+    try:
+        ovsdb.vsctl([["add-br", "br-int"]] + [["add-port", "br-int", f"lp{i}"]
+                                              for i in range(1, 21)], wait=False)
+        assert replica.wait_until(lambda s: len(s.on_bridge("br-int")) == 21, 10)
+        with replica._cond:       # the replica's thread cannot look while this happens
+            server.stop()
+            server.start()
+            ovsdb.vsctl([["del-port", "br-int", f"lp{i}"] for i in range(1, 11)]
+                        + [["add-port", "br-int", "lp99"]], wait=False)
+        assert replica.wait_until(lambda s: "lp99" in s.interfaces, 30)
+        assert _same(replica, ovsdb)
+        assert "lp1" not in replica.snapshot().interfaces
+        assert len(replica.snapshot().on_bridge("br-int")) == 12
     finally:
         stop.set()
