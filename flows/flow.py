@@ -27,8 +27,10 @@ the cost (`tests/unit/test_flows_identity.py` compares both on a large topology)
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
+
+from flows import ofwire
 
 __all__ = ["Flow", "Kind", "make_flow", "flow_text", "ofctl_text", "cookie_of", "parse_cookie",
            "LORIS_MARKER", "LORIS_COOKIE", "LORIS_COOKIE_MASK", "OBJECT_COOKIE_MASK",
@@ -129,6 +131,9 @@ class Flow:
     match: tuple[tuple[str, object], ...]
     actions: tuple[tuple, ...]
     cookie: int
+    # (the Shape that made it, its values): lets flows/ofwire.py encode it from the shape's
+    # template. Not part of what the flow is (equality, hash, text).
+    origin: tuple | None = field(default=None, compare=False, repr=False)
 
     def __hash__(self) -> int:
         # The cookie carries a digest of the whole text (match and actions included), so
@@ -192,7 +197,7 @@ class Shape:
     are copied from the template with the values put in."""
 
     __slots__ = ("table", "priority", "kind", "_match", "_match_holes", "_actions",
-                 "_action_holes", "_text", "_tag")
+                 "_action_holes", "_text", "_tag", "_wire")
 
     def __init__(self, table: int, priority: int, match: dict[str, object],
                  actions: list | tuple, kind: Kind) -> None:
@@ -224,6 +229,7 @@ class Shape:
                              "argument; give those as plain values")
         self._text = _format_of(text)
         self._tag = LORIS_COOKIE | (int(kind) << 52)
+        self._wire: ofwire.AddTemplate | None | bool = False     # False: not made yet
 
     def __call__(self, object_id: int, *values: object) -> Flow:
         match = self._match
@@ -242,7 +248,18 @@ class Shape:
             raise ValueError(f"cookie object id {object_id} does not fit in 24 bits")
         digest = zlib.crc32(self._text.format(*values).encode()) & _DIGEST_MASK
         return Flow(self.table, self.priority, match, actions,
-                    self._tag | (object_id << 28) | digest)
+                    self._tag | (object_id << 28) | digest, (self, values))
+
+    def add_bytes(self, cookie: int, values: tuple) -> bytes | None:
+        """The OFPFC_ADD of the flow made with `values` (flows/ofwire.py), from a template
+        laid out at the first call; None if it cannot be (the flow is then encoded field by
+        field)."""
+        if self._wire is False:
+            self._wire = ofwire.AddTemplate.make(
+                self.table, self.priority, self._match, self._actions,
+                {i: index for i, _name, index in self._match_holes},
+                {i: index for i, _op, _name, index in self._action_holes})
+        return None if self._wire is None else self._wire.encode(cookie, values)
 
 
 def _format_of(text: str) -> str:

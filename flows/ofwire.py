@@ -14,6 +14,12 @@ out_group ANY), exactly what `flows.render.to_flowmod` builds. None when the flo
 field, a value or an action this encoder does not know: the caller then falls back to
 os-ken's classes (`to_flowmod` + serialize), so an unusual flow costs time, never
 correctness.
+
+`AddTemplate`: the OFPFC_ADD of flows of one form (a `flows.Shape`: the 20,000 ARP answers
+of a big pod) laid out once, with the bytes of each flow's own values (an address, a port)
+and its cookie put in their places: a few microseconds a flow instead of ~20. A flow made by
+a shape is encoded through it (`flowmod`); `tests/unit/test_ofwire.py` checks it gives the
+same bytes as the flow encoded field by field.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import socket
 import struct
 
-__all__ = ["flowmod", "FIELDS", "COMMANDS"]
+__all__ = ["flowmod", "AddTemplate", "FIELDS", "COMMANDS"]
 
 OFP_VERSION = 0x04
 OFPT_FLOW_MOD = 14
@@ -76,6 +82,11 @@ class Unsupported(ValueError):
 def flowmod(flow: object, command: str = "add", xid: int = 0) -> bytes | None:
     """The OFPT_FLOW_MOD of `flow` (a flows.Flow) as os-ken serializes it, or None when the
     flow needs something this encoder does not know."""
+    origin = getattr(flow, "origin", None)
+    if origin is not None and command == "add" and xid == 0:
+        data = origin[0].add_bytes(flow.cookie, origin[1])
+        if data is not None:
+            return data
     try:
         code = COMMANDS[command]
         match = _match(flow.match)                               # type: ignore[attr-defined]
@@ -233,3 +244,104 @@ def _action(action: tuple) -> bytes:
 
 def _oxm_header(spec: tuple[int, str, int]) -> int:
     return (OFPXMC_OPENFLOW_BASIC << 16) | (spec[0] << 9) | spec[2]
+
+
+class _Value:
+    """Where a flow's own value goes in an `AddTemplate`: values[index], encoded."""
+    __slots__ = ("index", "encode", "size")
+
+    def __init__(self, index: int, encode, size: int) -> None:
+        self.index, self.encode, self.size = index, encode, size
+
+
+class AddTemplate:
+    """The OFPFC_ADD (xid 0) of the flows of one form: table, priority, match and actions
+    with the positions of the match fields and set_field values that differ from flow to
+    flow, `match_holes` {position in match: index in values} and `action_holes` {position
+    in actions: index in values}. A hole may be a match field without a mask, or the value
+    of a set_field of an address; `make` returns None for anything else (the flows are then
+    encoded one by one)."""
+
+    __slots__ = ("_parts", "_values", "_cookie_at")
+
+    @classmethod
+    def make(cls, table: int, priority: int, match: tuple, actions: tuple,
+             match_holes: dict[int, int], action_holes: dict[int, int]) -> AddTemplate | None:
+        try:
+            return cls(table, priority, match, actions, match_holes, action_holes)
+        except (Unsupported, KeyError, struct.error, TypeError, ValueError, OverflowError,
+                OSError):
+            return None
+
+    def __init__(self, table: int, priority: int, match: tuple, actions: tuple,
+                 match_holes: dict[int, int], action_holes: dict[int, int]) -> None:
+        entries = []
+        for position, (name, value) in enumerate(match):
+            index = match_holes.get(position)
+            if index is None:
+                entries.append((*_oxm(name, value), None))
+                continue
+            number, kind, size = FIELDS[name]
+            header = _I.pack((OFPXMC_OPENFLOW_BASIC << 16) | (number << 9) | size)
+            entries.append((number, header, _Value(index, _ENCODERS[kind], size)))
+        match_parts: list = []
+        length = 4
+        for _number, data, value in sorted(entries, key=lambda e: e[0]):
+            match_parts.append(data)
+            length += len(data)
+            if value is not None:
+                match_parts.append(value)
+                length += value.size
+        match_parts = [_HH.pack(1, length), *match_parts, bytes(-length % 8)]
+        applied: list = []
+        tail: list[bytes] = []
+        for position, action in enumerate(actions):
+            index = action_holes.get(position)
+            if index is None:
+                one = _instructions((action,))
+                if action[0] in ("write_metadata", "goto"):
+                    tail.append(one)
+                else:
+                    applied.append(one[_APPLY_HEAD.size:])
+                continue
+            if action[0] != "set_field" or action[1] not in _SET_ADDRESS:
+                raise Unsupported(f"a hole in {action!r}")
+            head, encode, size, pad = _SET_ADDRESS[action[1]]
+            applied += [head, _Value(index, encode, size), pad]
+        instructions: list = []
+        if applied:
+            size = _APPLY_HEAD.size + sum(p.size if isinstance(p, _Value) else len(p)
+                                          for p in applied)
+            instructions = [_APPLY_HEAD.pack(4, size), *applied]
+        instructions += tail
+        parts = [None, *match_parts, *instructions]     # [0]: header and body, per cookie
+        total = _HEADER.size + _FLOW_MOD.size + sum(
+            p.size if isinstance(p, _Value) else len(p) for p in parts[1:])
+        head = _HEADER.pack(OFP_VERSION, OFPT_FLOW_MOD, total, 0)
+        body = _FLOW_MOD.pack(0, 0, table, COMMANDS["add"], 0, 0, priority, OFP_NO_BUFFER,
+                              OFPP_ANY, OFPG_ANY, 0)
+        # merged: constant bytes between the values, one slot per value
+        merged: list = []
+        for p in [head + body, *parts[1:]]:
+            if isinstance(p, bytes) and merged and isinstance(merged[-1], bytes):
+                merged[-1] += p
+            else:
+                merged.append(p)
+        self._values = tuple((slot, p) for slot, p in enumerate(merged)
+                             if isinstance(p, _Value))
+        self._parts = merged
+        self._cookie_at = _HEADER.size          # the body starts with the cookie
+
+    def encode(self, cookie: int, values: tuple) -> bytes | None:
+        """The OFPFC_ADD of the flow with these values and cookie; None if a value does not
+        encode (the caller encodes that flow field by field)."""
+        parts = list(self._parts)
+        try:
+            for slot, v in self._values:
+                parts[slot] = v.encode(values[v.index], v.size)
+        except (Unsupported, ValueError, OSError, OverflowError, IndexError):
+            return None
+        first = parts[0]
+        at = self._cookie_at
+        parts[0] = first[:at] + cookie.to_bytes(8, "big") + first[at + 8:]
+        return b"".join(parts)

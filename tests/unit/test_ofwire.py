@@ -4,13 +4,15 @@ masked) and each action; anything else falls back to os-ken's classes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from os_ken.ofproto import ofproto_parser, ofproto_v1_3, ofproto_v1_3_parser
 
 from flows import HostSpec, PodSpec, PortSpec, Topology, flatten, host_flows, to_flowmod
 from flows import flow as fl
 from flows.flow import Flow, Kind, make_flow
-from flows.ofwire import FIELDS, flowmod
+from flows.ofwire import FIELDS, AddTemplate, flowmod
 from flows.render import flowmod_bytes
 
 
@@ -142,3 +144,68 @@ def test_flowmod_bytes_falls_back_to_os_ken():
             os_ken_bytes(flow, "delete_strict")
     with pytest.raises(ValueError, match="unknown action"):
         flowmod_bytes(UNSUPPORTED[1], Datapath())   # neither knows it: os-ken's error
+
+
+# ---- flows made by a Shape: encoded from the shape's AddTemplate ------------------------
+SHAPES = [
+    # the pipeline's two: an ARP answer (match and set_field holes, move, output) and a
+    # unicast rule towards a tunnel
+    (fl.Shape(20, 100, {"metadata": 8, "eth_type": 0x0806, "arp_op": 1,
+                        "arp_tpa": fl.Hole(0)},
+              [fl.move("eth_src", "eth_dst", 48), fl.set_field("eth_src", fl.Hole(1)),
+               fl.set_field("arp_op", 2), fl.move("arp_sha", "arp_tha", 48),
+               fl.set_field("arp_sha", fl.Hole(1)), fl.move("arp_spa", "arp_tpa", 32),
+               fl.set_field("arp_spa", fl.Hole(0)), fl.output(fl.IN_PORT)], Kind.MEMBER),
+     ("10.0.0.5", "02:00:00:00:00:05")),
+    (fl.Shape(41, 100, {"vlan_vid": 0x1000 | 7, "eth_dst": fl.Hole(0)},
+              [fl.pop_vlan(), fl.set_field("tunnel_id", 8), fl.output(3)], Kind.MEMBER),
+     ("02:00:00:00:00:06",)),
+    # an integer hole in the match, instructions after the actions, none before
+    (fl.Shape(0, 100, {"in_port": fl.Hole(0), "eth_src": fl.Hole(1)},
+              [fl.write_metadata(8), fl.goto(10)], Kind.PORT), (12, "02:00:00:00:00:0c")),
+    (fl.Shape(0, 90, {"in_port": fl.Hole(0), "ipv4_src": fl.Hole(1), "eth_type": 0x0800},
+              [fl.set_field("ipv4_dst", fl.Hole(1))], Kind.PORT), (13, "10.1.2.3")),
+]
+
+
+@pytest.mark.parametrize("shape, values", SHAPES, ids=lambda x: str(x)[:40])
+def test_a_flow_made_by_a_shape_encodes_from_its_template_as_os_ken_does(shape, values):
+    flow = shape(77, *values)
+    assert flow.origin == (shape, values)
+    data = flowmod(flow)
+    assert isinstance(shape._wire, AddTemplate)          # the template was used
+    assert data == os_ken_bytes(flow)
+    assert data == flowmod(replace(flow, origin=None))    # field by field: the same bytes
+    assert flowmod(flow, "delete_strict") == os_ken_bytes(flow, "delete_strict")
+    assert flowmod(flow, xid=9)[8:] == data[8:]
+    other = shape(78, *values)                            # another object id: its cookie
+    assert flowmod(other)[8:16] == other.cookie.to_bytes(8, "big")
+
+
+def test_the_pipeline_makes_big_pods_with_shapes_and_their_bytes_are_the_same():
+    members = [PortSpec(k, 0, ("h1", "h2", "h3")[k % 3], 10 + k, f"02:00:00:00:{k >> 8:02x}:"
+                        f"{k & 255:02x}", f"198.18.135.{k % 250 + 2}") for k in range(1, 40)]
+    topo = Topology(TOPO.hosts.values(), [TOPO.pods[0]], members)
+    flows = [f for flows in flatten(host_flows(topo, "h1")).values() for f in flows]
+    shaped = [f for f in flows if f.origin is not None]
+    assert len(shaped) >= 39
+    for f in shaped:
+        assert flowmod(f) == flowmod(replace(f, origin=None)) == os_ken_bytes(f)
+
+
+def test_a_value_the_template_cannot_encode_falls_back_field_by_field():
+    shape, _ = SHAPES[2]
+    bad = shape(1, 1 << 40, "02:00:00:00:00:01")         # in_port does not fit 32 bits
+    assert flowmod(bad) is None is flowmod(replace(bad, origin=None))
+    assert flowmod_bytes(bad, Datapath()) is not None     # os-ken's error, or its bytes
+    masked = fl.Shape(0, 5, {"eth_dst": fl.Hole(0)}, [], Kind.BASE)
+    flow = masked(1, ("02:00:00:00:00:00", "01:00:00:00:00:00"))  # a mask where a value goes
+    assert flowmod(flow) == flowmod(replace(flow, origin=None)) == os_ken_bytes(flow)
+
+
+def test_the_origin_is_not_part_of_the_flow():
+    shape, values = SHAPES[1]
+    flow = shape(5, *values)
+    plain = replace(flow, origin=None)
+    assert flow == plain and hash(flow) == hash(plain) and str(flow) == str(plain)
+    assert "origin" not in repr(flow)
