@@ -40,3 +40,32 @@ def test_vs_ovn_runs_at_smoke_size(tmp_path):
     assert r.details["ovn"]["encap"] == "vxlan"
     for prefix in (r.details["ovn"]["prefix"], r.details["ovn"]["loris_prefix"]):
         assert not lab_dir(prefix).exists()
+
+
+def test_an_ovn_lab_that_does_not_get_ready_is_built_once_more(monkeypatch, capsys):
+    from bench.ovn import NotReady, OvnLab
+
+    real, calls = OvnLab.wait_ready, []
+
+    def once_not_ready(self, timeout: float = 60.0) -> None:
+        calls.append(self.lab.prefix)
+        if len(calls) == 1:
+            raise NotReady(f"OVN lab {self.lab.prefix} not ready (test)")
+        real(self, timeout)
+
+    monkeypatch.setattr(OvnLab, "wait_ready", once_not_ready)
+    ovn = OvnLab(hosts=2, docker=False)
+    with ovn:
+        assert len(calls) == 2 and calls[0] != calls[1] == ovn.lab.prefix
+        assert not lab_dir(calls[0]).exists()           # the first one is torn down
+        assert "building it again" in capsys.readouterr().err
+
+    def never_ready(self, timeout: float = 60.0) -> None:
+        calls.append(self.lab.prefix)
+        raise NotReady("never ready (test)")
+
+    calls.clear()
+    monkeypatch.setattr(OvnLab, "wait_ready", never_ready)
+    with pytest.raises(NotReady):                       # twice: raised, nothing left
+        OvnLab(hosts=2, docker=False).up()
+    assert len(calls) == 2 and not any(lab_dir(p).exists() for p in calls)
