@@ -93,22 +93,30 @@ def set_subreaper(enabled: bool = True) -> None:
         raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
 
 
-def reap(pids: Iterable[int]) -> None:
-    """Collect the exit status of those `pids` that are dead children of ours.
+def reap(pids: Iterable[int], within: float = 0.0) -> None:
+    """Collect the exit status of those `pids` that are dead children of ours; with
+    `within`, for up to that many seconds until none of them is left (a process killed a
+    moment ago may still be exiting, not yet a zombie to collect).
 
     Only call this for processes that no subprocess.Popen of this process waits for
     (orphans adopted as a subreaper), or that Popen would see a wrong exit status.
     """
-    for pid in pids:
-        with _own_lock:
-            popen = _own_children.get(pid)
-        if popen is not None:
-            popen.poll()
-        elif state(pid) == "Z":
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
+    pids = list(pids)
+    deadline = time.monotonic() + within
+    while True:
+        for pid in pids:
+            with _own_lock:
+                popen = _own_children.get(pid)
+            if popen is not None:
+                popen.poll()
+            elif state(pid) == "Z":
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+        if time.monotonic() >= deadline or all(state(p) is None for p in pids):
+            return
+        time.sleep(0.02)
 
 
 def terminate(pids: Iterable[int], grace: float = 3.0) -> list[int]:

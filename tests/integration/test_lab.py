@@ -262,7 +262,7 @@ def test_down_all_removes_an_interrupted_lab() -> None:
                              capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stdout + res.stderr
         assert f"{prefix}: removed" in res.stdout, res.stdout
-        procs.reap(pids)   # the killed orphans were adopted by us
+        procs.reap(pids, within=5.0)   # the killed orphans were adopted by us
     assert_nothing_left(prefix, pids, inodes)
 
 
