@@ -191,27 +191,39 @@ def _instructions(actions: tuple) -> bytes:
     applied: list[bytes] = []
     tail: list[bytes] = []
     for action in actions:
-        op = action[0]
-        if op == "write_metadata":
-            tail.append(_WRITE_METADATA.pack(2, _WRITE_METADATA.size, action[1], action[2]))
-        elif op == "goto":
-            tail.append(_GOTO.pack(1, _GOTO.size, action[1]))
-        elif op == "set_field" and action[1] in _SET_ADDRESS and type(action[2]) is str:
-            head, encode, size, pad = _SET_ADDRESS[action[1]]
-            applied.append(head + encode(action[2], size) + pad)
+        if action[0] in _INSTRUCTION_OPS:
+            tail.append(_instruction(action))
         else:
-            data = _action_cache.get(action)
-            if data is None:
-                data = _action(action)
-                if len(_action_cache) >= _OXM_CACHE_MAX:
-                    _action_cache.clear()
-                _action_cache[action] = data
-            applied.append(data)
+            applied.append(_applied(action))
     if not applied:
         return b"".join(tail)
     actions_bytes = b"".join(applied)
     head = _APPLY_HEAD.pack(4, _APPLY_HEAD.size + len(actions_bytes))
     return head + actions_bytes + b"".join(tail)
+
+
+_INSTRUCTION_OPS = ("write_metadata", "goto")     # instructions; the other ops are actions
+
+
+def _instruction(action: tuple) -> bytes:
+    if action[0] == "write_metadata":
+        return _WRITE_METADATA.pack(2, _WRITE_METADATA.size, action[1], action[2])
+    return _GOTO.pack(1, _GOTO.size, action[1])
+
+
+def _applied(action: tuple) -> bytes:
+    """An action of the apply-actions instruction: an address set is encoded each time (one
+    member's own), any other action once and cached."""
+    if action[0] == "set_field" and action[1] in _SET_ADDRESS and type(action[2]) is str:
+        head, encode, size, pad = _SET_ADDRESS[action[1]]
+        return head + encode(action[2], size) + pad
+    data = _action_cache.get(action)
+    if data is None:
+        data = _action(action)
+        if len(_action_cache) >= _OXM_CACHE_MAX:
+            _action_cache.clear()
+        _action_cache[action] = data
+    return data
 
 
 def _action(action: tuple) -> bytes:
@@ -254,6 +266,10 @@ class _Value:
         self.index, self.encode, self.size = index, encode, size
 
 
+def _width(part: bytes | _Value) -> int:
+    return part.size if isinstance(part, _Value) else len(part)
+
+
 class AddTemplate:
     """The OFPFC_ADD (xid 0) of the flows of one form: table, priority, match and actions
     with the positions of the match fields and set_field values that differ from flow to
@@ -262,7 +278,7 @@ class AddTemplate:
     of a set_field of an address; `make` returns None for anything else (the flows are then
     encoded one by one)."""
 
-    __slots__ = ("_parts", "_values", "_cookie_at")
+    __slots__ = ("_parts", "_values")
 
     @classmethod
     def make(cls, table: int, priority: int, match: tuple, actions: tuple,
@@ -297,32 +313,27 @@ class AddTemplate:
         tail: list[bytes] = []
         for position, action in enumerate(actions):
             index = action_holes.get(position)
+            if index is None and action[0] in _INSTRUCTION_OPS:
+                tail.append(_instruction(action))
+                continue
             if index is None:
-                one = _instructions((action,))
-                if action[0] in ("write_metadata", "goto"):
-                    tail.append(one)
-                else:
-                    applied.append(one[_APPLY_HEAD.size:])
+                applied.append(_applied(action))
                 continue
             if action[0] != "set_field" or action[1] not in _SET_ADDRESS:
                 raise Unsupported(f"a hole in {action!r}")
             head, encode, size, pad = _SET_ADDRESS[action[1]]
             applied += [head, _Value(index, encode, size), pad]
-        instructions: list = []
         if applied:
-            size = _APPLY_HEAD.size + sum(p.size if isinstance(p, _Value) else len(p)
-                                          for p in applied)
-            instructions = [_APPLY_HEAD.pack(4, size), *applied]
-        instructions += tail
-        parts = [None, *match_parts, *instructions]     # [0]: header and body, per cookie
-        total = _HEADER.size + _FLOW_MOD.size + sum(
-            p.size if isinstance(p, _Value) else len(p) for p in parts[1:])
+            applied.insert(0, _APPLY_HEAD.pack(4, _APPLY_HEAD.size + sum(map(_width, applied))))
+        rest = [*match_parts, *applied, *tail]
+        total = _HEADER.size + _FLOW_MOD.size + sum(map(_width, rest))
         head = _HEADER.pack(OFP_VERSION, OFPT_FLOW_MOD, total, 0)
         body = _FLOW_MOD.pack(0, 0, table, COMMANDS["add"], 0, 0, priority, OFP_NO_BUFFER,
                               OFPP_ANY, OFPG_ANY, 0)
-        # merged: constant bytes between the values, one slot per value
+        # constant bytes merged between the values: one slot per value; slot 0 starts with
+        # the header and the body, whose cookie each flow puts in
         merged: list = []
-        for p in [head + body, *parts[1:]]:
+        for p in [head + body, *rest]:
             if isinstance(p, bytes) and merged and isinstance(merged[-1], bytes):
                 merged[-1] += p
             else:
@@ -330,7 +341,6 @@ class AddTemplate:
         self._values = tuple((slot, p) for slot, p in enumerate(merged)
                              if isinstance(p, _Value))
         self._parts = merged
-        self._cookie_at = _HEADER.size          # the body starts with the cookie
 
     def encode(self, cookie: int, values: tuple) -> bytes | None:
         """The OFPFC_ADD of the flow with these values and cookie; None if a value does not
@@ -341,7 +351,6 @@ class AddTemplate:
                 parts[slot] = v.encode(values[v.index], v.size)
         except (Unsupported, ValueError, OSError, OverflowError, IndexError):
             return None
-        first = parts[0]
-        at = self._cookie_at
+        first, at = parts[0], _HEADER.size          # the body starts with the cookie
         parts[0] = first[:at] + cookie.to_bytes(8, "big") + first[at + 8:]
         return b"".join(parts)
